@@ -1,0 +1,30 @@
+"""Errors an application sees from the Producer API; each message names the problem and the fix."""
+
+from __future__ import annotations
+
+from worker.errors import ConfigError, RedisUnavailableError, TaskProcessorError
+
+__all__ = [
+    "ConfigError",
+    "InvalidTaskError",
+    "RedisUnavailableError",
+    "TaskFailedError",
+    "TaskProcessorError",
+    "WaitTimeoutError",
+]
+
+
+class InvalidTaskError(TaskProcessorError, ValueError):
+    """Refused at enqueue: nothing was written to Redis."""
+
+
+class TaskFailedError(TaskProcessorError):
+    """A waited-for job ended failed, stopped, canceled, or vanished from Redis."""
+
+    def __init__(self, message: str, job_id: str) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+
+
+class WaitTimeoutError(TaskProcessorError, TimeoutError):
+    """``wait`` gave up; the jobs are still in Redis and keep running."""

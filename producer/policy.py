@@ -1,0 +1,133 @@
+"""The scaling decision for the worker Deployment, kept pure so it can be tested without Redis or a cluster.
+
+Scaling up follows demand at once, because queued work waits on every missing worker. Scaling down waits
+for a stabilization window (like the Kubernetes HPA's) so that bursty queues do not make pods flap, and it
+never goes below the workers that are busy, because removing a pod would kill its running job.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+
+from worker.errors import ConfigError
+
+__all__ = ["Bounds", "Decision", "Observation", "PolicyState", "Reason", "decide", "demand"]
+
+
+class Reason(StrEnum):
+    """Why a decision came out as it did, so logs and metrics can explain a replica count.
+
+    A StrEnum (a str subclass, as `(str, Enum)` would be) so `str(reason)` logs the bare value.
+    """
+
+    SCALE_UP = "scale-up"
+    SCALE_DOWN = "scale-down"
+    STEADY = "steady"
+    SCALE_DOWN_DELAYED = "scale-down-delayed"
+    BUSY_WORKERS = "busy-workers"
+
+
+def _check_int(name: str, env: str, value: object, least: int) -> None:
+    # bool is an int subclass; "AUTOSCALE_MIN=true" silently meaning 1 would hide a configuration mistake.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name} ({value!r}) must be a whole number: set {env} to an integer >= {least}")
+    if value < least:
+        raise ConfigError(f"{name} ({value}) must be >= {least}: set {env} to {least} or more")
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Operator limits, checked up front so a bad setting fails at start-up naming the env var to fix."""
+
+    minimum: int
+    maximum: int
+    jobs_per_worker: int
+    scale_down_delay: float
+
+    def __post_init__(self) -> None:
+        _check_int("minimum", "AUTOSCALE_MIN", self.minimum, 0)
+        _check_int("maximum", "AUTOSCALE_MAX", self.maximum, 1)
+        _check_int("jobs_per_worker", "AUTOSCALE_JOBS_PER_WORKER", self.jobs_per_worker, 1)
+        if self.maximum < self.minimum:
+            raise ConfigError(
+                f"maximum ({self.maximum}) is below minimum ({self.minimum}): "
+                "raise AUTOSCALE_MAX or lower AUTOSCALE_MIN"
+            )
+        delay = self.scale_down_delay
+        is_number = isinstance(delay, int | float) and not isinstance(delay, bool)
+        if not is_number or not math.isfinite(delay) or delay < 0:
+            raise ConfigError(
+                f"scale_down_delay ({delay!r}) must be a finite number of seconds >= 0: "
+                "set AUTOSCALE_SCALE_DOWN_DELAY to 0 or more"
+            )
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One snapshot of the queue and the Deployment; counts may be stale, so negatives are read as zero."""
+
+    queued: int
+    in_flight: int
+    busy_workers: int
+    current: int
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The replica count to ask for; `demand` rides along so logs show what the delay and floor changed."""
+
+    desired: int
+    reason: Reason
+    demand: int
+
+
+@dataclass(frozen=True)
+class PolicyState:
+    """Recent (time, demand) pairs; the caller threads it between calls so the policy stays pure."""
+
+    history: tuple[tuple[float, int], ...] = ()
+
+
+def demand(obs: Observation, bounds: Bounds) -> int:
+    """Workers needed for the work in sight; in-flight jobs count because their workers are not free yet."""
+    work = max(0, obs.queued) + max(0, obs.in_flight)
+    needed = -(-work // bounds.jobs_per_worker)  # integer ceil: exact at any size, unlike a float division
+    return min(max(needed, bounds.minimum), bounds.maximum)
+
+
+def decide(obs: Observation, bounds: Bounds, state: PolicyState, now: float) -> tuple[Decision, PolicyState]:
+    """Pick the replica count for `now` and return the state to pass to the next call.
+
+    Precedence, strongest last:
+      1. demand >= current: follow demand at once (it is already within [minimum, maximum]).
+      2. otherwise: the highest demand seen in the last `scale_down_delay` seconds, capped at current,
+         then clamped to [minimum, maximum] (a hand-made count above maximum is brought back without delay).
+      3. never below min(busy_workers, current): busy workers beat maximum, because scaling below them would
+         kill running jobs, but they never raise desired above current, because busy counts may be stale.
+
+    The first call (empty history) seeds the window with `current`, so a freshly started autoscaler waits a
+    full delay before scaling down instead of trusting a single sample. Entries stamped later than `now`
+    (the clock went backwards) stay in the window, which errs towards keeping workers.
+    """
+    wanted = demand(obs, bounds)
+    current = max(0, obs.current)
+    delay = bounds.scale_down_delay
+    history = state.history
+    if not history and delay > 0:
+        history = ((now, current),)
+    window = (*(entry for entry in history if entry[0] >= now - delay), (now, wanted))
+    next_state = PolicyState(history=window)
+
+    if wanted >= current:
+        reason = Reason.SCALE_UP if wanted > current else Reason.STEADY
+        return Decision(desired=wanted, reason=reason, demand=wanted), next_state
+
+    held = min(max(value for _, value in window), current)
+    held = min(max(held, bounds.minimum), bounds.maximum)
+    floor = min(max(0, obs.busy_workers), current)
+    if floor > held:
+        return Decision(desired=floor, reason=Reason.BUSY_WORKERS, demand=wanted), next_state
+    reason = Reason.SCALE_DOWN if held < current else Reason.SCALE_DOWN_DELAYED
+    return Decision(desired=held, reason=reason, demand=wanted), next_state

@@ -1,0 +1,137 @@
+"""Shared fixtures: a real redis-server per test session on a free loopback port, flushed around each test."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from producer import Producer
+from producer.redis_server import LocalRedisServer
+
+BIN = Path(sys.executable).parent
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail the test naming ``what`` on time-out."""
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[LocalRedisServer]:
+    with LocalRedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: LocalRedisServer) -> Iterator[str]:
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    yield redis_server.url
+    client.flushall()
+    client.close()
+
+
+@pytest.fixture
+def conn(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def producer(redis_url: str) -> Producer:
+    return Producer(redis_url)
+
+
+@pytest.fixture
+def env(redis_url: str) -> dict[str, str]:
+    """Environment for the project's commands: the test Redis, JSON logs, this venv first on PATH."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "TASK_", "AUTOSCALE_", "LOG_"))}
+    return {**base, "REDIS_URL": redis_url, "LOG_FORMAT": "json", "PATH": f"{BIN}{os.pathsep}{base['PATH']}"}
+
+
+class Proc:
+    """A project command running in its own process group, its output in a file for the test to parse."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.args = args
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.popen = subprocess.Popen(args, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def signal(self, sig: signal.Signals) -> None:
+        self.popen.send_signal(sig)
+
+    def wait(self, timeout: float = 30) -> int:
+        return self.popen.wait(timeout=timeout)
+
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def json_lines(self) -> list[dict[str, Any]]:
+        lines = []
+        for line in self.output().splitlines():
+            if line.startswith("{"):
+                lines.append(json.loads(line))
+        return lines
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            try:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.popen.wait(timeout=10)
+        else:
+            # The worker's scheduler child may outlive its parent; its group goes with it.
+            try:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self._log.close()
+
+
+@pytest.fixture
+def spawn(env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., Proc]]:
+    """Start ``task-worker``/``task-producer`` commands; every one is killed at the end of the test."""
+    procs: list[Proc] = []
+
+    def start(*args: str, extra_env: dict[str, str] | None = None) -> Proc:
+        proc = Proc([str(BIN / args[0]), *args[1:]], {**env, **(extra_env or {})}, tmp_path / f"proc{len(procs)}.log")
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.stop()
+
+
+def run(args: list[str], env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run a project command to completion, capturing stdout and stderr separately."""
+    return subprocess.run(
+        [str(BIN / args[0]), *args[1:]], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )

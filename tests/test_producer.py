@@ -1,0 +1,168 @@
+"""The Producer API against a real redis-server: what lands in RQ's keys, and what is refused."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import zlib
+
+import pytest
+import redis
+from rq import Queue
+from rq.job import Job, JobStatus
+
+from producer import InvalidTaskError, Producer, RedisUnavailableError, Task, WaitTimeoutError
+from producer.redis_server import free_port
+from worker import examples
+
+
+def queued_ids(conn: redis.Redis, queue: str = "default") -> list[str]:
+    return [raw.decode() for raw in conn.lrange(f"rq:queue:{queue}", 0, -1)]
+
+
+def test_enqueue_writes_a_json_rq_job(producer: Producer, conn: redis.Redis) -> None:
+    job = producer.enqueue("worker.examples.add", 2, 3, timeout=42, job_id="sum-1")
+    assert isinstance(job, Job)
+    assert queued_ids(conn) == ["sum-1"]
+    stored = Job.fetch("sum-1", connection=conn, serializer="json")
+    assert stored.func_name == "worker.examples.add"
+    assert stored.args == [2, 3]
+    assert stored.timeout == 42
+    assert stored.get_status() == JobStatus.QUEUED
+    # JSON (zlib-compressed by RQ), not pickle: any language or tool can read the payload.
+    func, _instance, args, kwargs = json.loads(zlib.decompress(conn.hget("rq:job:sum-1", "data")))
+    assert (func, args, kwargs) == ("worker.examples.add", [2, 3], {})
+
+
+def test_task_kwargs_and_callables(producer: Producer) -> None:
+    job = producer.enqueue(examples.record, "k", value="v", seconds=0.5)
+    assert job.func_name == "worker.examples.record"
+    assert job.kwargs == {"value": "v", "seconds": 0.5}
+    # A task's own keyword named like an option goes through Task(kwargs=...).
+    clash = producer.enqueue_many([Task("myapp.tasks.resize", kwargs={"timeout": 5, "queue": "x"})])[0]
+    assert clash.kwargs == {"timeout": 5, "queue": "x"}
+
+
+def test_default_timeout_and_retries_with_backoff(producer: Producer) -> None:
+    job = producer.enqueue("worker.examples.noop", retries=4, retry_backoff=2)
+    assert job.timeout == 180
+    assert job.retries_left == 4
+    assert job.retry_intervals == [2, 4, 8, 16]
+
+
+def test_at_front_jumps_the_queue(producer: Producer, conn: redis.Redis) -> None:
+    producer.enqueue("worker.examples.noop", job_id="first")
+    producer.enqueue("worker.examples.noop", job_id="urgent", at_front=True)
+    assert queued_ids(conn) == ["urgent", "first"]
+
+
+def test_enqueue_many_is_one_atomic_batch_across_queues(producer: Producer, conn: redis.Redis) -> None:
+    tasks = [Task("worker.examples.noop", job_id=f"j{i}", queue="high" if i % 2 else None) for i in range(6)]
+    jobs = producer.enqueue_many(tasks)
+    assert [j.id for j in jobs] == [f"j{i}" for i in range(6)]
+    assert queued_ids(conn, "default") == ["j0", "j2", "j4"]
+    assert queued_ids(conn, "high") == ["j1", "j3", "j5"]
+    # One bad task refuses the whole batch: nothing half-enqueued.
+    with pytest.raises(InvalidTaskError):
+        producer.enqueue_many([Task("worker.examples.noop", job_id="ok"), Task("worker.examples.add", ({1},))])
+    assert not conn.exists("rq:job:ok")
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "names"),
+    [
+        (({1, 2},), {}, ["argument 1", "set"]),
+        ((1, b"raw"), {}, ["argument 2", "bytes"]),
+        ((), {"when": datetime.date(2026, 1, 1)}, ["keyword argument 'when'", "date"]),
+        ((), {"opts": {"deep": [1, object()]}}, ["keyword argument 'opts'['deep'][1]", "object"]),
+        ((), {"table": {1: "a"}}, ["keyword argument 'table'", "key 1", "strings"]),
+        ((float("nan"),), {}, ["argument 1", "nan"]),
+    ],
+)
+def test_arguments_json_cannot_carry_are_refused_by_name(
+    producer: Producer, conn: redis.Redis, args: tuple, kwargs: dict, names: list[str]
+) -> None:
+    with pytest.raises(InvalidTaskError) as info:
+        producer.enqueue("worker.examples.add", *args, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "TASK_SERIALIZER=pickle" in message
+    for name in names:
+        assert name in message
+    assert conn.dbsize() == 0
+
+
+def test_pickle_serializer_is_opt_in(redis_url: str, conn: redis.Redis) -> None:
+    producer = Producer(redis_url, serializer="pickle")
+    job = producer.enqueue("worker.examples.add", {1, 2}, datetime.date(2026, 1, 1))
+    stored = Job.fetch(job.id, connection=conn, serializer="pickle")
+    assert stored.args == ({1, 2}, datetime.date(2026, 1, 1))
+
+
+@pytest.mark.parametrize(
+    ("func", "expected"),
+    [
+        ("noop", "dotted path"),
+        ("os.path.", "dotted path"),
+        ("my-app.tasks", "dotted path"),
+        (lambda: None, "lambda"),
+        (42, "dotted path"),
+    ],
+)
+def test_malformed_function_is_refused(producer: Producer, conn: redis.Redis, func: object, expected: str) -> None:
+    with pytest.raises(InvalidTaskError, match=expected):
+        producer.enqueue(func)  # type: ignore[arg-type]
+    assert conn.dbsize() == 0
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({"queue": "bad queue"}, "not a valid queue name"),
+        ({"queue": "rq:queue:x"}, "not a valid queue name"),
+        ({"timeout": 0}, "timeout"),
+        ({"retries": -1}, "retries"),
+        ({"job_id": "has space"}, "job_id .has space. is refused"),
+    ],
+)
+def test_bad_options_are_refused(producer: Producer, conn: redis.Redis, options: dict, expected: str) -> None:
+    with pytest.raises(ValueError, match=expected):
+        producer.enqueue("worker.examples.noop", **options)
+    assert conn.dbsize() == 0
+
+
+def test_unreachable_redis_is_one_clear_error() -> None:
+    url = f"redis://:s3cret@127.0.0.1:{free_port()}/0"
+    producer = Producer(url)
+    with pytest.raises(RedisUnavailableError) as info:
+        producer.enqueue("worker.examples.noop")
+    message = str(info.value)
+    assert f"127.0.0.1:{url.rsplit(':', 1)[1].split('/')[0]}" in message
+    assert "s3cret" not in message
+    assert "\n" not in message
+
+
+def test_wait_times_out_with_a_clear_message(producer: Producer) -> None:
+    job = producer.enqueue("worker.examples.noop")
+    with pytest.raises(WaitTimeoutError, match=r"1 of 1 jobs not finished after 0.2s"):
+        producer.wait([job], timeout=0.2)
+
+
+def test_stats_count_every_registry(producer: Producer, conn: redis.Redis) -> None:
+    producer.enqueue("worker.examples.noop")
+    producer.enqueue("worker.examples.noop", queue="low")
+    producer.enqueue("worker.examples.noop", queue="low")
+    stats = producer.stats()
+    assert set(stats) == {"default", "low"}
+    assert (stats["default"].queued, stats["low"].queued) == (1, 2)
+    assert stats["low"].started == stats["low"].failed == stats["low"].workers == 0
+    assert Queue("low", connection=conn).count == 2
+
+
+def test_from_env_reads_the_shared_settings(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("TASK_QUEUES", "high, default")
+    monkeypatch.setenv("TASK_TIMEOUT", "30")
+    producer = Producer.from_env()
+    job = producer.enqueue("worker.examples.noop")
+    assert (job.origin, job.timeout) == ("high", 30)

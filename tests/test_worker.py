@@ -1,0 +1,211 @@
+"""``task-worker`` as a real process against a real redis-server: order, priority, retries, shutdown, logs."""
+
+from __future__ import annotations
+
+import signal
+from datetime import datetime
+from collections.abc import Callable
+
+import pytest
+import redis
+from rq.job import Job, JobStatus
+from rq.registry import FailedJobRegistry, StartedJobRegistry
+
+from producer import Producer, Task, TaskFailedError
+from producer.redis_server import free_port
+from tests.conftest import Proc, run, wait_for
+
+
+def recorded(conn: redis.Redis, key: str) -> list[str]:
+    return [raw.decode() for raw in conn.lrange(key, 0, -1)]
+
+
+def job_lines(proc: Proc) -> list[dict]:
+    return [line for line in proc.json_lines() if line.get("event") == "job"]
+
+
+def started(conn: redis.Redis, job_id: str, queue: str = "default") -> bool:
+    return job_id in StartedJobRegistry(queue, connection=conn).get_job_ids()
+
+
+def test_fifo_order_holds_for_1000_tasks(producer: Producer, conn: redis.Redis, spawn: Callable[..., Proc]) -> None:
+    producer.enqueue_many(Task("worker.examples.record", ("order", str(i))) for i in range(1000))
+    worker = spawn("task-worker", "--burst")
+    assert worker.wait(timeout=120) == 0, worker.output()[-2000:]
+    assert recorded(conn, "order") == [str(i) for i in range(1000)]
+    lines = job_lines(worker)
+    assert len(lines) == 1000
+    assert {line["outcome"] for line in lines} == {"finished"}
+
+
+def test_higher_priority_queues_drain_first(producer: Producer, conn: redis.Redis, spawn: Callable[..., Proc]) -> None:
+    for i in range(5):
+        producer.enqueue("worker.examples.record", "ran", f"low{i}", queue="low")
+        producer.enqueue("worker.examples.record", "ran", f"high{i}", queue="high")
+    worker = spawn("task-worker", "--queue", "high", "--queue", "low", "--burst")
+    assert worker.wait(timeout=60) == 0, worker.output()[-2000:]
+    assert recorded(conn, "ran") == [f"high{i}" for i in range(5)] + [f"low{i}" for i in range(5)]
+
+
+def test_task_queues_env_sets_priority(producer: Producer, conn: redis.Redis, spawn: Callable[..., Proc]) -> None:
+    producer.enqueue("worker.examples.record", "ran", "b", queue="b")
+    producer.enqueue("worker.examples.record", "ran", "a", queue="a")
+    worker = spawn("task-worker", "--burst", extra_env={"TASK_QUEUES": "a,b"})
+    assert worker.wait(timeout=60) == 0, worker.output()[-2000:]
+    assert recorded(conn, "ran") == ["a", "b"]
+
+
+def test_retries_back_off_then_land_in_the_failed_registry(
+    producer: Producer, conn: redis.Redis, spawn: Callable[..., Proc]
+) -> None:
+    job = producer.enqueue("worker.examples.flaky", 99, retries=2, retry_backoff=1)
+    worker = spawn("task-worker")
+    wait_for(lambda: job.get_status(refresh=True) == JobStatus.FAILED, timeout=30, what="the job to fail for good")
+    assert job.id in FailedJobRegistry("default", connection=conn).get_job_ids()
+    job.refresh()
+    assert job.meta["attempt"] == 3
+    # One log line per attempt, spaced by the backoff: 1 s, then 2 s.
+    lines = job_lines(worker)
+    assert [line["outcome"] for line in lines] == ["retry-scheduled", "retry-scheduled", "failed"]
+    assert [line["attempt"] for line in lines] == [1, 2, 3]
+    times = [datetime.fromisoformat(line["timestamp"]) for line in lines]
+    first_gap, second_gap = ((later - earlier).total_seconds() for earlier, later in zip(times, times[1:]))
+    assert first_gap >= 0.9
+    assert second_gap >= 1.9
+    assert second_gap > first_gap + 0.5
+    with pytest.raises(TaskFailedError, match=r"ended failed: RuntimeError: attempt 3 of a flaky task failed"):
+        producer.wait([job], timeout=5)
+
+
+def test_a_retried_task_can_succeed(producer: Producer, spawn: Callable[..., Proc]) -> None:
+    job = producer.enqueue("worker.examples.flaky", 1, retries=3, retry_backoff=0)
+    spawn("task-worker")
+    assert producer.wait([job], timeout=30) == [2]
+
+
+def test_wait_returns_results_in_order(producer: Producer, spawn: Callable[..., Proc]) -> None:
+    jobs = producer.enqueue_many([Task("worker.examples.add", (i, i)) for i in range(20)])
+    spawn("task-worker")
+    progress: list[tuple[int, int]] = []
+    assert producer.wait(jobs, timeout=30, on_progress=lambda d, t: progress.append((d, t))) == [
+        2 * i for i in range(20)
+    ]
+    assert progress[-1] == (20, 20)
+
+
+def test_unknown_function_fails_the_job_with_a_clear_error(
+    producer: Producer, conn: redis.Redis, spawn: Callable[..., Proc]
+) -> None:
+    job = producer.enqueue("nosuchapp.tasks.resize", "a.png")
+    after = producer.enqueue("worker.examples.add", 1, 2)
+    worker = spawn("task-worker", "--burst")
+    assert worker.wait(timeout=60) == 0, worker.output()[-2000:]
+    assert job.id in FailedJobRegistry("default", connection=conn).get_job_ids()
+    assert "cannot import task function 'nosuchapp.tasks.resize'" in job.latest_result().exc_string
+    # The worker survived and went on with the next task.
+    assert producer.wait([after], timeout=5) == [3]
+    failed = [line for line in job_lines(worker) if line["outcome"] == "failed"]
+    assert failed[0]["func"] == "nosuchapp.tasks.resize"
+    assert "cannot import task function" in failed[0]["error"]
+
+
+def test_one_structured_line_per_job(producer: Producer, spawn: Callable[..., Proc]) -> None:
+    ok = producer.enqueue("worker.examples.add", 1, 2, queue="q1")
+    bad = producer.enqueue("worker.examples.fail", "boom", queue="q1")
+    worker = spawn("task-worker", "--queue", "q1", "--burst")
+    assert worker.wait(timeout=60) == 0
+    lines = {line["job_id"]: line for line in job_lines(worker)}
+    assert set(lines) == {ok.id, bad.id}
+    for line in lines.values():
+        assert line["queue"] == "q1"
+        assert line["attempt"] == 1
+        assert line["duration_ms"] >= 0
+        assert line["timestamp"].endswith("Z")
+    assert lines[ok.id]["func"] == "worker.examples.add"
+    assert (lines[ok.id]["outcome"], lines[ok.id]["level"]) == ("finished", "info")
+    assert (lines[bad.id]["outcome"], lines[bad.id]["level"]) == ("failed", "error")
+    assert lines[bad.id]["error"] == "RuntimeError: boom"
+    # Every line the worker printed is structured, RQ's own included.
+    assert all(line.startswith("{") for line in worker.output().splitlines() if line.strip())
+
+
+def test_sigterm_finishes_the_running_task_and_takes_no_new_one(
+    producer: Producer, conn: redis.Redis, spawn: Callable[..., Proc]
+) -> None:
+    running = producer.enqueue("worker.examples.record", "done", "slow", seconds=1.5)
+    waiting = producer.enqueue("worker.examples.record", "done", "next")
+    worker = spawn("task-worker")
+    wait_for(lambda: started(conn, running.id), what="the slow task to start")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(timeout=20) == 0
+    assert recorded(conn, "done") == ["slow"]
+    assert running.get_status(refresh=True) == JobStatus.FINISHED
+    assert waiting.get_status(refresh=True) == JobStatus.QUEUED
+    assert conn.lrange("rq:queue:default", 0, -1) == [waiting.id.encode()]
+    assert conn.scard("rq:workers") == 0
+
+
+def test_second_signal_stops_at_once_and_requeues_the_task_at_the_front(
+    producer: Producer, conn: redis.Redis, spawn: Callable[..., Proc]
+) -> None:
+    running = producer.enqueue("worker.examples.record", "done", "slow", seconds=60)
+    waiting = producer.enqueue("worker.examples.noop")
+    worker = spawn("task-worker")
+    wait_for(lambda: started(conn, running.id), what="the slow task to start")
+    worker.signal(signal.SIGTERM)
+    wait_for(lambda: "warm shutdown" in worker.output(), what="the warm shutdown log line")
+    worker.signal(signal.SIGINT)
+    assert worker.wait(timeout=10) != 0
+    assert recorded(conn, "done") == []
+    assert running.get_status(refresh=True) == JobStatus.QUEUED
+    assert conn.lrange("rq:queue:default", 0, -1) == [running.id.encode(), waiting.id.encode()]
+    assert not started(conn, running.id)
+    assert [line["outcome"] for line in job_lines(worker)] == ["interrupted-requeued"]
+
+
+def test_check_passes_only_while_the_worker_lives(env: dict[str, str], spawn: Callable[..., Proc]) -> None:
+    assert run(["task-worker", "check"], env).returncode == 1
+    worker = spawn("task-worker")
+    wait_for(lambda: run(["task-worker", "check"], env).returncode == 0, what="the probe to pass")
+    name = next(line["worker"] for line in worker.json_lines() if line.get("event") == "worker starting")
+    assert run(["task-worker", "check", "--name", name], env).returncode == 0
+    assert run(["task-worker", "check", "--name", "someone-else"], env).returncode == 1
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(timeout=20) == 0
+    failed = run(["task-worker", "check"], env)
+    assert failed.returncode == 1
+    assert "not registered and alive" in failed.stderr
+
+
+@pytest.mark.parametrize("command", [["task-worker"], ["task-worker", "check"]])
+def test_unreachable_redis_is_one_line_and_a_non_zero_exit(env: dict[str, str], command: list[str]) -> None:
+    url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
+    result = run(command, {**env, "REDIS_URL": url})
+    assert result.returncode != 0
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "cannot reach Redis at redis://:***@127.0.0.1" in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("TASK_QUEUES", "a b", "TASK_QUEUES: 'a b' is not a valid queue name"),
+        ("TASK_SERIALIZER", "yaml", "TASK_SERIALIZER='yaml' is not supported: use one of json, pickle"),
+        ("REDIS_URL", "localhost:6379", "REDIS_URL must start with redis://"),
+    ],
+)
+def test_bad_settings_are_one_line_errors(env: dict[str, str], variable: str, value: str, expected: str) -> None:
+    result = run(["task-worker", "--burst"], {**env, variable: value})
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"task-worker: error: {expected}" or expected in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_max_jobs_recycles_the_process(producer: Producer, conn: redis.Redis, spawn: Callable[..., Proc]) -> None:
+    producer.enqueue_many([Task("worker.examples.noop") for _ in range(5)])
+    worker = spawn("task-worker", "--max-jobs", "2")
+    assert worker.wait(timeout=30) == 0
+    assert conn.llen("rq:queue:default") == 3
+    assert Job.fetch  # the remaining jobs stay queued for the next process

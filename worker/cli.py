@@ -1,0 +1,88 @@
+"""``task-worker``: one long-running worker process (the container's PID 1), and its probe."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import redis
+
+from worker.connection import connect, describe_failure, ping
+from worker.errors import TaskProcessorError
+from worker.logs import configure_logging, get_logger
+from worker.probe import healthy_workers
+from worker.runner import build_worker
+from worker.settings import Settings, validate_queue_name
+
+log = get_logger("task_processor.worker")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="task-worker",
+        description="Run one worker on TASK_QUEUES (highest priority first). `task-worker check` is its probe.",
+    )
+    parser.add_argument(
+        "--queue", "-q", action="append", metavar="Q",
+        help="queue to work on, repeatable, highest priority first (default: TASK_QUEUES)",
+    )
+    parser.add_argument("--burst", action="store_true", help="exit when the queues are empty")
+    parser.add_argument("--max-jobs", type=int, metavar="N", help="exit after N jobs (the process is recycled)")
+    parser.add_argument("--name", help="worker name (default: <hostname>.<pid>.<random>)")
+    return parser
+
+
+def _check_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="task-worker check",
+        description="Exit 0 only when a worker of this host (or the named one) is alive and registered.",
+    )
+    parser.add_argument("--name", help="check this worker instead of any worker of this host")
+    return parser
+
+
+def _check(argv: list[str], settings: Settings) -> int:
+    args = _check_parser().parse_args(argv)
+    connection = connect(settings.redis_url)
+    try:
+        workers = healthy_workers(connection, args.name)
+    except redis.RedisError as exc:
+        raise describe_failure(settings.redis_url, exc) from exc
+    if not workers:
+        target = f"worker {args.name!r}" if args.name else "a worker of this host"
+        print(f"task-worker check: {target} is not registered and alive in Redis", file=sys.stderr)
+        return 1
+    print(f"ok: {', '.join(w.name + ' (' + w.state + ')' for w in workers)}")
+    return 0
+
+
+def _run(argv: list[str], settings: Settings) -> int:
+    args = _parser().parse_args(argv)
+    if args.max_jobs is not None and args.max_jobs < 1:
+        raise TaskProcessorError(f"--max-jobs {args.max_jobs} must be at least 1")
+    queues = tuple(validate_queue_name(q, "--queue") for q in args.queue) if args.queue else settings.queues
+    configure_logging(settings.log_level, settings.log_format)
+    connection = connect(settings.redis_url)
+    ping(connection, settings.redis_url)
+    worker = build_worker(settings, connection, queues, args.name)
+    log.info("worker starting", worker=worker.name, queues=list(queues), serializer=settings.serializer_name)
+    quiet = "DEBUG" if settings.log_level == "DEBUG" else "WARNING"
+    worker.work(burst=args.burst, max_jobs=args.max_jobs, with_scheduler=True, logging_level=quiet)
+    log.info("worker stopped", worker=worker.name)
+    return 1 if worker.cold_stopped else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        settings = Settings.from_env()
+        if argv[:1] == ["check"]:
+            return _check(argv[1:], settings)
+        return _run(argv, settings)
+    except TaskProcessorError as exc:
+        print(f"task-worker: error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ValueError) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

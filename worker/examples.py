@@ -1,0 +1,49 @@
+"""Demo tasks, importable by dotted path (``worker.examples.add``), used by ``run-local`` and the tests."""
+
+from __future__ import annotations
+
+import time
+
+from rq import get_current_job
+
+from worker.runner import current_attempt
+
+
+def noop() -> None:
+    """The cheapest possible task: measures the queue, not the work."""
+
+
+def add(a: float, b: float) -> float:
+    return a + b
+
+
+def sleep(seconds: float) -> float:
+    """An I/O-bound task: holds a worker without using its CPU."""
+    time.sleep(seconds)
+    return seconds
+
+
+def compute(n: int) -> int:
+    """A small CPU-bound task."""
+    return sum(i * i for i in range(n))
+
+
+def fail(message: str = "this task always fails") -> None:
+    raise RuntimeError(message)
+
+
+def flaky(failures: int) -> int:
+    """Fails on its first ``failures`` attempts, then succeeds: shows retries with backoff."""
+    attempt = current_attempt()
+    if attempt <= failures:
+        raise RuntimeError(f"attempt {attempt} of a flaky task failed on purpose")
+    return attempt
+
+
+def record(key: str, value: str, seconds: float = 0.0) -> str:
+    """Sleep, then append ``value`` to the Redis list ``key``: lets a test see what ran, in what order."""
+    time.sleep(seconds)
+    job = get_current_job()
+    assert job is not None, "record() runs inside a worker"
+    job.connection.rpush(key, value)
+    return value

@@ -1,0 +1,171 @@
+"""The RQ worker we run: no fork per task, one structured line per job, warm then cold shutdown.
+
+A Pod (or a local worker process) is already the isolation unit, so jobs run in the worker process itself
+(RQ's ``SimpleWorker``); ``--max-jobs`` recycles the process to bound what a leaky task can hold.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from types import FrameType
+from typing import Any
+from uuid import uuid4
+
+import structlog
+from redis import Redis
+from redis.client import Pipeline
+from rq import Queue, get_current_job
+from rq.exceptions import DeserializationError
+from rq.job import Job, JobStatus
+from rq.registry import StartedJobRegistry
+from rq.worker import SimpleWorker
+
+from worker.errors import TaskProcessorError
+from worker.logs import get_logger
+from worker.settings import Settings
+
+ATTEMPT_META_KEY = "attempt"
+"""``job.meta`` field counting how many times a worker has started the job (1 on the first run)."""
+
+OUTCOMES = {
+    JobStatus.FINISHED: "finished",
+    JobStatus.FAILED: "failed",
+    JobStatus.SCHEDULED: "retry-scheduled",
+    JobStatus.QUEUED: "retry-queued",
+    JobStatus.STOPPED: "stopped",
+}
+"""The ``outcome`` field of the per-job log line, by the status a job ends its run in."""
+
+log = get_logger("task_processor.worker")
+
+
+class TaskNotFoundError(TaskProcessorError, ImportError):
+    """The job names a function the worker cannot import."""
+
+
+def current_attempt() -> int:
+    """Which attempt of the current job this is (1-based); for tasks that behave differently on retries."""
+    job = get_current_job()
+    return int(job.meta.get(ATTEMPT_META_KEY, 1)) if job is not None else 1
+
+
+def worker_name() -> str:
+    """Host (the Pod name on Kubernetes), PID and a random suffix: readable, and unique across restarts."""
+    return f"{socket.gethostname()}.{os.getpid()}.{uuid4().hex[:6]}"
+
+
+class TaskJob(Job):
+    """An RQ job that counts its attempts and explains a function it cannot import."""
+
+    @property
+    def func(self) -> Any:
+        try:
+            return super().func
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise TaskNotFoundError(
+                f"cannot import task function {self.func_name!r} ({exc}): check the dotted path and that "
+                "its module is installed where the workers run"
+            ) from exc
+
+    def prepare_for_execution(self, worker_name: str, pipeline: Pipeline) -> None:
+        # Written in the same pipeline RQ uses to mark the job started: no extra round trip.
+        self.meta[ATTEMPT_META_KEY] = int(self.meta.get(ATTEMPT_META_KEY, 0)) + 1
+        pipeline.hset(self.key, "meta", self.serializer.dumps(self.meta))
+        super().prepare_for_execution(worker_name, pipeline)
+
+
+class TaskWorker(SimpleWorker):
+    """RQ's in-process worker with our logging and shutdown semantics.
+
+    First SIGTERM/SIGINT: finish the running job, take no new one (RQ's warm shutdown). A second signal stops
+    at once (RQ ignores one within a second; we do not) and puts the interrupted job back at the front of its
+    queue rather than marking it failed: it did not fail, it was not allowed to finish.
+    """
+
+    job_class = TaskJob
+    log_result_lifespan = False
+    log_job_description = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._cold_stop = False
+        self._last_error: str | None = None
+
+    @property
+    def cold_stopped(self) -> bool:
+        return self._cold_stop
+
+    def request_force_stop(self, signum: int, frame: FrameType | None) -> None:
+        log.warning("cold shutdown: interrupting the running job", signal=signal.Signals(signum).name)
+        self._cold_stop = True
+        raise SystemExit(1)
+
+    def handle_warm_shutdown_request(self) -> None:
+        log.info("warm shutdown: finishing the running job, taking no new one; signal again to stop at once")
+
+    def handle_exception(self, job: Job, *exc_info: Any) -> None:
+        # RQ logs the traceback here as a free-text line; our per-job line carries it instead.
+        for handler in self._exc_handlers:
+            if handler(job, *exc_info) is False:
+                break
+
+    def handle_job_failure(
+        self,
+        job: Job,
+        queue: Queue,
+        started_job_registry: StartedJobRegistry | None = None,
+        exc_string: str = "",
+    ) -> None:
+        self._last_error = exc_string
+        if not self._cold_stop:
+            super().handle_job_failure(job, queue, started_job_registry=started_job_registry, exc_string=exc_string)
+            return
+        # Queued again before the started entry goes: at every moment the job is somewhere a worker will find it.
+        queue.enqueue_job(job, at_front=True)
+        with self.connection.pipeline() as pipeline:
+            self.cleanup_execution(job, pipeline=pipeline)
+            pipeline.execute()
+
+    def perform_job(self, job: Job, queue: Queue) -> bool:
+        try:
+            func = job.func_name
+        except DeserializationError:
+            func = "<undecodable>"
+        structlog.contextvars.bind_contextvars(job_id=job.id, queue=queue.name, func=func)
+        self._last_error = None
+        started = time.monotonic()
+        try:
+            return super().perform_job(job, queue)
+        finally:
+            self._log_outcome(job, time.monotonic() - started)
+            structlog.contextvars.clear_contextvars()
+
+    def _log_outcome(self, job: Job, seconds: float) -> None:
+        fields: dict[str, Any] = {
+            "attempt": int(job.meta.get(ATTEMPT_META_KEY, 1)),
+            "duration_ms": round(seconds * 1000, 2),
+        }
+        if self._cold_stop:
+            log.warning("job", outcome="interrupted-requeued", **fields)
+            return
+        outcome = OUTCOMES.get(job.get_status(refresh=False), str(job.get_status(refresh=False)))
+        if self._last_error is None:
+            log.info("job", outcome=outcome, **fields)
+            return
+        error = self._last_error.strip().splitlines()[-1] if self._last_error.strip() else "unknown error"
+        level = log.error if outcome == "failed" else log.warning
+        level("job", outcome=outcome, error=error, traceback=self._last_error, **fields)
+
+
+def build_worker(
+    settings: Settings, connection: Redis, queues: tuple[str, ...] | None = None, name: str | None = None
+) -> TaskWorker:
+    return TaskWorker(
+        list(queues or settings.queues),
+        name=name or worker_name(),
+        connection=connection,
+        serializer=settings.serializer,
+    )

@@ -1,0 +1,150 @@
+"""Configuration from the environment: the one place that reads ``os.environ``.
+
+Producer and worker share these settings so that both sides agree on the Redis URL, the queues and the
+serializer; a mismatch there is the classic way to make a queue look stuck.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Literal, TypeVar
+
+from rq.serializers import JSONSerializer, PickleSerializer, Serializer
+
+from worker.errors import ConfigError
+
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+"""Where both sides look for Redis when REDIS_URL is not set."""
+
+DEFAULT_QUEUE = "default"
+"""The queue used when TASK_QUEUES is not set (RQ's own default name, so RQ tools find it)."""
+
+DEFAULT_DEPLOYMENT = "task-processor"
+"""Name of the worker Deployment the autoscaler sizes."""
+
+DEFAULT_TASK_TIMEOUT = 180
+"""Seconds a task may run before the worker stops it (RQ's default); the chart's grace period follows it."""
+
+QUEUE_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+"""Queue names end up inside Redis keys (``rq:queue:<q>``); ':' or spaces there would collide or confuse."""
+
+SERIALIZERS: dict[str, Serializer] = {"json": JSONSerializer, "pickle": PickleSerializer}
+"""JSON by default: pickle executes code on load, so it crosses the trust boundary only when chosen."""
+
+LogFormat = Literal["auto", "json", "console"]
+LOG_FORMATS: tuple[LogFormat, ...] = ("auto", "json", "console")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+T = TypeVar("T")
+
+
+def validate_queue_name(name: str, source: str = "queue") -> str:
+    """Return ``name`` when it is usable as a queue name, else raise a one-line ConfigError."""
+    if not isinstance(name, str) or not QUEUE_NAME_PATTERN.fullmatch(name):
+        raise ConfigError(
+            f"{source}: {name!r} is not a valid queue name: use 1-64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def _parse_queues(raw: str) -> tuple[str, ...]:
+    names = tuple(part.strip() for part in raw.split(",") if part.strip())
+    if not names:
+        raise ConfigError("TASK_QUEUES is empty: give a comma-separated list such as 'high,default,low'")
+    for name in names:
+        validate_queue_name(name, "TASK_QUEUES")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"TASK_QUEUES lists a queue twice ({raw!r}): name each queue once")
+    return names
+
+
+def _number(name: str, raw: str, kind: Callable[[str], T], minimum: float) -> T:
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number: set it to a {kind.__name__} >= {minimum:g}") from None
+    if not math.isfinite(float(value)) or float(value) < minimum:  # type: ignore[arg-type]
+        raise ConfigError(f"{name}={raw!r} is out of range: set it to a {kind.__name__} >= {minimum:g}")
+    return value
+
+
+def _redis_url(name: str, raw: str) -> str:
+    if not raw.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"{name} must start with redis://, rediss:// or unix:// (e.g. {DEFAULT_REDIS_URL})")
+    return raw
+
+
+def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
+    if raw not in choices:
+        raise ConfigError(f"{name}={raw!r} is not supported: use one of {', '.join(choices)}")
+    return raw
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable through the environment; the README's table lists the same names."""
+
+    redis_url: str = DEFAULT_REDIS_URL
+    redis_url_set: bool = False
+    queues: tuple[str, ...] = (DEFAULT_QUEUE,)
+    serializer_name: str = "json"
+    task_timeout: int = DEFAULT_TASK_TIMEOUT
+    deployment: str = DEFAULT_DEPLOYMENT
+    namespace: str | None = None
+    autoscale_min: int = 0
+    autoscale_max: int = 10
+    jobs_per_worker: int = 10
+    autoscale_interval: float = 1.0
+    scale_down_delay: float = 60.0
+    log_format: LogFormat = "auto"
+    log_level: str = "INFO"
+
+    @property
+    def serializer(self) -> Serializer:
+        return SERIALIZERS[self.serializer_name]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read and check every variable at once, so a typo fails at start-up rather than mid-run."""
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str | None:
+            value = env.get(name)
+            return value.strip() if value is not None and value.strip() else None
+
+        def opt(name: str, parse: Callable[[str, str], T], default: T) -> T:
+            raw = get(name)
+            return default if raw is None else parse(name, raw)
+
+        def integer(minimum: int) -> Callable[[str, str], int]:
+            return lambda name, raw: _number(name, raw, int, minimum)
+
+        def real(minimum: float) -> Callable[[str, str], float]:
+            return lambda name, raw: _number(name, raw, float, minimum)
+
+        def one_of(choices: tuple[str, ...], case: Callable[[str], str]) -> Callable[[str, str], str]:
+            return lambda name, raw: _choice(name, case(raw), choices)
+
+        d = cls()
+        redis_url = opt("REDIS_URL", _redis_url, None)
+        return cls(
+            redis_url=redis_url or d.redis_url,
+            redis_url_set=redis_url is not None,
+            queues=opt("TASK_QUEUES", lambda _, raw: _parse_queues(raw), d.queues),
+            serializer_name=opt("TASK_SERIALIZER", one_of(tuple(SERIALIZERS), str.lower), d.serializer_name),
+            task_timeout=opt("TASK_TIMEOUT", integer(1), d.task_timeout),
+            deployment=opt("WORKER_DEPLOYMENT", lambda _, raw: raw, d.deployment),
+            namespace=opt("WORKER_NAMESPACE", lambda _, raw: raw, d.namespace),
+            autoscale_min=opt("AUTOSCALE_MIN", integer(0), d.autoscale_min),
+            autoscale_max=opt("AUTOSCALE_MAX", integer(1), d.autoscale_max),
+            jobs_per_worker=opt("AUTOSCALE_JOBS_PER_WORKER", integer(1), d.jobs_per_worker),
+            autoscale_interval=opt("AUTOSCALE_INTERVAL", real(0.05), d.autoscale_interval),
+            scale_down_delay=opt("AUTOSCALE_SCALE_DOWN_DELAY", real(0), d.scale_down_delay),
+            log_format=opt("LOG_FORMAT", one_of(LOG_FORMATS, str.lower), d.log_format),  # type: ignore[arg-type]
+            log_level=opt("LOG_LEVEL", one_of(LOG_LEVELS, str.upper), d.log_level),
+        )
