@@ -95,9 +95,7 @@ def _json_problem(value: Any, where: str) -> str | None:
     if isinstance(value, float):
         return None if math.isfinite(value) else f"{where} is {value!r}, which JSON cannot carry"
     if isinstance(value, list | tuple):
-        return next(
-            (p for i, item in enumerate(value) if (p := _json_problem(item, f"{where}[{i}]"))), None
-        )
+        return next((p for i, item in enumerate(value) if (p := _json_problem(item, f"{where}[{i}]"))), None)
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
@@ -158,9 +156,7 @@ class Producer:
     def queue(self, name: str | None = None) -> Queue:
         name = validate_queue_name(name) if name else self.default_queue
         if name not in self._queues:
-            self._queues[name] = Queue(
-                name, connection=self.connection, serializer=SERIALIZERS[self.serializer_name]
-            )
+            self._queues[name] = Queue(name, connection=self.connection, serializer=SERIALIZERS[self.serializer_name])
         return self._queues[name]
 
     def enqueue(
@@ -246,7 +242,7 @@ class Producer:
         pending = {job.id: job for job in jobs}
         delay, reported = WAIT_POLL_MIN, -1
         while True:
-            statuses = self._statuses(list(pending))
+            statuses = self.statuses(list(pending))
             for job_id, status in statuses.items():
                 if status == JobStatus.FINISHED:
                     del pending[job_id]
@@ -268,7 +264,8 @@ class Producer:
             delay = min(delay * 1.5, WAIT_POLL_MAX)
         return [job.return_value(refresh=True) for job in jobs]
 
-    def _statuses(self, job_ids: list[str]) -> dict[str, str | None]:
+    def statuses(self, job_ids: list[str]) -> dict[str, str | None]:
+        """Each job's RQ status in one round trip (None for a job that no longer exists)."""
         try:
             with self.connection.pipeline(transaction=False) as pipe:
                 for job_id in job_ids:

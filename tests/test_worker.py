@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import signal
-from datetime import datetime
 from collections.abc import Callable
+from datetime import datetime
 
 import pytest
 import redis
@@ -69,7 +70,7 @@ def test_retries_back_off_then_land_in_the_failed_registry(
     assert [line["outcome"] for line in lines] == ["retry-scheduled", "retry-scheduled", "failed"]
     assert [line["attempt"] for line in lines] == [1, 2, 3]
     times = [datetime.fromisoformat(line["timestamp"]) for line in lines]
-    first_gap, second_gap = ((later - earlier).total_seconds() for earlier, later in zip(times, times[1:]))
+    first_gap, second_gap = ((later - earlier).total_seconds() for earlier, later in itertools.pairwise(times))
     assert first_gap >= 0.9
     assert second_gap >= 1.9
     assert second_gap > first_gap + 0.5

@@ -8,7 +8,7 @@ import sys
 import redis
 
 from worker.connection import connect, describe_failure, ping
-from worker.errors import TaskProcessorError
+from worker.errors import ConfigError, TaskProcessorError
 from worker.logs import configure_logging, get_logger
 from worker.probe import healthy_workers
 from worker.runner import build_worker
@@ -23,7 +23,10 @@ def _parser() -> argparse.ArgumentParser:
         description="Run one worker on TASK_QUEUES (highest priority first). `task-worker check` is its probe.",
     )
     parser.add_argument(
-        "--queue", "-q", action="append", metavar="Q",
+        "--queue",
+        "-q",
+        action="append",
+        metavar="Q",
         help="queue to work on, repeatable, highest priority first (default: TASK_QUEUES)",
     )
     parser.add_argument("--burst", action="store_true", help="exit when the queues are empty")
@@ -59,7 +62,7 @@ def _check(argv: list[str], settings: Settings) -> int:
 def _run(argv: list[str], settings: Settings) -> int:
     args = _parser().parse_args(argv)
     if args.max_jobs is not None and args.max_jobs < 1:
-        raise TaskProcessorError(f"--max-jobs {args.max_jobs} must be at least 1")
+        raise ConfigError(f"--max-jobs {args.max_jobs} must be at least 1")
     queues = tuple(validate_queue_name(q, "--queue") for q in args.queue) if args.queue else settings.queues
     configure_logging(settings.log_level, settings.log_format)
     connection = connect(settings.redis_url)

@@ -27,16 +27,12 @@ def _shared_processors() -> list[structlog.typing.Processor]:
     ]
 
 
-def configure_logging(
-    level: str = "INFO", fmt: LogFormat = "auto", stream: TextIO | None = None
-) -> None:
+def configure_logging(level: str = "INFO", fmt: LogFormat = "auto", stream: TextIO | None = None) -> None:
     """Route structlog and stdlib logging through one handler on ``stream`` (stdout by default)."""
     stream = stream or sys.stdout
     as_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer()
-        if as_json
-        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer(colors=stream.isatty())
     )
     final: list[structlog.typing.Processor] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta]
     if as_json:
@@ -44,9 +40,7 @@ def configure_logging(
     final.append(renderer)
 
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(foreign_pre_chain=_shared_processors(), processors=final)
-    )
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(foreign_pre_chain=_shared_processors(), processors=final))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -14,14 +14,16 @@ from types import FrameType
 from typing import Any
 from uuid import uuid4
 
+import redis
 import structlog
 from redis import Redis
 from redis.client import Pipeline
 from rq import Queue, get_current_job
-from rq.exceptions import DeserializationError
+from rq.exceptions import DequeueTimeout, DeserializationError
 from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
-from rq.worker import SimpleWorker
+from rq.utils import now
+from rq.worker import SimpleWorker, WorkerStatus
 
 from worker.errors import TaskProcessorError
 from worker.logs import get_logger
@@ -29,6 +31,12 @@ from worker.settings import Settings
 
 ATTEMPT_META_KEY = "attempt"
 """``job.meta`` field counting how many times a worker has started the job (1 on the first run)."""
+
+DEQUEUE_POLL = 1
+"""Seconds one blocking pop waits before the worker looks at its stop flag again (the warm-stop latency)."""
+
+HEARTBEAT_INTERVAL = 10.0
+"""Seconds between two heartbeats of an idle worker (its Redis key lives much longer than that)."""
 
 OUTCOMES = {
     JobStatus.FINISHED: "finished",
@@ -97,6 +105,66 @@ class TaskWorker(SimpleWorker):
     @property
     def cold_stopped(self) -> bool:
         return self._cold_stop
+
+    @property
+    def dequeue_timeout(self) -> int:
+        return DEQUEUE_POLL
+
+    def _shutdown(self) -> None:
+        # RQ raises StopRequested from the signal handler, which can abort a blocking pop after Redis moved a
+        # job to the worker but before the worker saw it: the job would sit in no queue until a cleanup much
+        # later. Idle or busy, a warm stop only sets the flag; the dequeue loop looks at it between pops.
+        self._stop_requested = True
+        self.set_shutdown_requested_date()
+
+    def dequeue_job_and_maintain_ttl(
+        self, timeout: int | None, max_idle_time: int | None = None
+    ) -> tuple[Job, Queue] | None:
+        """Pop the next job, a short blocking pop at a time so that a stop request is seen within a second."""
+        self.set_state(WorkerStatus.IDLE)
+        self.procline(f"Listening on {','.join(self.queue_names())}")
+        idle_since = time.monotonic()
+        pause = 1.0
+        while not self._stop_requested:
+            try:
+                if self.last_heartbeat is None or (now() - self.last_heartbeat).total_seconds() > HEARTBEAT_INTERVAL:
+                    self.heartbeat()
+                if self.should_run_maintenance_tasks:
+                    self.run_maintenance_tasks()
+                result = self.queue_class.dequeue_any(
+                    self._ordered_queues,
+                    timeout,
+                    connection=self.connection,
+                    job_class=self.job_class,
+                    serializer=self.serializer,
+                    death_penalty_class=self.death_penalty_class,
+                )
+            except DequeueTimeout:
+                if max_idle_time is not None and time.monotonic() - idle_since > max_idle_time:
+                    return None
+                continue
+            except redis.ConnectionError as exc:
+                log.warning("lost Redis; reconnecting", error=str(exc).splitlines()[0], retry_in=pause)
+                time.sleep(pause)
+                pause = min(pause * 2, self.max_connection_wait_time)
+                continue
+            if result is None:
+                return None  # burst mode and every queue is empty
+            job, queue = result
+            if self._stop_requested:
+                self._give_back(job, queue)
+                return None
+            self.reorder_queues(reference_queue=queue)
+            self.heartbeat()
+            return result
+        return None
+
+    def _give_back(self, job: Job, queue: Queue) -> None:
+        """A job popped after a stop request goes back to the front of its queue untouched."""
+        with self.connection.pipeline() as pipeline:
+            pipeline.lrem(queue.intermediate_queue_key, 1, job.id)
+            pipeline.lpush(queue.key, job.id)
+            pipeline.execute()
 
     def request_force_stop(self, signum: int, frame: FrameType | None) -> None:
         log.warning("cold shutdown: interrupting the running job", signal=signal.Signals(signum).name)

@@ -108,6 +108,15 @@ class Settings:
     def serializer(self) -> Serializer:
         return SERIALIZERS[self.serializer_name]
 
+    def child_env(self, **overrides: str) -> dict[str, str]:
+        """The environment for a worker process this one starts: ours, with these settings made explicit."""
+        return {
+            **os.environ,
+            "TASK_QUEUES": ",".join(self.queues),
+            "TASK_SERIALIZER": self.serializer_name,
+            **overrides,
+        }
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read and check every variable at once, so a typo fails at start-up rather than mid-run."""

@@ -1,0 +1,138 @@
+"""``task-producer``: run the embedded default, enqueue a task, show the state of queues and workers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import redis
+
+from producer.api import Producer, Task
+from producer.local_run import RunLocalOptions, run_local
+from producer.status import collect, render_json, render_table
+from worker.connection import describe_failure
+from worker.errors import ConfigError, TaskProcessorError
+from worker.logs import configure_logging
+from worker.settings import Settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="task-producer",
+        description="Enqueue tasks onto Redis (RQ) queues and scale the workers that run them.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    local = commands.add_parser(
+        "run-local",
+        help="run Redis, autoscaled local workers and a demo workload on this machine",
+        description="The embedded default: uses Redis at REDIS_URL, or starts a private redis-server when none "
+        "answers on localhost; runs worker processes sized by the autoscaler; enqueues a demo workload.",
+    )
+    defaults = RunLocalOptions()
+    local.add_argument("--jobs", type=int, default=defaults.jobs, help="demo tasks to enqueue (default %(default)s)")
+    local.add_argument("--min", type=int, default=defaults.minimum, help="fewest workers (default %(default)s)")
+    local.add_argument("--max", type=int, default=defaults.maximum, help="most workers (default %(default)s)")
+    local.add_argument(
+        "--scale-down-delay",
+        type=float,
+        default=defaults.scale_down_delay,
+        metavar="S",
+        help="seconds of lower demand before workers are retired (default %(default)s)",
+    )
+    local.add_argument("--keep-running", action="store_true", help="keep workers and autoscaler up after the demo")
+    local.add_argument("--private-redis", action="store_true", help="always start a private redis-server")
+    local.add_argument("--seed", type=int, help="seed for the demo workload's mix")
+
+    enqueue = commands.add_parser("enqueue", help="enqueue one task and print its job id")
+    enqueue.add_argument("func", metavar="FUNC", help="dotted path of the task function, e.g. myapp.tasks.resize")
+    enqueue.add_argument("args", metavar="ARG", nargs="*", help="arguments: JSON when they parse as JSON, else text")
+    enqueue.add_argument("--kwargs", metavar="JSON", help="keyword arguments as a JSON object")
+    enqueue.add_argument("--queue", "-q", help="queue (default: the first of TASK_QUEUES)")
+    enqueue.add_argument("--job-id", help="job id (default: a random UUID)")
+    enqueue.add_argument("--timeout", type=int, metavar="S", help="seconds the task may run (default TASK_TIMEOUT)")
+    enqueue.add_argument("--retries", type=int, default=0, metavar="N", help="retries on failure, with backoff")
+    enqueue.add_argument("--at-front", action="store_true", help="put the task at the head of the queue")
+
+    status = commands.add_parser("status", help="queues, workers and the autoscaler's last decision")
+    status.add_argument("--json", action="store_true", help="print the same facts as JSON")
+    return parser
+
+
+def _parse_arg(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _enqueue(args: argparse.Namespace, settings: Settings) -> int:
+    kwargs: dict[str, Any] = {}
+    if args.kwargs is not None:
+        try:
+            kwargs = json.loads(args.kwargs)
+        except ValueError as exc:
+            raise ConfigError(f"--kwargs is not valid JSON ({exc}): pass an object like '{{\"w\": 640}}'") from None
+        if not isinstance(kwargs, dict):
+            raise ConfigError("--kwargs must be a JSON object like '{\"w\": 640}'")
+    job = Producer.from_env(settings).enqueue_many(
+        [
+            Task(
+                args.func,
+                [_parse_arg(a) for a in args.args],
+                kwargs,
+                job_id=args.job_id,
+                timeout=args.timeout,
+                retries=args.retries,
+                at_front=args.at_front,
+                queue=args.queue,
+            )
+        ]
+    )[0]
+    print(job.id)
+    return 0
+
+
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    facts = collect(Producer.from_env(settings), settings.deployment)
+    print(render_json(facts) if args.json else render_table(facts))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        # Logs go to stderr: stdout carries what the command prints (a job id, a table, JSON).
+        configure_logging(
+            settings.log_level if args.command != "run-local" else "WARNING", settings.log_format, sys.stderr
+        )
+        try:
+            if args.command == "run-local":
+                options = RunLocalOptions(
+                    jobs=args.jobs,
+                    minimum=args.min,
+                    maximum=args.max,
+                    scale_down_delay=args.scale_down_delay,
+                    keep_running=args.keep_running,
+                    private_redis=args.private_redis,
+                    seed=args.seed,
+                )
+                return run_local(settings, options, sys.stdout)
+            if args.command == "enqueue":
+                return _enqueue(args, settings)
+            return _status(args, settings)
+        except redis.RedisError as exc:
+            raise describe_failure(settings.redis_url, exc) from exc
+    except TaskProcessorError as exc:
+        print(f"task-producer: error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ValueError) else 1
+    except KeyboardInterrupt:
+        print("task-producer: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

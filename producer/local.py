@@ -1,0 +1,186 @@
+"""LocalDeployment: the embedded default's "Deployment", a set of ``task-worker`` processes on this machine.
+
+It behaves like a ReplicaSet: ``set_replicas`` only records the wish and a supervisor thread converges on it,
+starting workers, replacing any that exit on their own (with a crash-loop backoff), and retiring idle workers
+first when asked for fewer. Retiring is a SIGTERM, so even a busy worker finishes its job before it exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import redis
+
+from worker.logs import get_logger
+from worker.observe import list_workers
+
+SUPERVISE_INTERVAL = 0.1
+"""Seconds between two reconcile passes of the supervisor thread."""
+
+CRASH_BACKOFF_FIRST, CRASH_BACKOFF_MAX = 0.5, 30.0
+"""Restart delay after a worker that lived shorter than CRASH_WINDOW exits; doubles up to the max."""
+
+CRASH_WINDOW = 10.0
+"""A worker that exits within this many seconds of starting counts toward the crash-loop backoff."""
+
+DRAIN_TIMEOUT = 30.0
+"""Seconds ``close`` lets retiring workers finish their jobs before killing them."""
+
+log = get_logger("task_processor.local")
+
+
+@dataclass
+class WorkerProcess:
+    popen: subprocess.Popen[bytes]
+    started_at: float
+    retiring: bool = False
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+
+@dataclass
+class _Counters:
+    started: int = 0
+    replaced: int = 0
+    retired: int = 0
+
+
+class LocalDeployment:
+    """Keeps ``replicas`` worker processes running on this machine."""
+
+    def __init__(
+        self,
+        connection: redis.Redis,
+        env: Mapping[str, str],
+        queues: tuple[str, ...],
+        replicas: int = 0,
+        log_file: Path | None = None,
+        name: str = "local",
+    ) -> None:
+        self.name = name
+        self.connection = connection
+        self.env = dict(env)
+        self.queues = queues
+        self.log_file = log_file
+        self._replicas = replicas
+        self._workers: list[WorkerProcess] = []
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._next_spawn_at = 0.0
+        self._backoff = CRASH_BACKOFF_FIRST
+        self._output: IO[bytes] | None = None
+        self.counters = _Counters()
+
+    # The ScaleTarget side: what the autoscaler reads and writes.
+    def get_replicas(self) -> int:
+        return self._replicas
+
+    def set_replicas(self, replicas: int) -> None:
+        if replicas < 0:
+            raise ValueError(f"replicas must be >= 0, got {replicas}")
+        with self._lock:
+            self._replicas = replicas
+            self._reconcile()
+
+    def running(self) -> list[WorkerProcess]:
+        """Processes alive now, retiring ones included (like Pods still terminating)."""
+        with self._lock:
+            return [w for w in self._workers if w.popen.poll() is None]
+
+    def start(self) -> LocalDeployment:
+        if self.log_file is not None:
+            self._output = self.log_file.open("ab")
+        self._thread = threading.Thread(target=self._supervise, name=f"{self.name}-supervisor", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self, timeout: float = DRAIN_TIMEOUT) -> None:
+        """Retire every worker (letting running jobs finish within ``timeout``), then stop supervising."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        with self._lock:
+            self._replicas = 0
+            for worker in self._workers:
+                if worker.popen.poll() is None and not worker.retiring:
+                    self._retire(worker)
+            deadline = time.monotonic() + timeout
+            for worker in self._workers:
+                try:
+                    worker.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    log.warning("worker did not drain in time; killing it", pid=worker.pid)
+                    worker.popen.kill()
+                    worker.popen.wait()
+            self._workers.clear()
+        if self._output is not None:
+            self._output.close()
+
+    def _supervise(self) -> None:
+        while not self._stop.wait(SUPERVISE_INTERVAL):
+            with self._lock:
+                try:
+                    self._reconcile()
+                except redis.RedisError as exc:
+                    log.warning("cannot read worker states from Redis; will retry", error=str(exc))
+
+    def _reconcile(self) -> None:
+        now = time.monotonic()
+        for worker in [w for w in self._workers if w.popen.poll() is not None]:
+            self._workers.remove(worker)
+            if worker.retiring:
+                continue
+            self.counters.replaced += 1
+            lived = now - worker.started_at
+            log.warning("worker exited on its own; replacing it", pid=worker.pid, code=worker.popen.returncode)
+            if lived < CRASH_WINDOW:
+                self._next_spawn_at = now + self._backoff
+                self._backoff = min(self._backoff * 2, CRASH_BACKOFF_MAX)
+            else:
+                self._backoff = CRASH_BACKOFF_FIRST
+        active = [w for w in self._workers if not w.retiring]
+        missing = self._replicas - len(active)
+        if missing > 0 and now >= self._next_spawn_at:
+            for _ in range(missing):
+                self._spawn()
+        elif missing < 0:
+            for worker in self._retirement_order(active)[:-missing]:
+                self._retire(worker)
+
+    def _retirement_order(self, active: list[WorkerProcess]) -> list[WorkerProcess]:
+        """Cheapest first, like pod-deletion-cost: not yet registered, then idle, then busy; newest first."""
+        host = socket.gethostname()
+        states = {w.pid: w.state for w in list_workers(self.connection) if w.hostname == host}
+        rank = {None: 0, "started": 1, "idle": 1, "suspended": 1}
+        return sorted(active, key=lambda w: (rank.get(states.get(w.pid), 2), -w.started_at))
+
+    def _spawn(self) -> None:
+        command = [sys.executable, "-m", "worker.cli"]
+        for queue in self.queues:
+            command += ["--queue", queue]
+        output = self._output if self._output is not None else None
+        popen = subprocess.Popen(
+            command, env=self.env, stdout=output, stderr=subprocess.STDOUT if output else None, start_new_session=True
+        )
+        self._workers.append(WorkerProcess(popen, time.monotonic()))
+        self.counters.started += 1
+
+    def _retire(self, worker: WorkerProcess) -> None:
+        worker.retiring = True
+        self.counters.retired += 1
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker.pid, signal.SIGTERM)

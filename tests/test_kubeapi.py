@@ -1,0 +1,341 @@
+"""The Kubernetes API emulator behaves like an API server for what this project uses: the official client,
+kubectl and helm talk to it over real HTTP, and it refuses what a real server refuses."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from kubernetes import client, watch
+from kubernetes.client.rest import ApiException
+
+from tests.kubeapi import KubeAPI
+from tests.kubeapi.fixtures import kube_api, requires_helm, requires_kubectl  # noqa: F401
+
+NS = "default"
+SCALE_PATH = r"/apis/apps/v1/namespaces/default/deployments/task-processor/scale$"
+
+
+@pytest.fixture
+def apps(kube_api: KubeAPI) -> client.AppsV1Api:  # noqa: F811
+    return client.AppsV1Api(kube_api.api_client())
+
+
+def test_official_client_scale_round_trip(kube_api: KubeAPI, apps: client.AppsV1Api) -> None:  # noqa: F811
+    kube_api.create_deployment("task-processor", replicas=1, labels={"app": "task-processor"})
+
+    scale = apps.read_namespaced_deployment_scale("task-processor", NS)
+    assert (scale.kind, scale.api_version) == ("Scale", "autoscaling/v1")
+    assert scale.spec.replicas == 1
+    assert scale.status.selector == "app=task-processor"
+    before = scale.metadata.resource_version
+
+    patched = apps.patch_namespaced_deployment_scale("task-processor", NS, {"spec": {"replicas": 4}})
+    assert patched.spec.replicas == 4
+    assert int(patched.metadata.resource_version) > int(before)
+    deployment = kube_api.get("deployment", "task-processor")
+    assert deployment is not None
+    assert deployment["spec"]["replicas"] == 4
+    assert deployment["metadata"]["generation"] == 2
+    (sent,) = kube_api.requests("PATCH", "/scale$")
+    assert sent.content_type == "application/strategic-merge-patch+json"
+    assert sent.body == {"spec": {"replicas": 4}}
+
+    # A JSON patch (a list body) is the other content type the client sends.
+    ops = [{"op": "replace", "path": "/spec/replicas", "value": 2}]
+    assert apps.patch_namespaced_deployment_scale("task-processor", NS, ops).spec.replicas == 2
+    assert kube_api.replicas() == 2
+
+
+def test_scale_put_with_stale_resource_version_conflicts(kube_api: KubeAPI, apps: client.AppsV1Api) -> None:  # noqa: F811
+    kube_api.create_deployment(replicas=1)
+    stale = apps.read_namespaced_deployment_scale("task-processor", NS)
+    apps.patch_namespaced_deployment_scale("task-processor", NS, {"spec": {"replicas": 2}})
+
+    stale.spec.replicas = 9
+    with pytest.raises(ApiException) as caught:
+        apps.replace_namespaced_deployment_scale("task-processor", NS, stale)
+    assert caught.value.status == 409
+    assert json.loads(caught.value.body)["reason"] == "Conflict"
+    assert kube_api.replicas() == 2
+
+    fresh = apps.read_namespaced_deployment_scale("task-processor", NS)
+    fresh.spec.replicas = 9
+    assert apps.replace_namespaced_deployment_scale("task-processor", NS, fresh).spec.replicas == 9
+    assert kube_api.replicas() == 9
+
+
+def test_deployment_list_and_metadata(kube_api: KubeAPI, apps: client.AppsV1Api) -> None:  # noqa: F811
+    kube_api.create_deployment(replicas=3)
+    listed = apps.list_namespaced_deployment(NS)
+    assert listed.kind == "DeploymentList"
+    assert listed.api_version == "apps/v1"
+    assert listed.metadata.resource_version
+    (item,) = listed.items
+    assert item.metadata.uid
+    assert item.metadata.generation == 1
+    assert item.metadata.creation_timestamp is not None
+
+    with pytest.raises(ApiException) as caught:
+        apps.create_namespaced_deployment(NS, item)
+    assert caught.value.status == 409  # AlreadyExists
+    with pytest.raises(ApiException) as caught:
+        apps.read_namespaced_deployment("missing", NS)
+    assert caught.value.status == 404
+
+
+def test_lease_update_with_stale_resource_version_conflicts(kube_api: KubeAPI) -> None:  # noqa: F811
+    leases = client.CoordinationV1Api(kube_api.api_client())
+    body = client.V1Lease(
+        metadata=client.V1ObjectMeta(name="task-producer"),
+        spec=client.V1LeaseSpec(holder_identity="a", lease_duration_seconds=15),
+    )
+    first = leases.create_namespaced_lease(NS, body)
+    assert leases.read_namespaced_lease("task-producer", NS).spec.holder_identity == "a"
+
+    first.spec.holder_identity = "b"
+    second = leases.replace_namespaced_lease("task-producer", NS, first)
+    assert second.metadata.resource_version != first.metadata.resource_version
+
+    first.spec.holder_identity = "c"  # still carries the old resourceVersion
+    with pytest.raises(ApiException) as caught:
+        leases.replace_namespaced_lease("task-producer", NS, first)
+    assert caught.value.status == 409
+    stale_patch = {
+        "metadata": {"resourceVersion": first.metadata.resource_version},
+        "spec": {"holderIdentity": "c"},
+    }
+    with pytest.raises(ApiException) as caught:
+        leases.patch_namespaced_lease("task-producer", NS, stale_patch)
+    assert caught.value.status == 409
+    assert leases.read_namespaced_lease("task-producer", NS).spec.holder_identity == "b"
+
+    fresh_patch = {
+        "metadata": {"resourceVersion": second.metadata.resource_version},
+        "spec": {"holderIdentity": "c"},
+    }
+    assert leases.patch_namespaced_lease("task-producer", NS, fresh_patch).spec.holder_identity == "c"
+
+
+@pytest.mark.parametrize("status", [403, 404, 409, 429, 500])
+def test_injected_errors_reach_the_client_and_change_nothing(
+    kube_api: KubeAPI,  # noqa: F811
+    apps: client.AppsV1Api,
+    status: int,
+) -> None:
+    kube_api.create_deployment(replicas=1)
+    version = kube_api.get("deployment", "task-processor")["metadata"]["resourceVersion"]
+    kube_api.fail("PATCH", SCALE_PATH, status, retry_after=2 if status == 429 else None)
+
+    with pytest.raises(ApiException) as caught:
+        apps.patch_namespaced_deployment_scale("task-processor", NS, {"spec": {"replicas": 5}})
+    assert caught.value.status == status
+    assert json.loads(caught.value.body)["kind"] == "Status"
+    if status == 429:
+        assert caught.value.headers["Retry-After"] == "2"
+    after = kube_api.get("deployment", "task-processor")
+    assert after["spec"]["replicas"] == 1
+    assert after["metadata"]["resourceVersion"] == version
+
+    # The fault was for one request only: the retry goes through.
+    apps.patch_namespaced_deployment_scale("task-processor", NS, {"spec": {"replicas": 5}})
+    assert kube_api.replicas() == 5
+
+
+def test_pods_label_selector_and_annotation_patch(kube_api: KubeAPI) -> None:  # noqa: F811
+    core = client.CoreV1Api(kube_api.api_client())
+    for name, labels in [
+        ("w1", {"app": "worker", "tier": "a"}),
+        ("w2", {"app": "worker", "tier": "b"}),
+        ("other", {"app": "web"}),
+    ]:
+        pod = client.V1Pod(
+            metadata=client.V1ObjectMeta(name=name, labels=labels),
+            spec=client.V1PodSpec(containers=[client.V1Container(name="c", image="i")]),
+        )
+        core.create_namespaced_pod(NS, pod)
+
+    def names(selector: str) -> list[str]:
+        listed = core.list_namespaced_pod(NS, label_selector=selector)
+        assert listed.kind == "PodList"
+        return [p.metadata.name for p in listed.items]
+
+    assert names("app=worker") == ["w1", "w2"]
+    assert names("app!=worker") == ["other"]
+    assert names("app=worker,tier in (b,c)") == ["w2"]
+    assert names("!tier") == ["other"]
+    assert names("") == ["other", "w1", "w2"]
+
+    cost = {"metadata": {"annotations": {"controller.kubernetes.io/pod-deletion-cost": "-100"}}}
+    patched = core.patch_namespaced_pod("w2", NS, cost)
+    assert patched.metadata.annotations == {"controller.kubernetes.io/pod-deletion-cost": "-100"}
+    assert kube_api.get("pod", "w2")["metadata"]["labels"] == {"app": "worker", "tier": "b"}
+
+
+def test_request_log_records_what_was_sent(kube_api: KubeAPI, apps: client.AppsV1Api) -> None:  # noqa: F811
+    kube_api.create_deployment(replicas=2)
+    kube_api.clear_requests()
+
+    apps.read_namespaced_deployment_scale("task-processor", NS)
+    assert [(r.method, r.path, r.status) for r in kube_api.requests()] == [
+        ("GET", "/apis/apps/v1/namespaces/default/deployments/task-processor/scale", 200)
+    ]
+    assert kube_api.requests("PATCH") == []  # e.g. "the autoscaler sent no PATCH"
+
+    kube_api.fail("PATCH", SCALE_PATH, 403)
+    with pytest.raises(ApiException):
+        apps.patch_namespaced_deployment_scale("task-processor", NS, {"spec": {"replicas": 3}})
+    (refused,) = kube_api.requests("PATCH", "/scale$")
+    assert (refused.status, refused.body) == (403, {"spec": {"replicas": 3}})
+
+
+def test_watch_streams_changes_until_its_timeout(kube_api: KubeAPI, apps: client.AppsV1Api) -> None:  # noqa: F811
+    kube_api.create_deployment(replicas=1)
+    timer = threading.Timer(0.2, kube_api.patch, ("deployment", "task-processor", {"spec": {"replicas": 3}}))
+    timer.start()
+    events = [
+        (event["type"], event["object"].spec.replicas)
+        for event in watch.Watch().stream(apps.list_namespaced_deployment, NS, timeout_seconds=1)
+    ]
+    timer.join()
+    assert events == [("ADDED", 1), ("MODIFIED", 3)]
+
+
+def test_store_helpers_version_every_write(kube_api: KubeAPI) -> None:  # noqa: F811
+    created = kube_api.create_deployment(replicas=1)
+    patched = kube_api.patch("deployment", "task-processor", {"status": {"replicas": 1, "readyReplicas": 1}})
+    assert int(patched["metadata"]["resourceVersion"]) > int(created["metadata"]["resourceVersion"])
+    assert patched["status"]["readyReplicas"] == 1
+    history = kube_api.objects["apps/v1/deployments", NS, "task-processor"].history
+    assert len(history) == 2
+    kube_api.delete("deployment", "task-processor")
+    assert kube_api.get("deployment", "task-processor") is None
+
+
+# --- kubectl and helm ------------------------------------------------------------------------------------
+
+
+@requires_kubectl
+def test_kubectl_get_deploy_shows_replicas(kube_api: KubeAPI) -> None:  # noqa: F811
+    kube_api.create_deployment(replicas=3)
+    shown = kube_api.kubectl("get", "deploy", "task-processor", "-o", "json", check=True)
+    deployment = json.loads(shown.stdout)
+    assert deployment["kind"] == "Deployment"
+    assert deployment["spec"]["replicas"] == 3
+    assert deployment["metadata"]["resourceVersion"]
+
+    table = kube_api.kubectl("get", "deploy", check=True).stdout.splitlines()
+    assert table[0].split() == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
+    assert table[1].split()[:2] == ["task-processor", "0/3"]
+
+
+@requires_kubectl
+def test_kubectl_scale_changes_spec_replicas(kube_api: KubeAPI) -> None:  # noqa: F811
+    kube_api.create_deployment(replicas=1)
+    result = kube_api.kubectl("scale", "deployment", "task-processor", "--replicas=3")
+    assert result.returncode == 0, result.stderr
+    assert "scaled" in result.stdout
+    assert kube_api.replicas() == 3
+    (sent,) = kube_api.requests("PATCH", "/scale$")
+    assert sent.content_type == "application/merge-patch+json"
+    assert sent.body == {"spec": {"replicas": 3}}
+
+
+@requires_kubectl
+def test_kubectl_scale_current_replicas_precondition(kube_api: KubeAPI) -> None:  # noqa: F811
+    kube_api.create_deployment(replicas=3)
+    ok = kube_api.kubectl("scale", "deployment", "task-processor", "--current-replicas=3", "--replicas=5")
+    assert ok.returncode == 0, ok.stderr
+    assert kube_api.replicas() == 5
+    # kubectl reads the Scale, checks the precondition itself, then PUTs the Scale with its resourceVersion.
+    (put,) = kube_api.requests("PUT", "/scale$")
+    assert put.body["spec"]["replicas"] == 5
+    assert put.body["metadata"]["resourceVersion"]
+
+    kube_api.clear_requests()
+    wrong = kube_api.kubectl("scale", "deployment", "task-processor", "--current-replicas=2", "--replicas=7")
+    assert wrong.returncode != 0
+    assert "Expected replicas to be 2, was 5" in wrong.stderr
+    assert kube_api.replicas() == 5
+    assert kube_api.requests("PUT") == kube_api.requests("PATCH") == []
+
+
+@requires_kubectl
+def test_kubectl_scale_loses_a_race_with_a_concurrent_scaler(kube_api: KubeAPI) -> None:  # noqa: F811
+    kube_api.create_deployment(replicas=3)
+    # Someone else scales to 4 between kubectl's read and its write: the write carries a stale
+    # resourceVersion, the server answers 409, kubectl re-reads and its precondition now fails.
+    kube_api.before(
+        "PUT", SCALE_PATH, lambda: kube_api.patch("deployment", "task-processor", {"spec": {"replicas": 4}})
+    )
+    raced = kube_api.kubectl("scale", "deployment", "task-processor", "--current-replicas=3", "--replicas=5")
+    assert raced.returncode != 0
+    assert "Expected replicas to be 3, was 4" in raced.stderr
+    assert [r.status for r in kube_api.requests("PUT", "/scale$")] == [409]
+    assert kube_api.replicas() == 4
+
+
+@requires_kubectl
+def test_kubectl_apply_creates_then_patches(kube_api: KubeAPI, tmp_path) -> None:  # noqa: F811
+    def manifest(replicas: int, image: str) -> str:
+        return json.dumps(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": "task-processor", "labels": {"app": "task-processor"}},
+                "spec": {
+                    "replicas": replicas,
+                    "selector": {"matchLabels": {"app": "task-processor"}},
+                    "template": {
+                        "metadata": {"labels": {"app": "task-processor"}},
+                        "spec": {
+                            "containers": [
+                                {"name": "worker", "image": image, "env": [{"name": "A", "value": "1"}]},
+                                {"name": "sidecar", "image": "busybox"},
+                            ]
+                        },
+                    },
+                },
+            }
+        )
+
+    path = tmp_path / "task-processor.json"
+    path.write_text(manifest(2, "task-processor:1"))
+    created = kube_api.kubectl("apply", "-f", str(path))
+    assert created.returncode == 0, created.stderr
+    assert "created" in created.stdout
+
+    path.write_text(manifest(4, "task-processor:2"))
+    configured = kube_api.kubectl("apply", "-f", str(path))
+    assert configured.returncode == 0, configured.stderr
+    assert "configured" in configured.stdout
+    (patch,) = kube_api.requests("PATCH", "/deployments/task-processor$")
+    assert patch.content_type == "application/strategic-merge-patch+json"
+
+    deployment = kube_api.get("deployment", "task-processor")
+    assert deployment["spec"]["replicas"] == 4
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    assert [(c["name"], c["image"]) for c in containers] == [
+        ("worker", "task-processor:2"),
+        ("sidecar", "busybox"),
+    ]
+    assert containers[0]["env"] == [{"name": "A", "value": "1"}]
+
+
+@requires_kubectl
+def test_kubectl_sees_injected_errors(kube_api: KubeAPI) -> None:  # noqa: F811
+    kube_api.create_deployment(replicas=1)
+    kube_api.fail("PATCH", SCALE_PATH, 403, message="scaling is forbidden here")
+    refused = kube_api.kubectl("scale", "deployment", "task-processor", "--replicas=3")
+    assert refused.returncode != 0
+    assert "Forbidden" in refused.stderr
+    assert "scaling is forbidden here" in refused.stderr
+    assert kube_api.replicas() == 1
+
+
+@requires_helm
+def test_helm_runs_with_a_private_home(kube_api: KubeAPI) -> None:  # noqa: F811
+    result = kube_api.helm("version", "--short", check=True)
+    assert result.stdout.startswith("v4.")
+    assert (kube_api.workdir / "home").is_dir()

@@ -1,0 +1,154 @@
+"""LocalDeployment and the autoscaler loop driving it, with real worker processes and a real redis-server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import redis
+from rq import Queue
+
+from producer import Producer, Task
+from producer.autoscaler import Autoscaler
+from producer.local import LocalDeployment
+from producer.policy import Bounds
+from producer.status import collect
+from tests.conftest import wait_for
+from worker.observe import list_workers
+from worker.settings import Settings
+
+
+@pytest.fixture
+def deployment(redis_url: str, conn: redis.Redis, tmp_path: Path) -> Iterator[LocalDeployment]:
+    settings = Settings(redis_url=redis_url)
+    local = LocalDeployment(
+        conn, settings.child_env(REDIS_URL=redis_url, LOG_FORMAT="json"), ("default",), log_file=tmp_path / "w.log"
+    ).start()
+    yield local
+    local.close(timeout=10)
+
+
+def registered(conn: redis.Redis) -> list:
+    return list_workers(conn)
+
+
+class RecordingTarget:
+    """A ScaleTarget that only remembers what it was told (the loop's writes are what is under test)."""
+
+    name = "recording"
+
+    def __init__(self, replicas: int) -> None:
+        self.replicas = replicas
+        self.writes: list[int] = []
+
+    def get_replicas(self) -> int:
+        return self.replicas
+
+    def set_replicas(self, replicas: int) -> None:
+        self.writes.append(replicas)
+        self.replicas = replicas
+
+
+def test_scale_in_retires_idle_workers_and_spares_the_busy_one(
+    deployment: LocalDeployment, producer: Producer, conn: redis.Redis
+) -> None:
+    deployment.set_replicas(3)
+    wait_for(lambda: len(registered(conn)) == 3, timeout=20, what="3 registered workers")
+    job = producer.enqueue("worker.examples.record", "done", "slow", seconds=2)
+    busy = wait_for(lambda: [w for w in registered(conn) if w.busy], what="a busy worker")[0]
+    deployment.set_replicas(1)
+    wait_for(lambda: len(deployment.running()) == 1, timeout=20, what="two idle workers to exit")
+    assert [w.pid for w in deployment.running()] == [busy.pid]
+    assert producer.wait([job], timeout=10) == ["slow"]
+    assert deployment.counters.retired == 2
+
+
+def test_a_killed_worker_is_replaced(deployment: LocalDeployment, conn: redis.Redis) -> None:
+    deployment.set_replicas(2)
+    wait_for(lambda: len(deployment.running()) == 2, what="2 workers")
+    victim = deployment.running()[0].pid
+    os.kill(victim, signal.SIGKILL)
+    wait_for(
+        lambda: len(deployment.running()) == 2 and victim not in {w.pid for w in deployment.running()},
+        timeout=20,
+        what="a replacement worker",
+    )
+    assert deployment.counters.replaced == 1
+    assert deployment.get_replicas() == 2
+
+
+def test_autoscaler_scales_up_drains_and_returns_to_minimum(
+    deployment: LocalDeployment, producer: Producer, conn: redis.Redis
+) -> None:
+    autoscaler = Autoscaler(conn, ("default",), deployment, Bounds(0, 3, 2, 1.0), interval=0.1)
+    stop = threading.Event()
+    loop = threading.Thread(target=autoscaler.run, args=(stop,))
+    loop.start()
+    try:
+        jobs = producer.enqueue_many(Task("worker.examples.record", ("ran", str(i), 0.3)) for i in range(12))
+        wait_for(lambda: deployment.get_replicas() == 3, timeout=5, what="scale-up to the maximum")
+        producer.wait(jobs, timeout=60)
+        wait_for(lambda: deployment.get_replicas() == 0, timeout=20, what="scale-down to the minimum")
+        wait_for(lambda: not deployment.running(), timeout=20, what="workers to exit")
+    finally:
+        stop.set()
+        loop.join()
+    ran = [v.decode() for v in conn.lrange("ran", 0, -1)]
+    assert sorted(ran, key=int) == [str(i) for i in range(12)]  # every task once: none lost, none twice
+    assert next(e.desired for e in autoscaler.events) == 3
+    assert autoscaler.events[-1].desired == 0
+    assert all(e.reason == "scale-up" for e in autoscaler.events if e.desired > e.previous)
+
+
+def test_scheduled_work_scales_up_from_zero(redis_url: str, deployment: LocalDeployment, conn: redis.Redis) -> None:
+    """RQ's scheduler lives in workers; with none running, the autoscaler must still enqueue due jobs."""
+    autoscaler = Autoscaler(conn, ("default",), deployment, Bounds(0, 2, 10, 30.0), interval=0.1)
+    job = Queue("default", connection=conn, serializer="json").enqueue_in(
+        timedelta(seconds=1), "worker.examples.add", 1, 2
+    )
+    stop = threading.Event()
+    loop = threading.Thread(target=autoscaler.run, args=(stop,))
+    loop.start()
+    try:
+        assert Producer(redis_url).wait([job], timeout=30) == [3]
+    finally:
+        stop.set()
+        loop.join()
+    assert autoscaler.events[0].previous == 0
+    assert autoscaler.events[0].desired == 1
+
+
+def test_no_write_when_nothing_changes(conn: redis.Redis, producer: Producer) -> None:
+    target = RecordingTarget(replicas=1)
+    autoscaler = Autoscaler(conn, ("default",), target, Bounds(1, 5, 10, 0.0))
+    for _ in range(5):
+        autoscaler.step()
+    assert target.writes == []
+    producer.enqueue_many([Task("worker.examples.noop") for _ in range(25)])
+    autoscaler.step()
+    autoscaler.step()
+    assert target.writes == [3]
+    # The decision is published for `task-producer status`.
+    published = collect(producer, "recording")["autoscaler"]
+    assert (published["desired"], published["current"], published["reason"]) == (3, 3, "steady")
+
+
+def test_the_loop_survives_redis_going_away(redis_server, conn: redis.Redis) -> None:
+    target = RecordingTarget(replicas=1)
+    autoscaler = Autoscaler(conn, ("default",), target, Bounds(0, 5, 10, 0.0), interval=0.05)
+    stop = threading.Event()
+    loop = threading.Thread(target=autoscaler.run, args=(stop,))
+    redis_server.kill()
+    try:
+        loop.start()
+        wait_for(lambda: loop.is_alive(), what="the loop to run")
+        redis_server.start()
+        wait_for(lambda: target.writes == [0], timeout=20, what="a decision once Redis is back")
+    finally:
+        stop.set()
+        loop.join()
