@@ -194,6 +194,8 @@ class Producer:
 
     def _prepare(self, task: Task) -> Any:
         path = func_path(task.func)
+        if isinstance(task.args, str | bytes) or not isinstance(task.args, Sequence):
+            raise InvalidTaskError(f"{path}: args must be a list or tuple of arguments, not {type(task.args).__name__}")
         if not isinstance(task.kwargs, Mapping) or not all(isinstance(k, str) for k in task.kwargs):
             raise InvalidTaskError(f"{path}: kwargs must be a mapping with string keys")
         if self.serializer_name == "json":

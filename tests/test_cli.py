@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import sys
+from collections.abc import Callable
 
 import pytest
 import redis
@@ -13,7 +15,7 @@ from rq.job import Job
 from producer import Producer, RedisUnavailableError
 from producer.local_run import redis_for_run
 from producer.redis_server import free_port
-from tests.conftest import run
+from tests.conftest import Proc, run, wait_for
 from worker.settings import Settings
 
 
@@ -126,3 +128,15 @@ def test_fallback_to_a_private_redis_only_when_redis_url_is_unset(capsys: pytest
     explicit = redis_for_run(Settings(redis_url=dead, redis_url_set=True), False, sys.stdout)
     with pytest.raises(RedisUnavailableError, match="cannot reach Redis"), explicit:
         pass
+
+
+def test_run_local_keep_running_serves_new_work_until_interrupted(
+    env: dict[str, str], spawn: Callable[..., Proc], conn: redis.Redis
+) -> None:
+    local = spawn("task-producer", "run-local", "--jobs", "3", "--min", "1", "--keep-running")
+    wait_for(lambda: "Workers keep running" in local.output(), timeout=60, what="the demo to finish")
+    job_id = run(["task-producer", "enqueue", "worker.examples.add", "20", "22"], env).stdout.strip()
+    assert Producer(env["REDIS_URL"]).wait([Job.fetch(job_id, connection=conn, serializer="json")], timeout=30) == [42]
+    local.signal(signal.SIGINT)
+    assert local.wait(timeout=60) == 130
+    assert conn.scard("rq:workers") == 0  # the local workers drained and deregistered

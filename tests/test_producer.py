@@ -166,3 +166,31 @@ def test_from_env_reads_the_shared_settings(redis_url: str, monkeypatch: pytest.
     producer = Producer.from_env()
     job = producer.enqueue("worker.examples.noop")
     assert (job.origin, job.timeout) == ("high", 30)
+
+
+def test_task_args_must_be_a_sequence_of_arguments(producer: Producer) -> None:
+    with pytest.raises(InvalidTaskError, match="args must be a list or tuple of arguments, not str"):
+        producer.enqueue_many([Task("worker.examples.record", args="abc")])
+
+
+class CountingConnection(redis.Connection):
+    """A real connection that counts the requests it sends (a pipeline is one)."""
+
+    sent = 0
+
+    def send_packed_command(self, command: object, check_health: bool = True) -> None:
+        type(self).sent += 1
+        super().send_packed_command(command, check_health)
+
+
+def test_enqueue_and_enqueue_many_cost_one_round_trip_each(redis_url: str, conn: redis.Redis) -> None:
+    counted = redis.Redis.from_url(redis_url, connection_class=CountingConnection)
+    producer = Producer(redis_url, connection=counted)
+    producer.enqueue("worker.examples.noop")  # warms the connection (its handshake is not a task's cost)
+    CountingConnection.sent = 0
+    producer.enqueue("worker.examples.add", 1, 2)
+    assert CountingConnection.sent == 1
+    CountingConnection.sent = 0
+    producer.enqueue_many([Task("worker.examples.noop", queue=f"q{i % 3}") for i in range(500)])
+    assert CountingConnection.sent == 1
+    assert conn.llen("rq:queue:q0") + conn.llen("rq:queue:q1") + conn.llen("rq:queue:q2") == 500
