@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -20,7 +20,7 @@ from rq.serializers import JSONSerializer, Serializer
 from producer.policy import Bounds, Decision, Observation, PolicyState, decide
 from producer.scheduler import DueJobMover
 from worker.logs import get_logger
-from worker.observe import list_workers, queue_counts
+from worker.observe import WorkerInfo, list_workers, queue_counts
 
 STATUS_KEY = "task-processor:autoscaler:{target}"
 """Redis hash where the loop publishes its last decision, for ``task-producer status`` and dashboards."""
@@ -31,17 +31,41 @@ BACKOFF_MAX = 30.0
 EVENTS_KEPT = 1000
 """Scaling events kept in memory (for run-local's summary)."""
 
+ACTIVE, HOLDING, PAUSED, FOLLOWER = "active", "holding", "paused", "follower"
+
+PAUSE_HINT = 'task-processor.io/autoscale: "paused"'
+"""How ops pause the loop (an annotation on the Deployment), as the log line names it."""
+"""The loop's state, published for ``task-producer status``: scaling; leaving a manual scale alone for a
+while; paused by the Deployment's annotation; or standing by while another replica holds the Lease."""
+
 log = get_logger("task_processor.autoscaler")
 
 
+@dataclass(frozen=True)
+class TargetState:
+    """What a target says about itself: the replicas asked for, and whether ops paused autoscaling."""
+
+    replicas: int
+    paused: bool = False
+
+
 class ScaleTarget(Protocol):
-    """What the loop needs from a Deployment: its name, and its desired replica count read and set."""
+    """What the loop needs from a Deployment: its name, its state read (``fresh`` skips any cache), and its
+    replica count set. ``workers`` lets a target choose which workers go first when it scales in."""
 
     name: str
 
-    def get_replicas(self) -> int: ...
+    def read(self, fresh: bool = False) -> TargetState: ...
 
-    def set_replicas(self, replicas: int) -> None: ...
+    def set_replicas(self, replicas: int, workers: Sequence[WorkerInfo] = ()) -> None: ...
+
+
+class Elector(Protocol):
+    """Leader election: only the leader scales; ``tick`` renews or tries to acquire leadership."""
+
+    def tick(self) -> bool: ...
+
+    def release(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -63,6 +87,8 @@ class Autoscaler:
         bounds: Bounds,
         interval: float = 1.0,
         serializer: Serializer = JSONSerializer,
+        manual_hold: float = 0.0,
+        elector: Elector | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.connection = connection
@@ -72,28 +98,48 @@ class Autoscaler:
         self.interval = interval
         self.clock = clock
         self.due_jobs = DueJobMover(connection, queues, serializer, interval)
+        self.manual_hold = manual_hold
+        self.elector = elector
         self.state = PolicyState()
+        self.mode = ACTIVE
         self.events: deque[ScaleEvent] = deque(maxlen=EVENTS_KEPT)
         self._last_logged: tuple[int, str] | None = None
+        self._expected: int | None = None
+        self._hold_until = 0.0
 
-    def observe(self) -> Observation:
+    def observe(self) -> tuple[Observation, TargetState, list[WorkerInfo]]:
         counts = queue_counts(self.connection, self.queues).values()
         ours = set(self.queues)
-        busy = sum(1 for w in list_workers(self.connection) if w.busy and ours.intersection(w.queues))
-        return Observation(
+        workers = [w for w in list_workers(self.connection) if ours.intersection(w.queues)]
+        target = self.target.read()
+        observation = Observation(
             queued=sum(c.queued for c in counts),
             in_flight=sum(c.started for c in counts),
-            busy_workers=busy,
-            current=self.target.get_replicas(),
+            busy_workers=sum(w.busy for w in workers),
+            current=target.replicas,
         )
+        return observation, target, workers
 
-    def step(self) -> Decision:
-        """One pass of the loop; writes to the target only when the replica count must change."""
+    def step(self) -> Decision | None:
+        """One pass of the loop; writes to the target only when the replica count must change.
+
+        Returns the decision, or None when ops have the replicas (paused, or holding after a manual scale).
+        """
         self.due_jobs.tick()
-        observation = self.observe()
-        decision, self.state = decide(observation, self.bounds, self.state, self.clock())
+        observation, target, workers = self.observe()
+        now = self.clock()
+        if self._ops_in_control(target, now):
+            self._report(observation, None)
+            return None
+        decision, self.state = decide(observation, self.bounds, self.state, now)
         if decision.desired != observation.current:
-            self.target.set_replicas(decision.desired)
+            # Look again, uncached, right before writing: never overwrite a pause or a manual scale.
+            latest = self.target.read(fresh=True)
+            if latest != target:
+                self._ops_in_control(latest, now)
+                return None
+            self.target.set_replicas(decision.desired, workers)
+            self._expected = decision.desired
             self.events.append(
                 ScaleEvent(
                     time.time(),
@@ -107,8 +153,44 @@ class Autoscaler:
         self._report(observation, decision)
         return decision
 
-    def _report(self, observation: Observation, decision: Decision) -> None:
-        if (decision.desired, str(decision.reason)) != self._last_logged:
+    def _ops_in_control(self, target: TargetState, now: float) -> bool:
+        """Ops first: a pause annotation, or a replica count someone else set, stops the loop's writes."""
+        previous = self.mode
+        if target.paused:
+            self.mode = PAUSED
+        elif self._expected is not None and target.replicas != self._expected:
+            self._hold_until = now + self.manual_hold
+            self.mode = HOLDING if self.manual_hold > 0 else ACTIVE
+            log.info(
+                "replicas changed by someone else (kubectl scale?); leaving them alone",
+                target=self.target.name,
+                expected=self._expected,
+                replicas=target.replicas,
+                hold_seconds=self.manual_hold,
+            )
+        elif self.mode != PAUSED and now < self._hold_until:
+            self.mode = HOLDING
+        else:
+            self.mode = ACTIVE
+        self._expected = target.replicas
+        if self.mode != previous:
+            if self.mode == PAUSED:
+                log.info(
+                    f"autoscaling paused by the annotation {PAUSE_HINT}; replicas are left to ops until it is removed",
+                    target=self.target.name,
+                    replicas=target.replicas,
+                )
+            elif self.mode == ACTIVE:
+                log.info("autoscaling resumed", target=self.target.name, replicas=target.replicas, after=previous)
+        if self.mode != ACTIVE:
+            # When control comes back, start a fresh scale-down window from the replicas ops left.
+            self.state = PolicyState()
+        return self.mode != ACTIVE
+
+    def _report(self, observation: Observation, decision: Decision | None) -> None:
+        desired = observation.current if decision is None else decision.desired
+        reason = self.mode if decision is None else str(decision.reason)
+        if decision is not None and (decision.desired, str(decision.reason)) != self._last_logged:
             self._last_logged = (decision.desired, str(decision.reason))
             log.info(
                 "scaling decision",
@@ -126,9 +208,10 @@ class Autoscaler:
             pipe.hset(
                 key,
                 mapping={
-                    "desired": decision.desired,
+                    "desired": desired,
                     "current": observation.current,
-                    "reason": str(decision.reason),
+                    "reason": reason,
+                    "state": self.mode,
                     "queued": observation.queued,
                     "in_flight": observation.in_flight,
                     "busy": observation.busy_workers,
@@ -139,25 +222,44 @@ class Autoscaler:
             pipe.execute()
 
     def run(self, stop: threading.Event) -> None:
-        """Loop until ``stop`` is set."""
+        """Loop until ``stop`` is set; with an elector, only while this replica leads."""
         failures = 0
-        while not stop.is_set():
-            try:
-                self.step()
-            # Any fault (Redis down, API error, a bug in a target) is retried: a scaler that exits leaves the
-            # workers at whatever size they had, which is worse than a scaler that keeps trying.
-            except Exception as exc:
-                failures += 1
-                if failures == 1:
-                    log.warning(
-                        "autoscaler step failed; retrying with backoff",
-                        error=(str(exc) or type(exc).__name__).splitlines()[0],
-                    )
-                pause = min(self.interval * 2**failures, BACKOFF_MAX)
-            else:
-                if failures:
-                    log.info("autoscaler recovered", failed_steps=failures)
-                failures = 0
-                pause = self.interval
-            stop.wait(pause)
-        self.due_jobs.close()
+        try:
+            while not stop.is_set():
+                try:
+                    if self._leading():
+                        self.step()
+                # Any fault (Redis down, API error, a bug in a target) is retried: a scaler that exits leaves
+                # the workers at whatever size they had, which is worse than a scaler that keeps trying.
+                except Exception as exc:
+                    failures += 1
+                    if failures == 1:
+                        log.warning(
+                            "autoscaler step failed; retrying with backoff",
+                            error=(str(exc) or type(exc).__name__).splitlines()[0],
+                        )
+                    pause = min(self.interval * 2**failures, BACKOFF_MAX)
+                else:
+                    if failures:
+                        log.info("autoscaler recovered", failed_steps=failures)
+                    failures = 0
+                    pause = self.interval
+                stop.wait(pause)
+        finally:
+            self.due_jobs.close()
+            if self.elector is not None:
+                self.elector.release()
+
+    def _leading(self) -> bool:
+        if self.elector is None:
+            return True
+        if self.elector.tick():
+            if self.mode == FOLLOWER:
+                log.info("leading: this replica now scales the workers", target=self.target.name)
+                self.mode, self._expected, self.state = ACTIVE, None, PolicyState()
+            return True
+        if self.mode != FOLLOWER:
+            log.info("standing by: another replica holds the Lease", target=self.target.name)
+            self.mode = FOLLOWER
+            self.due_jobs.close()
+        return False

@@ -56,6 +56,18 @@ def _parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--retries", type=int, default=0, metavar="N", help="retries on failure, with backoff")
     enqueue.add_argument("--at-front", action="store_true", help="put the task at the head of the queue")
 
+    autoscale = commands.add_parser(
+        "autoscale",
+        help="size the worker Deployment from the queues (the producer image's command)",
+        description="Watch queued and in-flight work across TASK_QUEUES and set the replicas of "
+        "WORKER_DEPLOYMENT in WORKER_NAMESPACE through its scale subresource; one replica leads via a Lease.",
+    )
+    autoscale.add_argument(
+        "--kubeconfig",
+        metavar="PATH",
+        help="kubeconfig to use outside a cluster (default: in-cluster credentials, else KUBECONFIG or ~/.kube/config)",
+    )
+
     status = commands.add_parser("status", help="queues, workers and the autoscaler's last decision")
     status.add_argument("--json", action="store_true", help="print the same facts as JSON")
     return parser
@@ -123,6 +135,11 @@ def main(argv: list[str] | None = None) -> int:
                 return run_local(settings, options, sys.stdout)
             if args.command == "enqueue":
                 return _enqueue(args, settings)
+            if args.command == "autoscale":
+                # Only this command needs the Kubernetes client (the `kube` extra).
+                from producer.cluster import autoscale
+
+                return autoscale(settings, args.kubeconfig)
             return _status(args, settings)
         except redis.RedisError as exc:
             raise describe_failure(settings.redis_url, exc) from exc

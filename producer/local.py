@@ -15,15 +15,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 import redis
 
+from producer.autoscaler import TargetState
 from worker.logs import get_logger
-from worker.observe import list_workers
+from worker.observe import WorkerInfo, list_workers
 
 SUPERVISE_INTERVAL = 0.1
 """Seconds between two reconcile passes of the supervisor thread."""
@@ -86,10 +87,14 @@ class LocalDeployment:
         self.counters = _Counters()
 
     # The ScaleTarget side: what the autoscaler reads and writes.
+    def read(self, fresh: bool = False) -> TargetState:
+        return TargetState(self._replicas)
+
     def get_replicas(self) -> int:
         return self._replicas
 
-    def set_replicas(self, replicas: int) -> None:
+    def set_replicas(self, replicas: int, workers: Sequence[WorkerInfo] = ()) -> None:
+        """Ask for ``replicas`` workers; which ones retire is decided from Redis at the time (``workers`` unused)."""
         if replicas < 0:
             raise ValueError(f"replicas must be >= 0, got {replicas}")
         with self._lock:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,12 +14,12 @@ import redis
 from rq import Queue
 
 from producer import Producer, Task
-from producer.autoscaler import Autoscaler
+from producer.autoscaler import Autoscaler, TargetState
 from producer.local import LocalDeployment
 from producer.policy import Bounds
 from producer.status import collect
 from tests.conftest import wait_for
-from worker.observe import list_workers
+from worker.observe import WorkerInfo, list_workers
 from worker.settings import Settings
 
 
@@ -46,10 +46,10 @@ class RecordingTarget:
         self.replicas = replicas
         self.writes: list[int] = []
 
-    def get_replicas(self) -> int:
-        return self.replicas
+    def read(self, fresh: bool = False) -> TargetState:
+        return TargetState(self.replicas)
 
-    def set_replicas(self, replicas: int) -> None:
+    def set_replicas(self, replicas: int, workers: Sequence[WorkerInfo] = ()) -> None:
         self.writes.append(replicas)
         self.replicas = replicas
 

@@ -48,7 +48,7 @@ def _check(argv: list[str], settings: Settings) -> int:
     args = _check_parser().parse_args(argv)
     connection = connect(settings.redis_url)
     try:
-        workers = healthy_workers(connection, args.name)
+        workers = healthy_workers(connection, settings.host, args.name)
     except redis.RedisError as exc:
         raise describe_failure(settings.redis_url, exc) from exc
     if not workers:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import time
 from types import FrameType
 from typing import Any
@@ -60,9 +59,9 @@ def current_attempt() -> int:
     return int(job.meta.get(ATTEMPT_META_KEY, 1)) if job is not None else 1
 
 
-def worker_name() -> str:
+def worker_name(host: str) -> str:
     """Host (the Pod name on Kubernetes), PID and a random suffix: readable, and unique across restarts."""
-    return f"{socket.gethostname()}.{os.getpid()}.{uuid4().hex[:6]}"
+    return f"{host}.{os.getpid()}.{uuid4().hex[:6]}"
 
 
 class TaskJob(Job):
@@ -231,9 +230,12 @@ class TaskWorker(SimpleWorker):
 def build_worker(
     settings: Settings, connection: Redis, queues: tuple[str, ...] | None = None, name: str | None = None
 ) -> TaskWorker:
-    return TaskWorker(
+    worker = TaskWorker(
         list(queues or settings.queues),
-        name=name or worker_name(),
+        name=name or worker_name(settings.host),
         connection=connection,
         serializer=settings.serializer,
     )
+    # RQ records socket.gethostname(); the Pod name is what the autoscaler matches Pods by.
+    worker.hostname = settings.host
+    return worker

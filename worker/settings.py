@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal, TypeVar
@@ -99,14 +100,21 @@ class Settings:
     autoscale_min: int = 0
     autoscale_max: int = 10
     jobs_per_worker: int = 10
-    autoscale_interval: float = 1.0
+    autoscale_interval: float = 0.25
     scale_down_delay: float = 60.0
+    manual_hold: float = 300.0
+    pod_name: str | None = None
     log_format: LogFormat = "auto"
     log_level: str = "INFO"
 
     @property
     def serializer(self) -> Serializer:
         return SERIALIZERS[self.serializer_name]
+
+    @property
+    def host(self) -> str:
+        """This process's Pod name (POD_NAME, set from the downward API) or else the hostname."""
+        return self.pod_name or socket.gethostname()
 
     def child_env(self, **overrides: str) -> dict[str, str]:
         """The environment for a worker process this one starts: ours, with these settings made explicit."""
@@ -154,6 +162,8 @@ class Settings:
             jobs_per_worker=opt("AUTOSCALE_JOBS_PER_WORKER", integer(1), d.jobs_per_worker),
             autoscale_interval=opt("AUTOSCALE_INTERVAL", real(0.05), d.autoscale_interval),
             scale_down_delay=opt("AUTOSCALE_SCALE_DOWN_DELAY", real(0), d.scale_down_delay),
+            manual_hold=opt("AUTOSCALE_MANUAL_HOLD", real(0), d.manual_hold),
+            pod_name=opt("POD_NAME", lambda _, raw: raw, d.pod_name),
             log_format=opt("LOG_FORMAT", one_of(LOG_FORMATS, str.lower), d.log_format),  # type: ignore[arg-type]
             log_level=opt("LOG_LEVEL", one_of(LOG_LEVELS, str.upper), d.log_level),
         )

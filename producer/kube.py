@@ -1,0 +1,360 @@
+"""Everything that talks to the Kubernetes API: the only module that imports ``kubernetes``.
+
+It maps the client's exceptions to our own error types (one line each, naming the object and the verb),
+retries passing faults (429, 5xx, time-outs) with backoff in one place, honouring ``Retry-After``, and
+hands the rest of the producer plain dataclasses, so nothing else depends on the client's models.
+"""
+
+from __future__ import annotations
+
+import datetime
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import urllib3
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+from producer.autoscaler import TargetState
+from worker.errors import TaskProcessorError
+from worker.logs import get_logger
+from worker.observe import WorkerInfo
+
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+"""Where a Pod finds its own namespace (the default for WORKER_NAMESPACE in the cluster)."""
+
+REQUEST_TIMEOUT = (5.0, 10.0)
+"""Connect and read time-outs, in seconds, of one API request."""
+
+ATTEMPTS = 3
+"""Tries per API call for faults that may pass (429, 5xx, time-outs) before the error reaches the loop."""
+
+BACKOFF_FIRST, BACKOFF_MAX = 0.2, 5.0
+"""Seconds before the second try, doubling (with jitter) up to the max; a Retry-After header wins."""
+
+PAUSE_ANNOTATION = "task-processor.io/autoscale"
+"""On the worker Deployment, the value ``paused`` hands replicas to ops until the annotation is removed."""
+
+DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
+"""The ReplicaSet removes Pods with the lowest cost first when it scales in."""
+
+IDLE_COST, BUSY_COST = "-1000", "1000"
+"""Deletion costs the autoscaler gives idle and busy worker Pods just before it lowers the replicas."""
+
+log = get_logger("task_processor.kube")
+T = TypeVar("T")
+
+
+class KubeError(TaskProcessorError):
+    """An API call failed; ``status`` is the HTTP status (0 when no answer came)."""
+
+    status = 0
+
+    def __init__(self, message: str, status: int = 0, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+class ForbiddenError(KubeError):
+    """403: the ServiceAccount lacks a permission (RBAC)."""
+
+
+class NotFoundError(KubeError):
+    """404: the object (or its namespace) does not exist."""
+
+
+class ConflictError(KubeError):
+    """409: someone else wrote the object since we read it (optimistic concurrency)."""
+
+
+class TooManyRequestsError(KubeError):
+    """429: the API server asks us to slow down."""
+
+
+class ServerError(KubeError):
+    """5xx: the API server failed; worth another try."""
+
+
+class UnreachableError(KubeError):
+    """No answer: connection refused, reset or timed out."""
+
+
+RETRIABLE = (TooManyRequestsError, ServerError, UnreachableError)
+
+
+@dataclass(frozen=True)
+class DeploymentInfo:
+    name: str
+    namespace: str
+    replicas: int
+    annotations: dict[str, str]
+    selector: dict[str, str]
+
+    @property
+    def paused(self) -> bool:
+        return self.annotations.get(PAUSE_ANNOTATION, "").strip().lower() == "paused"
+
+
+@dataclass(frozen=True)
+class PodInfo:
+    name: str
+    annotations: dict[str, str]
+    deleting: bool
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A ``coordination.k8s.io/v1`` Lease as leader election uses it."""
+
+    name: str
+    holder: str | None
+    duration: int
+    renewed_at: datetime.datetime | None
+    transitions: int
+    resource_version: str | None = None
+
+
+def _error(exc: ApiException, verb: str, what: str) -> KubeError:
+    status = int(exc.status or 0)
+    retry_after = None
+    if exc.headers and exc.headers.get("Retry-After", "").isdigit():
+        retry_after = float(exc.headers["Retry-After"])
+    if status == 403:
+        return ForbiddenError(
+            f"forbidden to {verb} {what}: grant the verb '{verb}' to the autoscaler's ServiceAccount "
+            "(see README, Running on Kubernetes)",
+            status,
+        )
+    if status == 404:
+        return NotFoundError(
+            f"{what} not found (on {verb}): create it, or set WORKER_DEPLOYMENT/WORKER_NAMESPACE", status
+        )
+    if status == 409:
+        return ConflictError(f"conflict on {verb} {what}: it changed since it was read", status)
+    if status == 429:
+        return TooManyRequestsError(f"API server throttled {verb} {what} (429)", status, retry_after)
+    if status >= 500:
+        return ServerError(f"API server failed {verb} {what} ({status} {exc.reason})", status, retry_after)
+    return KubeError(f"API server refused {verb} {what} ({status} {exc.reason})", status)
+
+
+def _configure(configuration: client.Configuration, kubeconfig: str | None) -> str | None:
+    """Load credentials into ``configuration``; return the namespace they imply, if any."""
+    if kubeconfig is None:
+        try:
+            config.load_incluster_config(client_configuration=configuration)
+        except ConfigException:
+            pass  # not in a Pod: fall back to a kubeconfig
+        else:
+            return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() if SERVICE_ACCOUNT_NAMESPACE.exists() else None
+    try:
+        config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+        _, active = config.list_kube_config_contexts(config_file=kubeconfig)
+    except (ConfigException, OSError) as exc:
+        raise KubeError(
+            f"no Kubernetes configuration: not in a cluster and no usable kubeconfig ({exc}); "
+            "run in a Pod with a ServiceAccount, or set KUBECONFIG"
+        ) from None
+    return (active or {}).get("context", {}).get("namespace")
+
+
+class KubeClient:
+    """The few API calls the autoscaler makes, each with our errors and bounded retries."""
+
+    def __init__(self, api_client: client.ApiClient, namespace: str, attempts: int = ATTEMPTS) -> None:
+        self.api_client = api_client
+        self.namespace = namespace
+        self.attempts = attempts
+        self.apps = client.AppsV1Api(api_client)
+        self.core = client.CoreV1Api(api_client)
+        self.coordination = client.CoordinationV1Api(api_client)
+
+    @classmethod
+    def connect(cls, namespace: str | None = None, kubeconfig: str | None = None) -> KubeClient:
+        """In-cluster configuration when running in a Pod, else the kubeconfig (KUBECONFIG or ~/.kube/config)."""
+        configuration = client.Configuration()
+        context_namespace = _configure(configuration, kubeconfig)
+        api_client = client.ApiClient(configuration)
+        return cls(api_client, namespace or context_namespace or "default")
+
+    def call(self, verb: str, what: str, request: Callable[[], T]) -> T:
+        """Run one API request: our error types, and retries with backoff for faults that may pass."""
+        pause = BACKOFF_FIRST
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return request()
+            except ApiException as exc:
+                error = _error(exc, verb, what)
+                cause: BaseException = exc
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                error = UnreachableError(f"API server unreachable on {verb} {what} ({type(exc).__name__})")
+                cause = exc
+            if not isinstance(error, RETRIABLE) or attempt == self.attempts:
+                raise error from cause
+            wait = error.retry_after if error.retry_after is not None else pause * random.uniform(0.8, 1.2)
+            log.debug("retrying API call", verb=verb, object=what, status=error.status, wait=wait)
+            time.sleep(wait)
+            pause = min(pause * 2, BACKOFF_MAX)
+        raise AssertionError("unreachable")
+
+    def _where(self, kind: str, name: str) -> str:
+        return f"{kind} {self.namespace}/{name}"
+
+    def get_deployment(self, name: str) -> DeploymentInfo:
+        deployment = self.call(
+            "get",
+            self._where("deployments.apps", name),
+            lambda: self.apps.read_namespaced_deployment(name, self.namespace, _request_timeout=REQUEST_TIMEOUT),
+        )
+        spec = deployment.spec
+        return DeploymentInfo(
+            name=name,
+            namespace=self.namespace,
+            replicas=int(spec.replicas if spec and spec.replicas is not None else 1),
+            annotations=dict(deployment.metadata.annotations or {}),
+            selector=dict((spec.selector.match_labels if spec and spec.selector else None) or {}),
+        )
+
+    def scale(self, name: str, replicas: int) -> None:
+        """Set ``spec.replicas`` through the ``scale`` subresource: what ``kubectl scale`` does too."""
+        self.call(
+            "patch",
+            self._where("deployments.apps/scale", name),
+            lambda: self.apps.patch_namespaced_deployment_scale(
+                name,
+                self.namespace,
+                {"spec": {"replicas": replicas}},
+                _content_type="application/merge-patch+json",
+                _request_timeout=REQUEST_TIMEOUT,
+            ),
+        )
+
+    def list_pods(self, selector: dict[str, str]) -> list[PodInfo]:
+        label_selector = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+        pods = self.call(
+            "list",
+            f"pods in {self.namespace} ({label_selector})",
+            lambda: self.core.list_namespaced_pod(
+                self.namespace, label_selector=label_selector, _request_timeout=REQUEST_TIMEOUT
+            ),
+        )
+        return [
+            PodInfo(
+                name=pod.metadata.name,
+                annotations=dict(pod.metadata.annotations or {}),
+                deleting=pod.metadata.deletion_timestamp is not None,
+            )
+            for pod in pods.items
+        ]
+
+    def annotate_pod(self, name: str, annotations: dict[str, str]) -> None:
+        self.call(
+            "patch",
+            self._where("pods", name),
+            lambda: self.core.patch_namespaced_pod(
+                name,
+                self.namespace,
+                {"metadata": {"annotations": annotations}},
+                _content_type="application/merge-patch+json",
+                _request_timeout=REQUEST_TIMEOUT,
+            ),
+        )
+
+    def get_lease(self, name: str) -> Lease | None:
+        try:
+            lease = self.call(
+                "get",
+                self._where("leases.coordination.k8s.io", name),
+                lambda: self.coordination.read_namespaced_lease(name, self.namespace, _request_timeout=REQUEST_TIMEOUT),
+            )
+        except NotFoundError:
+            return None
+        spec = lease.spec
+        return Lease(
+            name=name,
+            holder=spec.holder_identity if spec else None,
+            duration=int(spec.lease_duration_seconds or 0) if spec else 0,
+            renewed_at=spec.renew_time if spec else None,
+            transitions=int(spec.lease_transitions or 0) if spec else 0,
+            resource_version=lease.metadata.resource_version,
+        )
+
+    def write_lease(self, lease: Lease) -> Lease:
+        """Create the Lease, or replace it if ``lease.resource_version`` is set (409 when someone wrote first)."""
+        now = datetime.datetime.now(datetime.UTC)
+        body = client.V1Lease(
+            metadata=client.V1ObjectMeta(name=lease.name, resource_version=lease.resource_version),
+            spec=client.V1LeaseSpec(
+                holder_identity=lease.holder,
+                lease_duration_seconds=lease.duration,
+                renew_time=lease.renewed_at or now,
+                acquire_time=now if lease.resource_version is None else None,
+                lease_transitions=lease.transitions,
+            ),
+        )
+        where = self._where("leases.coordination.k8s.io", lease.name)
+        if lease.resource_version is None:
+            written = self.call(
+                "create",
+                where,
+                lambda: self.coordination.create_namespaced_lease(
+                    self.namespace, body, _request_timeout=REQUEST_TIMEOUT
+                ),
+            )
+        else:
+            written = self.call(
+                "update",
+                where,
+                lambda: self.coordination.replace_namespaced_lease(
+                    lease.name, self.namespace, body, _request_timeout=REQUEST_TIMEOUT
+                ),
+            )
+        return Lease(
+            lease.name,
+            lease.holder,
+            lease.duration,
+            lease.renewed_at,
+            lease.transitions,
+            written.metadata.resource_version,
+        )
+
+
+class KubeDeployment:
+    """The worker Deployment as a scale target: read through a short cache, written through ``scale``."""
+
+    def __init__(self, kube: KubeClient, name: str, resync: float = 2.0) -> None:
+        self.kube = kube
+        self.name = name
+        self.resync = resync
+        self._cached: DeploymentInfo | None = None
+        self._read_at = 0.0
+
+    def read(self, fresh: bool = False) -> TargetState:
+        """The Deployment's replicas and pause annotation, at most ``resync`` seconds old unless ``fresh``."""
+        if fresh or self._cached is None or time.monotonic() - self._read_at >= self.resync:
+            self._cached = self.kube.get_deployment(self.name)
+            self._read_at = time.monotonic()
+        return TargetState(self._cached.replicas, self._cached.paused)
+
+    def set_replicas(self, replicas: int, workers: Sequence[WorkerInfo] = ()) -> None:
+        if self._cached is not None and replicas < self._cached.replicas:
+            self._mark_pods(workers)
+        self.kube.scale(self.name, replicas)
+        self._cached = None
+
+    def _mark_pods(self, workers: Sequence[WorkerInfo]) -> None:
+        """Make the ReplicaSet remove idle Pods first: workers record their Pod name as their hostname."""
+        assert self._cached is not None
+        busy = {w.hostname for w in workers if w.busy}
+        for pod in self.kube.list_pods(self._cached.selector):
+            if pod.deleting:
+                continue
+            cost = BUSY_COST if pod.name in busy else IDLE_COST
+            if pod.annotations.get(DELETION_COST) != cost:
+                self.kube.annotate_pod(pod.name, {DELETION_COST: cost})
