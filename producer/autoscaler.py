@@ -223,7 +223,7 @@ class Autoscaler:
 
     def run(self, stop: threading.Event) -> None:
         """Loop until ``stop`` is set; with an elector, only while this replica leads."""
-        failures = 0
+        failures, last_error = 0, None
         try:
             while not stop.is_set():
                 try:
@@ -233,16 +233,15 @@ class Autoscaler:
                 # the workers at whatever size they had, which is worse than a scaler that keeps trying.
                 except Exception as exc:
                     failures += 1
-                    if failures == 1:
-                        log.warning(
-                            "autoscaler step failed; retrying with backoff",
-                            error=(str(exc) or type(exc).__name__).splitlines()[0],
-                        )
+                    error = (str(exc) or type(exc).__name__).splitlines()[0]
+                    if error != last_error:  # once per streak and cause, not once per try
+                        log.warning("autoscaler step failed; retrying with backoff", error=error)
+                        last_error = error
                     pause = min(self.interval * 2**failures, BACKOFF_MAX)
                 else:
                     if failures:
                         log.info("autoscaler recovered", failed_steps=failures)
-                    failures = 0
+                    failures, last_error = 0, None
                     pause = self.interval
                 stop.wait(pause)
         finally:

@@ -1,0 +1,269 @@
+"""The autoscaler against an API server over real HTTP: the official client, kubectl, faults, two replicas."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any
+
+import pytest
+import redis
+
+from producer import Producer, Task
+from producer.autoscaler import Autoscaler
+from producer.cluster import build
+from producer.kube import KubeClient, KubeDeployment, NotFoundError
+from producer.leader import LeaderElector
+from tests.conftest import Proc, wait_for
+from tests.kubeapi.fixtures import kube_api, requires_kubectl  # noqa: F401
+from tests.kubeapi.server import KubeAPI
+from worker.logs import configure_logging
+from worker.settings import Settings
+
+SCALE = r"/namespaces/default/deployments/task-processor/scale$"
+
+
+@pytest.fixture
+def settings(redis_url: str) -> Settings:
+    return Settings(
+        redis_url=redis_url,
+        autoscale_interval=0.05,
+        scale_down_delay=0.5,
+        jobs_per_worker=5,
+        autoscale_min=0,
+        autoscale_max=6,
+        manual_hold=0.0,
+    )
+
+
+@pytest.fixture
+def logs() -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    """The structured log lines this process writes during the test."""
+    buffer = io.StringIO()
+    configure_logging("INFO", "json", buffer)
+    yield lambda: [json.loads(line) for line in buffer.getvalue().splitlines() if line.startswith("{")]
+    configure_logging("INFO", "json")
+
+
+def client_for(api: KubeAPI) -> KubeClient:
+    return KubeClient(api.api_client(), "default")
+
+
+@contextmanager
+def running(autoscaler: Autoscaler) -> Iterator[Autoscaler]:
+    stop = threading.Event()
+    thread = threading.Thread(target=autoscaler.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield autoscaler
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        assert not thread.is_alive(), "the loop did not stop"
+
+
+def scale_writes(api: KubeAPI) -> list[int]:
+    """Replica counts the autoscaler (not kubectl, not the test) patched through the scale subresource."""
+    return [
+        r.body["spec"]["replicas"]
+        for r in api.requests("PATCH", SCALE)
+        if r.headers.get("User-Agent", "").startswith("task-producer/") and r.status == 200
+    ]
+
+
+def enqueue(producer: Producer, count: int) -> None:
+    producer.enqueue_many([Task("worker.examples.noop") for _ in range(count)])
+
+
+def test_kube_client_reads_and_scales_through_the_scale_subresource(kube_api: KubeAPI) -> None:  # noqa: F811
+    kube_api.create_deployment("task-processor", replicas=2)
+    kube = client_for(kube_api)
+    assert kube.get_deployment("task-processor").replicas == 2
+    kube.scale("task-processor", 5)
+    assert kube_api.replicas() == 5
+    patch = kube_api.requests("PATCH", SCALE)[-1]
+    assert patch.body == {"spec": {"replicas": 5}}
+    assert patch.content_type == "application/merge-patch+json"
+    with pytest.raises(NotFoundError, match=r"deployments.apps default/nope not found \(on get\)"):
+        kube.get_deployment("nope")
+
+
+def test_scales_from_zero_within_a_second_of_an_enqueue(
+    kube_api: KubeAPI,  # noqa: F811
+    settings: Settings,
+    producer: Producer,
+) -> None:
+    kube_api.create_deployment("task-processor", replicas=0)
+    autoscaler = build(replace(settings, autoscale_interval=0.25), client_for(kube_api))
+    with running(autoscaler):
+        wait_for(lambda: autoscaler.elector.leading, what="leadership")  # type: ignore[union-attr]
+        time.sleep(0.3)  # a full interval in which there was nothing to do
+        enqueued = time.monotonic()
+        enqueue(producer, 12)
+        wait_for(lambda: kube_api.replicas() > 0, timeout=5, what="scale from zero")
+        latency = time.monotonic() - enqueued
+    assert kube_api.replicas() == 3  # ceil(12 / 5): up in one step
+    assert scale_writes(kube_api) == [3]
+    assert latency < 1.0, f"scale from zero took {latency:.2f}s"
+
+
+def test_no_api_write_when_nothing_changes(kube_api: KubeAPI, settings: Settings) -> None:  # noqa: F811
+    kube_api.create_deployment("task-processor", replicas=0)
+    with running(build(settings, client_for(kube_api))):
+        time.sleep(1.0)  # twenty intervals with nothing to do
+    assert kube_api.requests("PATCH", "/deployments/") == []
+    assert kube_api.requests("PUT", "/deployments/") == []
+
+
+@requires_kubectl
+def test_a_manual_kubectl_scale_is_held_then_handed_back(
+    kube_api: KubeAPI,  # noqa: F811
+    settings: Settings,
+    logs: Callable[[], list[dict[str, Any]]],
+) -> None:
+    kube_api.create_deployment("task-processor", replicas=0)
+    autoscaler = build(replace(settings, manual_hold=1.5), client_for(kube_api))
+    with running(autoscaler):
+        wait_for(lambda: autoscaler.mode == "active", what="the loop to run")
+        kube_api.kubectl("scale", "deployment", "task-processor", "--replicas=4", check=True)
+        wait_for(lambda: autoscaler.mode == "holding", what="the hold")
+        held_at = time.monotonic()
+        wait_for(lambda: kube_api.replicas() == 0, timeout=10, what="scale back to the minimum after the hold")
+        held_for = time.monotonic() - held_at
+    assert held_for >= 1.5  # left alone for the hold, then the demand (none) wins
+    assert scale_writes(kube_api) == [0]
+    lines = [line for line in logs() if "someone else" in line["event"]]
+    assert len(lines) == 1
+    assert (lines[0]["replicas"], lines[0]["hold_seconds"]) == (4, 1.5)
+
+
+@requires_kubectl
+def test_the_pause_annotation_hands_control_to_ops(
+    kube_api: KubeAPI,  # noqa: F811
+    settings: Settings,
+    producer: Producer,
+    conn: redis.Redis,
+) -> None:
+    kube_api.create_deployment("task-processor", replicas=1)
+    kube_api.kubectl("annotate", "deployment", "task-processor", "task-processor.io/autoscale=paused", check=True)
+    autoscaler = build(settings, client_for(kube_api))
+    with running(autoscaler):
+        enqueue(producer, 30)
+        wait_for(lambda: autoscaler.mode == "paused", what="the pause to be seen")
+        time.sleep(0.5)
+        assert kube_api.replicas() == 1
+        assert conn.hget("task-processor:autoscaler:task-processor", "state") == b"paused"
+        kube_api.kubectl("annotate", "deployment", "task-processor", "task-processor.io/autoscale-", check=True)
+        wait_for(lambda: kube_api.replicas() == 6, timeout=10, what="scaling once the annotation is gone")
+    assert scale_writes(kube_api) == [6]
+
+
+@pytest.mark.parametrize(("status", "retry_after"), [(500, None), (503, None), (429, 1)])
+def test_passing_api_faults_are_retried(
+    kube_api: KubeAPI,  # noqa: F811
+    status: int,
+    retry_after: int | None,
+) -> None:
+    kube_api.create_deployment("task-processor", replicas=1)
+    kube_api.fail("PATCH", SCALE, status, times=2, retry_after=retry_after)
+    started = time.monotonic()
+    client_for(kube_api).scale("task-processor", 2)
+    assert kube_api.replicas() == 2
+    assert [r.status for r in kube_api.requests("PATCH", SCALE)] == [status, status, 200]
+    if retry_after:
+        assert time.monotonic() - started >= 2 * retry_after  # Retry-After honoured on each retry
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (403, "forbidden to patch deployments.apps/scale default/task-processor: grant the verb 'patch'"),
+        (409, "conflict on patch deployments.apps/scale default/task-processor"),
+        (500, "API server failed patch deployments.apps/scale default/task-processor (500"),
+    ],
+)
+def test_the_loop_survives_api_errors_and_says_so_once(
+    kube_api: KubeAPI,  # noqa: F811
+    settings: Settings,
+    producer: Producer,
+    logs: Callable[[], list[dict[str, Any]]],
+    status: int,
+    expected: str,
+) -> None:
+    kube_api.create_deployment("task-processor", replicas=0)
+    kube_api.fail("PATCH", SCALE, status, times=5)  # more than one call's retries
+    enqueue(producer, 3)
+    with running(build(settings, client_for(kube_api))):
+        wait_for(lambda: kube_api.replicas() == 1, timeout=15, what="the scale once the faults pass")
+    failures = [line for line in logs() if line["event"].startswith("autoscaler step failed")]
+    assert len(failures) == 1
+    assert expected in failures[0]["error"]
+    assert any(line["event"] == "autoscaler recovered" for line in logs())
+
+
+def test_missing_deployment_and_rbac_are_one_clear_line(
+    kube_api: KubeAPI,  # noqa: F811
+    settings: Settings,
+    spawn: Callable[..., Proc],
+) -> None:
+    env = {
+        "WORKER_NAMESPACE": "default",
+        "AUTOSCALE_INTERVAL": "0.05",
+        "LOG_FORMAT": "json",
+    }
+    missing = spawn("task-producer", "autoscale", "--kubeconfig", str(kube_api.kubeconfig), extra_env=env)
+    wait_for(lambda: "not found" in missing.output(), timeout=15, what="the missing-Deployment line")
+    time.sleep(0.5)  # many more failing steps
+    lines = [line for line in missing.json_lines() if line.get("event", "").startswith("autoscaler step failed")]
+    assert [line["error"] for line in lines] == [
+        "deployments.apps default/task-processor not found (on get): create it, or set "
+        "WORKER_DEPLOYMENT/WORKER_NAMESPACE"
+    ]
+    assert missing.popen.poll() is None  # still running, not crash-looping
+
+    kube_api.create_deployment("task-processor", replicas=0)
+    kube_api.fail("GET", r"/deployments/task-processor$", 403, times=1000)
+    wait_for(lambda: "forbidden to get" in missing.output(), timeout=15, what="the RBAC line")
+    assert missing.output().count("forbidden to get deployments.apps default/task-processor") == 1
+
+
+def test_two_autoscalers_with_one_lease_never_both_write(
+    kube_api: KubeAPI,  # noqa: F811
+    settings: Settings,
+    producer: Producer,
+) -> None:
+    kube_api.create_deployment("task-processor", replicas=0)
+    fast = {"duration": 3, "renew_deadline": 2.0, "retry_period": 0.2}
+
+    def replica(name: str) -> Autoscaler:
+        autoscaler = build(settings, client_for(kube_api))
+        elector = autoscaler.elector
+        assert isinstance(elector, LeaderElector)
+        autoscaler.elector = LeaderElector(elector.kube, elector.lease_name, name, **fast)
+        assert isinstance(autoscaler.target, KubeDeployment)
+        autoscaler.target.kube.api_client.user_agent = f"task-producer/{name}"
+        return autoscaler
+
+    first, second = replica("first"), replica("second")
+    with running(first):
+        wait_for(lambda: first.elector.leading, what="the first to lead")  # type: ignore[union-attr]
+        with running(second):
+            for count in (10, 20, 30):
+                enqueue(producer, 10)
+                wait_for(lambda c=count: kube_api.replicas() == min(6, -(-c // 5)), timeout=10, what=f"{count}")
+            assert second.mode == "follower"
+        agents = {r.headers["User-Agent"] for r in kube_api.requests("PATCH", SCALE)}
+        assert agents == {"task-producer/first"}
+    # The leader released the Lease on stop: the other replica takes over at once, not after it expires.
+    with running(second):
+        wait_for(lambda: second.elector.leading, timeout=3, what="the second to lead")  # type: ignore[union-attr]
+        producer.connection.delete("rq:queue:default")
+        wait_for(lambda: kube_api.replicas() == 0, timeout=10, what="the second to scale down")
+    writers = [r.headers["User-Agent"] for r in kube_api.requests("PATCH", SCALE)]
+    assert writers[-1] == "task-producer/second"
+    assert writers == sorted(writers)  # all of first's writes, then all of second's: never interleaved
