@@ -28,6 +28,7 @@ def collect(producer: Producer, deployment: str) -> dict[str, Any]:
             "desired": int(fields["desired"]),
             "current": int(fields["current"]),
             "reason": fields["reason"],
+            "state": fields.get("state", "active"),
             "updated_seconds_ago": round(max(0.0, time.time() - float(fields["updated_at"])), 1),
         }
     return {
@@ -56,7 +57,7 @@ def render_table(facts: dict[str, Any]) -> str:
         lines.append("autoscaler: not running (no decision published in Redis)")
     else:
         lines.append(
-            f"autoscaler: {a['deployment']} desired {a['desired']}, current {a['current']} "
+            f"autoscaler: {a['state']}, {a['deployment']} desired {a['desired']}, current {a['current']} "
             f"({a['reason']}, {a['updated_seconds_ago']:g}s ago)"
         )
     return "\n".join(lines)

@@ -136,6 +136,7 @@ def test_no_write_when_nothing_changes(conn: redis.Redis, producer: Producer) ->
     # The decision is published for `task-producer status`.
     published = collect(producer, "recording")["autoscaler"]
     assert (published["desired"], published["current"], published["reason"]) == (3, 3, "steady")
+    assert published["state"] == "active"
 
 
 def test_the_loop_survives_redis_going_away(redis_server, conn: redis.Redis) -> None:
