@@ -32,11 +32,11 @@ EVENTS_KEPT = 1000
 """Scaling events kept in memory (for run-local's summary)."""
 
 ACTIVE, HOLDING, PAUSED, FOLLOWER = "active", "holding", "paused", "follower"
+"""The loop's state, published for ``task-producer status``: scaling; leaving a manual scale alone for a
+while; paused by the Deployment's annotation; or standing by while another replica holds the Lease."""
 
 PAUSE_HINT = 'task-processor.io/autoscale: "paused"'
 """How ops pause the loop (an annotation on the Deployment), as the log line names it."""
-"""The loop's state, published for ``task-producer status``: scaling; leaving a manual scale alone for a
-while; paused by the Deployment's annotation; or standing by while another replica holds the Lease."""
 
 log = get_logger("task_processor.autoscaler")
 

@@ -94,7 +94,7 @@ class DeploymentInfo:
     namespace: str
     replicas: int
     annotations: dict[str, str]
-    selector: dict[str, str]
+    selector: str
 
     @property
     def paused(self) -> bool:
@@ -142,6 +142,24 @@ def _error(exc: ApiException, verb: str, what: str) -> KubeError:
     if status >= 500:
         return ServerError(f"API server failed {verb} {what} ({status} {exc.reason})", status, retry_after)
     return KubeError(f"API server refused {verb} {what} ({status} {exc.reason})", status)
+
+
+def _label_selector(selector: client.V1LabelSelector | None) -> str:
+    """A Deployment's selector (matchLabels and matchExpressions) in the API's query syntax."""
+    if selector is None:
+        return ""
+    terms = [f"{key}={value}" for key, value in sorted((selector.match_labels or {}).items())]
+    for expression in selector.match_expressions or []:
+        values = ",".join(expression.values or [])
+        terms.append(
+            {
+                "In": f"{expression.key} in ({values})",
+                "NotIn": f"{expression.key} notin ({values})",
+                "Exists": expression.key,
+                "DoesNotExist": f"!{expression.key}",
+            }[expression.operator]
+        )
+    return ",".join(terms)
 
 
 def _configure(configuration: client.Configuration, kubeconfig: str | None) -> str | None:
@@ -218,7 +236,7 @@ class KubeClient:
             namespace=self.namespace,
             replicas=int(spec.replicas if spec and spec.replicas is not None else 1),
             annotations=dict(deployment.metadata.annotations or {}),
-            selector=dict((spec.selector.match_labels if spec and spec.selector else None) or {}),
+            selector=_label_selector(spec.selector if spec else None),
         )
 
     def scale(self, name: str, replicas: int) -> None:
@@ -235,8 +253,7 @@ class KubeClient:
             ),
         )
 
-    def list_pods(self, selector: dict[str, str]) -> list[PodInfo]:
-        label_selector = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+    def list_pods(self, label_selector: str) -> list[PodInfo]:
         pods = self.call(
             "list",
             f"pods in {self.namespace} ({label_selector})",
@@ -351,6 +368,8 @@ class KubeDeployment:
     def _mark_pods(self, workers: Sequence[WorkerInfo]) -> None:
         """Make the ReplicaSet remove idle Pods first: workers record their Pod name as their hostname."""
         assert self._cached is not None
+        if not self._cached.selector:
+            return  # an empty selector would select every Pod in the namespace
         busy = {w.hostname for w in workers if w.busy}
         for pod in self.kube.list_pods(self._cached.selector):
             if pod.deleting:

@@ -1,8 +1,10 @@
 """LocalDeployment: the embedded default's "Deployment", a set of ``task-worker`` processes on this machine.
 
 It behaves like a ReplicaSet: ``set_replicas`` only records the wish and a supervisor thread converges on it,
-starting workers, replacing any that exit on their own (with a crash-loop backoff), and retiring idle workers
-first when asked for fewer. Retiring is a SIGTERM, so even a busy worker finishes its job before it exits.
+starting workers, restarting any that exit on their own in the same slot (with a crash-loop backoff), and
+retiring idle workers first when asked for fewer. Retiring is a SIGTERM, so even a busy worker finishes its job
+before it exits. The emulated kubelet of the end-to-end tests runs its Pods through it: it names each slot's
+worker (POD_NAME) and decides which slots retire first (the Pods' deletion costs).
 """
 
 from __future__ import annotations
@@ -10,12 +12,11 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -25,6 +26,7 @@ import redis
 from producer.autoscaler import TargetState
 from worker.logs import get_logger
 from worker.observe import WorkerInfo, list_workers
+from worker.settings import Settings
 
 SUPERVISE_INTERVAL = 0.1
 """Seconds between two reconcile passes of the supervisor thread."""
@@ -43,9 +45,18 @@ log = get_logger("task_processor.local")
 
 @dataclass
 class WorkerProcess:
+    """One worker slot, like a Pod: a process that exits on its own is restarted here, under the same POD_NAME.
+
+    ``hostname`` is what the worker registers in RQ (its POD_NAME, else this machine's name): with its pid, it is
+    how the slot is found among the registered workers.
+    """
+
     popen: subprocess.Popen[bytes]
     started_at: float
+    hostname: str
+    pod_name: str | None = None
     retiring: bool = False
+    crashed: bool = False
 
     @property
     def pid(self) -> int:
@@ -59,8 +70,16 @@ class _Counters:
     retired: int = 0
 
 
+RetirementOrder = Callable[[list[WorkerProcess]], list[WorkerProcess]]
+"""Orders running slots cheapest first: the first ones retire when the deployment is asked for fewer."""
+
+
 class LocalDeployment:
-    """Keeps ``replicas`` worker processes running on this machine."""
+    """Keeps ``replicas`` worker processes running on this machine.
+
+    ``pod_names``, when given, names each new slot; its worker gets that name as POD_NAME and registers it as its
+    hostname. ``retirement_order`` replaces the default (not yet registered, then idle, then busy; newest first).
+    """
 
     def __init__(
         self,
@@ -70,12 +89,17 @@ class LocalDeployment:
         replicas: int = 0,
         log_file: Path | None = None,
         name: str = "local",
+        pod_names: Callable[[], str] | None = None,
+        retirement_order: RetirementOrder | None = None,
     ) -> None:
         self.name = name
         self.connection = connection
         self.env = dict(env)
         self.queues = queues
         self.log_file = log_file
+        self._host = Settings.from_env(self.env).host  # what an unnamed worker registers as its hostname
+        self._pod_names = pod_names
+        self._retirement_order = retirement_order or self._idle_first
         self._replicas = replicas
         self._workers: list[WorkerProcess] = []
         self._lock = threading.RLock()
@@ -106,6 +130,11 @@ class LocalDeployment:
         with self._lock:
             return [w for w in self._workers if w.popen.poll() is None]
 
+    def workers(self) -> list[WorkerProcess]:
+        """Every slot, like a ReplicaSet's Pods: running, waiting for a restart, or retiring until it exits."""
+        with self._lock:
+            return list(self._workers)
+
     def start(self) -> LocalDeployment:
         if self.log_file is not None:
             self._output = self.log_file.open("ab")
@@ -129,7 +158,9 @@ class LocalDeployment:
                     worker.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     log.warning("worker did not drain in time; killing it", pid=worker.pid)
-                    worker.popen.kill()
+                    # The whole process group: RQ's scheduler, forked by the worker, would outlive it.
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(worker.pid, signal.SIGKILL)
                     worker.popen.wait()
             self._workers.clear()
         if self._output is not None:
@@ -146,46 +177,54 @@ class LocalDeployment:
     def _reconcile(self) -> None:
         now = time.monotonic()
         for worker in [w for w in self._workers if w.popen.poll() is not None]:
-            self._workers.remove(worker)
             if worker.retiring:
-                continue
-            self.counters.replaced += 1
-            lived = now - worker.started_at
-            log.warning("worker exited on its own; replacing it", pid=worker.pid, code=worker.popen.returncode)
-            if lived < CRASH_WINDOW:
-                self._next_spawn_at = now + self._backoff
-                self._backoff = min(self._backoff * 2, CRASH_BACKOFF_MAX)
-            else:
-                self._backoff = CRASH_BACKOFF_FIRST
+                self._workers.remove(worker)
+            elif not worker.crashed:
+                worker.crashed = True
+                self.counters.replaced += 1
+                lived = now - worker.started_at
+                log.warning("worker exited on its own; replacing it", pid=worker.pid, code=worker.popen.returncode)
+                if lived < CRASH_WINDOW:
+                    self._next_spawn_at = now + self._backoff
+                    self._backoff = min(self._backoff * 2, CRASH_BACKOFF_MAX)
+                else:
+                    self._backoff = CRASH_BACKOFF_FIRST
         active = [w for w in self._workers if not w.retiring]
         missing = self._replicas - len(active)
-        if missing > 0 and now >= self._next_spawn_at:
-            for _ in range(missing):
-                self._spawn()
-        elif missing < 0:
-            for worker in self._retirement_order(active)[:-missing]:
+        if missing < 0:
+            # A slot whose worker is down goes first whatever the order, as a ReplicaSet removes unready Pods first.
+            doomed = sorted(self._retirement_order(active), key=lambda w: not w.crashed)[:-missing]
+            for worker in doomed:
                 self._retire(worker)
+        elif now >= self._next_spawn_at:
+            for worker in [w for w in active if w.crashed]:
+                worker.popen, worker.started_at, worker.crashed = self._launch(worker.pod_name), now, False
+            for _ in range(missing):
+                pod_name = self._pod_names() if self._pod_names is not None else None
+                self._workers.append(WorkerProcess(self._launch(pod_name), now, pod_name or self._host, pod_name))
 
-    def _retirement_order(self, active: list[WorkerProcess]) -> list[WorkerProcess]:
+    def _idle_first(self, active: list[WorkerProcess]) -> list[WorkerProcess]:
         """Cheapest first, like pod-deletion-cost: not yet registered, then idle, then busy; newest first."""
-        host = socket.gethostname()
-        states = {w.pid: w.state for w in list_workers(self.connection) if w.hostname == host}
+        states = {(w.hostname, w.pid): w.state for w in list_workers(self.connection)}
         rank = {None: 0, "started": 1, "idle": 1, "suspended": 1}
-        return sorted(active, key=lambda w: (rank.get(states.get(w.pid), 2), -w.started_at))
+        return sorted(active, key=lambda w: (rank.get(states.get((w.hostname, w.pid)), 2), -w.started_at))
 
-    def _spawn(self) -> None:
+    def _launch(self, pod_name: str | None) -> subprocess.Popen[bytes]:
         command = [sys.executable, "-m", "worker.cli"]
         for queue in self.queues:
             command += ["--queue", queue]
-        output = self._output if self._output is not None else None
+        env = self.env if pod_name is None else {**self.env, "POD_NAME": pod_name}
         popen = subprocess.Popen(
-            command, env=self.env, stdout=output, stderr=subprocess.STDOUT if output else None, start_new_session=True
+            command,
+            env=env,
+            stdout=self._output,
+            stderr=subprocess.STDOUT if self._output else None,
+            start_new_session=True,
         )
-        self._workers.append(WorkerProcess(popen, time.monotonic()))
         self.counters.started += 1
+        return popen
 
     def _retire(self, worker: WorkerProcess) -> None:
         worker.retiring = True
         self.counters.retired += 1
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(worker.pid, signal.SIGTERM)
+        worker.popen.send_signal(signal.SIGTERM)  # a no-op once the process has exited and been reaped

@@ -8,8 +8,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ import pytest
 import redis
 
 from producer import Producer
+from producer.autoscaler import Autoscaler
 from producer.redis_server import LocalRedisServer
 
 BIN = Path(sys.executable).parent
@@ -121,6 +124,20 @@ def spawn(env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., Proc]]:
     yield start
     for proc in procs:
         proc.stop()
+
+
+@contextmanager
+def running(autoscaler: Autoscaler) -> Iterator[Autoscaler]:
+    """An autoscaler's loop in a thread for the length of the block; it must stop when asked."""
+    stop = threading.Event()
+    thread = threading.Thread(target=autoscaler.run, args=(stop,), name="autoscaler", daemon=True)
+    thread.start()
+    try:
+        yield autoscaler
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        assert not thread.is_alive(), "the autoscaler loop did not stop"
 
 
 def run(args: list[str], env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -19,7 +17,7 @@ from producer.autoscaler import Autoscaler
 from producer.cluster import build
 from producer.kube import KubeClient, KubeDeployment, NotFoundError
 from producer.leader import LeaderElector
-from tests.conftest import Proc, wait_for
+from tests.conftest import Proc, running, wait_for
 from tests.kubeapi.fixtures import kube_api, requires_kubectl  # noqa: F401
 from tests.kubeapi.server import KubeAPI
 from worker.logs import configure_logging
@@ -52,19 +50,6 @@ def logs() -> Iterator[Callable[[], list[dict[str, Any]]]]:
 
 def client_for(api: KubeAPI) -> KubeClient:
     return KubeClient(api.api_client(), "default")
-
-
-@contextmanager
-def running(autoscaler: Autoscaler) -> Iterator[Autoscaler]:
-    stop = threading.Event()
-    thread = threading.Thread(target=autoscaler.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
-        yield autoscaler
-    finally:
-        stop.set()
-        thread.join(timeout=10)
-        assert not thread.is_alive(), "the loop did not stop"
 
 
 def scale_writes(api: KubeAPI) -> list[int]:
@@ -267,3 +252,27 @@ def test_two_autoscalers_with_one_lease_never_both_write(
     writers = [r.headers["User-Agent"] for r in kube_api.requests("PATCH", SCALE)]
     assert writers[-1] == "task-producer/second"
     assert writers == sorted(writers)  # all of first's writes, then all of second's: never interleaved
+
+
+def test_pods_are_found_by_the_full_selector(kube_api: KubeAPI) -> None:  # noqa: F811
+    """matchExpressions count too: a selector of matchLabels alone would mark other apps' Pods."""
+    kube_api.create_deployment("task-processor", replicas=1)
+    kube_api.patch(
+        "deployments",
+        "task-processor",
+        {
+            "spec": {
+                "selector": {
+                    "matchLabels": None,
+                    "matchExpressions": [{"key": "tier", "operator": "In", "values": ["work"]}],
+                }
+            }
+        },
+    )
+    for name, tier in (("mine", "work"), ("theirs", "web")):
+        kube_api.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"tier": tier}}})
+    target = KubeDeployment(client_for(kube_api), "task-processor")
+    assert target.read().replicas == 1
+    target.set_replicas(0)
+    marked = {r.path.rsplit("/", 1)[-1] for r in kube_api.requests("PATCH", "/pods/")}
+    assert marked == {"mine"}
