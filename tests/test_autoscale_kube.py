@@ -9,14 +9,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
+import kubernetes.client
 import pytest
 import redis
 
 from producer import Producer, Task
 from producer.autoscaler import Autoscaler
 from producer.cluster import build
-from producer.kube import KubeClient, KubeDeployment, NotFoundError
+from producer.kube import KubeClient, KubeDeployment, NotFoundError, UnreachableError
 from producer.leader import LeaderElector
+from producer.redis_server import free_port
 from tests.conftest import Proc, running, wait_for
 from tests.kubeapi.fixtures import kube_api, requires_kubectl  # noqa: F401
 from tests.kubeapi.server import KubeAPI
@@ -276,3 +278,10 @@ def test_pods_are_found_by_the_full_selector(kube_api: KubeAPI) -> None:  # noqa
     target.set_replicas(0)
     marked = {r.path.rsplit("/", 1)[-1] for r in kube_api.requests("PATCH", "/pods/")}
     assert marked == {"mine"}
+
+
+def test_an_unreachable_api_server_is_retried_then_named() -> None:
+    dead = kubernetes.client.ApiClient(kubernetes.client.Configuration(host=f"http://127.0.0.1:{free_port()}"))
+    expected = r"API server unreachable on get deployments.apps default/task-processor"
+    with pytest.raises(UnreachableError, match=expected):
+        KubeClient(dead, "default").get_deployment("task-processor")
