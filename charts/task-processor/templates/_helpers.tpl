@@ -1,0 +1,196 @@
+{{/*
+Expand the name of the chart.
+*/}}
+{{- define "task-processor.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The fully qualified app name: the worker Deployment's name and the prefix of every other object.
+Unlike the `helm create` default it does not prepend the release name: the autoscaler, the README and ops
+commands (`kubectl scale deployment task-processor`) expect "task-processor" whatever the release is called.
+fullnameOverride wins; nameOverride replaces the chart name. Truncated at 63 characters (DNS label).
+*/}}
+{{- define "task-processor.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- include "task-processor.name" . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Create chart name and version as used by the chart label.
+*/}}
+{{- define "task-processor.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Common labels.
+*/}}
+{{- define "task-processor.labels" -}}
+helm.sh/chart: {{ include "task-processor.chart" . }}
+{{ include "task-processor.selectorLabels" . }}
+{{- if .Chart.AppVersion }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+{{- end }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: {{ include "task-processor.name" . }}
+{{- end }}
+
+{{/*
+Selector labels (shared by every component; each adds app.kubernetes.io/component).
+*/}}
+{{- define "task-processor.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "task-processor.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Per-component names, labels and selector labels. Call with (dict "ctx" $ "component" "worker").
+*/}}
+{{- define "task-processor.componentSelectorLabels" -}}
+{{ include "task-processor.selectorLabels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "task-processor.componentLabels" -}}
+{{ include "task-processor.labels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/*
+The worker Deployment's name (what WORKER_DEPLOYMENT points at).
+*/}}
+{{- define "task-processor.workerName" -}}
+{{- include "task-processor.fullname" . }}
+{{- end }}
+
+{{- define "task-processor.producerName" -}}
+{{- printf "%s-producer" (include "task-processor.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "task-processor.redisName" -}}
+{{- printf "%s-redis" (include "task-processor.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "task-processor.dashboardName" -}}
+{{- printf "%s-dashboard" (include "task-processor.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The Lease the autoscalers elect their leader with: "<WORKER_DEPLOYMENT>-autoscaler" (producer/cluster.py).
+*/}}
+{{- define "task-processor.leaseName" -}}
+{{- printf "%s-autoscaler" (include "task-processor.workerName" .) }}
+{{- end }}
+
+{{/*
+Create the name of the service account to use (the autoscaler's).
+*/}}
+{{- define "task-processor.serviceAccountName" -}}
+{{- if .Values.producer.serviceAccount.create }}
+{{- default (include "task-processor.producerName" .) .Values.producer.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.producer.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+An image reference; call with (dict "image" .Values.worker.image "ctx" $).
+*/}}
+{{- define "task-processor.image" -}}
+{{- printf "%s:%s" .image.repository (default .ctx.Chart.AppVersion .image.tag | toString) }}
+{{- end }}
+
+{{/*
+The Secret and key holding the in-chart Redis password.
+*/}}
+{{- define "task-processor.redisSecretName" -}}
+{{- default (include "task-processor.redisName" .) .Values.redis.auth.existingSecret }}
+{{- end }}
+
+{{- define "task-processor.redisSecretKey" -}}
+{{- if .Values.redis.auth.existingSecret }}
+{{- .Values.redis.auth.existingSecretKey }}
+{{- else -}}
+redis-password
+{{- end }}
+{{- end }}
+
+{{/*
+Refuse inconsistent values with one line naming the fix (what a JSON schema cannot compare).
+*/}}
+{{- define "task-processor.validate" -}}
+{{- if and (not .Values.redis.enabled) (not .Values.externalRedis.existingSecret) }}
+{{- fail "redis.enabled is false but externalRedis.existingSecret is empty: name a Secret holding REDIS_URL, or set redis.enabled=true" }}
+{{- end }}
+{{- if gt (int .Values.autoscale.min) (int .Values.autoscale.max) }}
+{{- fail (printf "autoscale.min (%d) is above autoscale.max (%d): lower min or raise max" (int .Values.autoscale.min) (int .Values.autoscale.max)) }}
+{{- end }}
+{{- if and .Values.serviceMonitor.enabled (not .Values.metrics.enabled) }}
+{{- fail "serviceMonitor.enabled needs metrics.enabled (the ServiceMonitor scrapes the metrics Service)" }}
+{{- end }}
+{{- if and .Values.networkPolicy.enabled (not .Values.redis.enabled) }}
+{{- fail "networkPolicy.enabled guards the in-chart Redis: it needs redis.enabled=true" }}
+{{- end }}
+{{- end }}
+
+{{/*
+REDIS_URL for every container that talks to Redis. In-chart Redis: the password comes from the Secret as
+REDIS_PASSWORD and Kubernetes expands $(REDIS_PASSWORD) into the URL when the container starts, so the
+password is never in values or in the manifest. External Redis: the whole URL comes from the user's Secret.
+*/}}
+{{- define "task-processor.redisEnv" -}}
+{{- if .Values.redis.enabled }}
+- name: REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "task-processor.redisSecretName" . }}
+      key: {{ include "task-processor.redisSecretKey" . }}
+- name: REDIS_URL
+  value: {{ printf "redis://:$(REDIS_PASSWORD)@%s:6379/0" (include "task-processor.redisName" .) | quote }}
+{{- else }}
+- name: REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.externalRedis.existingSecret }}
+      key: {{ .Values.externalRedis.existingSecretKey }}
+{{- end }}
+{{- end }}
+
+{{/*
+The settings both sides read (README, Configuration), plus POD_NAME from the downward API.
+*/}}
+{{- define "task-processor.commonEnv" -}}
+{{ include "task-processor.redisEnv" . | trim }}
+- name: TASK_QUEUES
+  value: {{ join "," .Values.config.queues | quote }}
+- name: TASK_SERIALIZER
+  value: {{ .Values.config.serializer | quote }}
+- name: TASK_TIMEOUT
+  value: {{ int .Values.config.taskTimeout | quote }}
+- name: LOG_FORMAT
+  value: {{ .Values.config.logFormat | quote }}
+- name: LOG_LEVEL
+  value: {{ .Values.config.logLevel | quote }}
+- name: POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+{{- end }}
+
+{{/*
+The writable /tmp every Pod gets beside its read-only root filesystem.
+*/}}
+{{- define "task-processor.tmpVolume" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: 64Mi
+{{- end }}
+
+{{- define "task-processor.tmpVolumeMount" -}}
+- name: tmp
+  mountPath: /tmp
+{{- end }}
