@@ -21,12 +21,16 @@ from producer.policy import Bounds, Decision, Observation, PolicyState, decide
 from producer.scheduler import DueJobMover
 from worker.logs import get_logger
 from worker.observe import WorkerInfo, list_workers, queue_counts
+from worker.reaper import Reaper
 
 STATUS_KEY = "task-processor:autoscaler:{target}"
 """Redis hash where the loop publishes its last decision, for ``task-producer status`` and dashboards."""
 
 BACKOFF_MAX = 30.0
 """Longest pause, in seconds, between two attempts while Redis or the target keeps failing."""
+
+REAP_INTERVAL = 1.0
+"""Seconds between two passes that requeue jobs whose worker died (they then count as queued work)."""
 
 EVENTS_KEPT = 1000
 """Scaling events kept in memory (for run-local's summary)."""
@@ -87,6 +91,7 @@ class Autoscaler:
         bounds: Bounds,
         interval: float = 1.0,
         serializer: Serializer = JSONSerializer,
+        max_abandons: int = 3,
         manual_hold: float = 0.0,
         elector: Elector | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -98,6 +103,8 @@ class Autoscaler:
         self.interval = interval
         self.clock = clock
         self.due_jobs = DueJobMover(connection, queues, serializer, interval)
+        self.reaper = Reaper(connection, queues, serializer, max_abandons)
+        self._reaped_at = 0.0
         self.manual_hold = manual_hold
         self.elector = elector
         self.state = PolicyState()
@@ -126,6 +133,9 @@ class Autoscaler:
         Returns the decision, or None when ops have the replicas (paused, or holding after a manual scale).
         """
         self.due_jobs.tick()
+        if self.clock() - self._reaped_at >= REAP_INTERVAL:
+            self._reaped_at = self.clock()
+            self.reaper.run()  # jobs of dead workers count as queued again before we look
         observation, target, workers = self.observe()
         now = self.clock()
         if self._ops_in_control(target, now):

@@ -11,11 +11,12 @@ import redis
 
 from producer.api import Producer, Task
 from producer.local_run import RunLocalOptions, run_local
+from producer.requeue import requeue_failed
 from producer.status import collect, render_json, render_table
 from worker.connection import describe_failure
 from worker.errors import ConfigError, TaskProcessorError
 from worker.logs import configure_logging
-from worker.settings import Settings
+from worker.settings import Settings, validate_queue_name
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -70,6 +71,17 @@ def _parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="queues, workers and the autoscaler's last decision")
     status.add_argument("--json", action="store_true", help="print the same facts as JSON")
+
+    requeue = commands.add_parser(
+        "requeue",
+        help="move failed jobs back onto their queue for another run",
+        description="Move jobs from a queue's failed registry (rq:failed:<q>) to the back of the queue, keeping "
+        "their id, arguments and meta. Prints each requeued job id.",
+    )
+    requeue.add_argument("--failed", action="store_true", help="take the jobs from the failed registry (required)")
+    requeue.add_argument("--queue", "-q", help="queue (default: the first of TASK_QUEUES)")
+    requeue.add_argument("--all", action="store_true", help="every failed job of the queue, oldest failure first")
+    requeue.add_argument("job_ids", metavar="JOB_ID", nargs="*", help="the failed jobs to requeue")
     return parser
 
 
@@ -113,6 +125,21 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _requeue(args: argparse.Namespace, settings: Settings) -> int:
+    # --failed names the source explicitly, so a later --scheduled cannot change what a bare command does.
+    if not args.failed:
+        raise ConfigError("requeue needs a source: pass --failed to requeue jobs from the failed registry")
+    if args.all == bool(args.job_ids):
+        raise ConfigError("requeue --failed takes either --all or JOB_IDs, not both and not neither")
+    queue = validate_queue_name(args.queue, "--queue") if args.queue is not None else settings.queues[0]
+    connection = Producer.from_env(settings).connection
+    requeued = requeue_failed(connection, queue, None if args.all else args.job_ids, settings.serializer)
+    for job_id in requeued:
+        print(job_id)
+    print(f"requeued {len(requeued)} jobs from the failed registry of {queue!r}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -140,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
                 from producer.cluster import autoscale
 
                 return autoscale(settings, args.kubeconfig)
+            if args.command == "requeue":
+                return _requeue(args, settings)
             return _status(args, settings)
         except redis.RedisError as exc:
             raise describe_failure(settings.redis_url, exc) from exc

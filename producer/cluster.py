@@ -30,6 +30,7 @@ def build(settings: Settings, kube: KubeClient) -> Autoscaler:
         bounds,
         interval=settings.autoscale_interval,
         serializer=settings.serializer,
+        max_abandons=settings.max_abandons,
         manual_hold=settings.manual_hold,
         elector=LeaderElector(kube, f"{settings.deployment}-autoscaler", identity),
     )

@@ -105,7 +105,13 @@ def run_local(settings: Settings, options: RunLocalOptions, out: TextIO) -> int:
             name=settings.deployment,
         ).start()
         autoscaler = Autoscaler(
-            connection, settings.queues, deployment, bounds, settings.autoscale_interval, settings.serializer
+            connection,
+            settings.queues,
+            deployment,
+            bounds,
+            settings.autoscale_interval,
+            settings.serializer,
+            settings.max_abandons,
         )
         stop = threading.Event()
         loop = threading.Thread(target=autoscaler.run, args=(stop,), name="autoscaler", daemon=True)

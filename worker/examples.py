@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 from rq import get_current_job
@@ -38,6 +40,11 @@ def flaky(failures: int) -> int:
     if attempt <= failures:
         raise RuntimeError(f"attempt {attempt} of a flaky task failed on purpose")
     return attempt
+
+
+def crash() -> None:
+    """Kill the worker running it, as an OOM kill or a segfault would: a poison task."""
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def record(key: str, value: str, seconds: float = 0.0) -> str:

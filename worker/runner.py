@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from types import FrameType
 from typing import Any
@@ -18,7 +19,7 @@ import structlog
 from redis import Redis
 from redis.client import Pipeline
 from rq import Queue, get_current_job
-from rq.exceptions import DequeueTimeout, DeserializationError
+from rq.exceptions import DequeueTimeout, DeserializationError, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 from rq.utils import now
@@ -26,6 +27,7 @@ from rq.worker import SimpleWorker, WorkerStatus
 
 from worker.errors import TaskProcessorError
 from worker.logs import get_logger
+from worker.reaper import Reaper
 from worker.settings import Settings
 
 ATTEMPT_META_KEY = "attempt"
@@ -34,8 +36,18 @@ ATTEMPT_META_KEY = "attempt"
 DEQUEUE_POLL = 1
 """Seconds one blocking pop waits before the worker looks at its stop flag again (the warm-stop latency)."""
 
-HEARTBEAT_INTERVAL = 10.0
-"""Seconds between two heartbeats of an idle worker (its Redis key lives much longer than that)."""
+LOWER_PRIORITY_POLL = 0.2
+"""With several queues, seconds a blocking pop waits on the first before the others are tried again."""
+
+# KEYS: queue, its intermediate list, next queue, its intermediate list... in priority order.
+# Moves the first job found into its queue's intermediate list: a popped job always exists in Redis.
+_POP_ANY = """
+for i = 1, #KEYS, 2 do
+  local id = redis.call('LMOVE', KEYS[i], KEYS[i + 1], 'LEFT', 'RIGHT')
+  if id then return {KEYS[i], id} end
+end
+return false
+"""
 
 OUTCOMES = {
     JobStatus.FINISHED: "finished",
@@ -96,10 +108,17 @@ class TaskWorker(SimpleWorker):
     log_result_lifespan = False
     log_job_description = False
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, abandon_after: int = 30, max_abandons: int = 3, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._cold_stop = False
         self._last_error: str | None = None
+        # The worker's key and its running job's started entry live this long without a heartbeat; a
+        # heartbeat comes every third of it, so only a dead worker lets them lapse (and the reaper act).
+        self.abandon_after = abandon_after
+        self.heartbeat_interval = abandon_after / 3
+        self.reaper = Reaper(self.connection, tuple(self.queue_names()), self.serializer, max_abandons)
+        self._reaped_at = 0.0
+        self._pop_any = self.connection.register_script(_POP_ANY)
 
     @property
     def cold_stopped(self) -> bool:
@@ -126,18 +145,17 @@ class TaskWorker(SimpleWorker):
         pause = 1.0
         while not self._stop_requested:
             try:
-                if self.last_heartbeat is None or (now() - self.last_heartbeat).total_seconds() > HEARTBEAT_INTERVAL:
+                if (
+                    self.last_heartbeat is None
+                    or (now() - self.last_heartbeat).total_seconds() > self.heartbeat_interval
+                ):
                     self.heartbeat()
                 if self.should_run_maintenance_tasks:
                     self.run_maintenance_tasks()
-                result = self.queue_class.dequeue_any(
-                    self._ordered_queues,
-                    timeout,
-                    connection=self.connection,
-                    job_class=self.job_class,
-                    serializer=self.serializer,
-                    death_penalty_class=self.death_penalty_class,
-                )
+                if time.monotonic() - self._reaped_at > self.heartbeat_interval:
+                    self._reaped_at = time.monotonic()
+                    self.reaper.run()
+                result = self._pop(timeout)
             except DequeueTimeout:
                 if max_idle_time is not None and time.monotonic() - idle_since > max_idle_time:
                     return None
@@ -157,6 +175,44 @@ class TaskWorker(SimpleWorker):
             self.heartbeat()
             return result
         return None
+
+    def get_heartbeat_ttl(self, job: Job) -> int:
+        return self.abandon_after
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
+        # RQ keeps an idle worker's key for worker_ttl + 60 s (8 minutes): a dead worker would linger in
+        # rq:workers and the dashboard that long. Here every heartbeat is good for abandon_after seconds.
+        super().heartbeat(self.abandon_after, pipeline)
+
+    def clean_registries(self) -> None:
+        # Before RQ's own cleanup, which would move abandoned jobs to the failed registry.
+        self.reaper.run()
+        super().clean_registries()
+
+    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
+        # Every pop goes through an intermediate list here (RQ only uses one for single-queue workers).
+        super().prepare_job_execution(job, remove_from_intermediate_queue=True)
+
+    def _pop(self, timeout: int | None) -> tuple[Job, Queue] | None:
+        """The next job, highest priority first, moved atomically into its queue's intermediate list."""
+        queues = {q.key: q for q in self._ordered_queues}
+        keys = [key for q in self._ordered_queues for key in (q.key, q.intermediate_queue_key)]
+        while True:
+            hit = self._pop_any(keys=keys)
+            if hit is None and timeout is not None:
+                first = self._ordered_queues[0]
+                wait = DEQUEUE_POLL if len(queues) == 1 else LOWER_PRIORITY_POLL
+                job_id = self.connection.blmove(first.key, first.intermediate_queue_key, wait)
+                hit = None if job_id is None else [first.key.encode(), job_id]
+            if hit is None:
+                if timeout is None:
+                    return None  # burst mode and every queue is empty
+                raise DequeueTimeout(timeout, list(queues))
+            queue, job_id = queues[hit[0].decode()], hit[1].decode()
+            try:
+                return self.job_class.fetch(job_id, connection=self.connection, serializer=self.serializer), queue
+            except NoSuchJobError:
+                self.connection.lrem(queue.intermediate_queue_key, 1, job_id)  # a job deleted while queued
 
     def _give_back(self, job: Job, queue: Queue) -> None:
         """A job popped after a stop request goes back to the front of its queue untouched."""
@@ -204,11 +260,25 @@ class TaskWorker(SimpleWorker):
         structlog.contextvars.bind_contextvars(job_id=job.id, queue=queue.name, func=func)
         self._last_error = None
         started = time.monotonic()
+        done = threading.Event()
+        beating = threading.Thread(target=self._beat, args=(job, done), name="heartbeat", daemon=True)
+        beating.start()
         try:
             return super().perform_job(job, queue)
         finally:
+            done.set()
+            beating.join()
             self._log_outcome(job, time.monotonic() - started)
             structlog.contextvars.clear_contextvars()
+
+    def _beat(self, job: Job, done: threading.Event) -> None:
+        """While the job runs, keep the worker, the job and its started entry alive (RQ's in-process worker
+        does not: a long job would look abandoned, and a dead worker's job would look alive for its timeout)."""
+        while not done.wait(self.heartbeat_interval):
+            try:
+                self.maintain_heartbeats(job)
+            except redis.RedisError as exc:
+                log.warning("heartbeat failed; will retry", error=str(exc).splitlines()[0])
 
     def _log_outcome(self, job: Job, seconds: float) -> None:
         fields: dict[str, Any] = {
@@ -235,6 +305,8 @@ def build_worker(
         name=name or worker_name(settings.host),
         connection=connection,
         serializer=settings.serializer,
+        abandon_after=settings.abandon_after,
+        max_abandons=settings.max_abandons,
     )
     # RQ records socket.gethostname(); the Pod name is what the autoscaler matches Pods by.
     worker.hostname = settings.host

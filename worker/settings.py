@@ -95,6 +95,8 @@ class Settings:
     queues: tuple[str, ...] = (DEFAULT_QUEUE,)
     serializer_name: str = "json"
     task_timeout: int = DEFAULT_TASK_TIMEOUT
+    abandon_after: int = 30
+    max_abandons: int = 3
     deployment: str = DEFAULT_DEPLOYMENT
     namespace: str | None = None
     autoscale_min: int = 0
@@ -155,6 +157,8 @@ class Settings:
             queues=opt("TASK_QUEUES", lambda _, raw: _parse_queues(raw), d.queues),
             serializer_name=opt("TASK_SERIALIZER", one_of(tuple(SERIALIZERS), str.lower), d.serializer_name),
             task_timeout=opt("TASK_TIMEOUT", integer(1), d.task_timeout),
+            abandon_after=opt("TASK_ABANDON_AFTER", integer(3), d.abandon_after),
+            max_abandons=opt("TASK_MAX_ABANDONS", integer(0), d.max_abandons),
             deployment=opt("WORKER_DEPLOYMENT", lambda _, raw: raw, d.deployment),
             namespace=opt("WORKER_NAMESPACE", lambda _, raw: raw, d.namespace),
             autoscale_min=opt("AUTOSCALE_MIN", integer(0), d.autoscale_min),

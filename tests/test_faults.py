@@ -1,0 +1,130 @@
+"""Nothing lost: workers killed with SIGKILL at any moment, with real processes and a real redis-server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+from rq.job import Job
+from rq.registry import FailedJobRegistry, StartedJobRegistry
+
+from producer import Producer
+from producer.local import LocalDeployment
+from tests.conftest import Proc, wait_for
+from worker.observe import list_workers
+from worker.reaper import ABANDONED_FIELD, INTERMEDIATE_GRACE, Reaper
+from worker.runner import build_worker
+from worker.settings import Settings
+
+pytestmark = pytest.mark.fault
+
+FAST = {"TASK_ABANDON_AFTER": "3"}
+
+
+def kill_worker(proc: Proc) -> float:
+    """SIGKILL the worker and everything it started, as an OOM kill or a deleted Pod would; return when."""
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    return time.monotonic()
+
+
+def started(conn: redis.Redis, job_id: str, queue: str) -> bool:
+    return job_id in StartedJobRegistry(queue, connection=conn).get_job_ids()
+
+
+def recorded(conn: redis.Redis, key: str) -> list[str]:
+    return [raw.decode() for raw in conn.lrange(key, 0, -1)]
+
+
+@pytest.mark.parametrize(
+    ("queues", "extra_env"),
+    [
+        pytest.param(["default"], {}, id="one-queue-default-settings"),
+        pytest.param(["high", "default"], FAST, id="two-queues-abandon-after-3s"),
+    ],
+)
+def test_a_killed_workers_job_is_requeued_and_finished_by_another(
+    redis_url: str,
+    producer: Producer,
+    conn: redis.Redis,
+    spawn: Callable[..., Proc],
+    queues: list[str],
+    extra_env: dict[str, str],
+) -> None:
+    settings = Settings.from_env({**extra_env, "REDIS_URL": redis_url})
+    args = [arg for q in queues for arg in ("--queue", q)]
+    job = producer.enqueue("worker.examples.record", "done", "x", seconds=3)
+    doomed = spawn("task-worker", *args, extra_env=extra_env)
+    wait_for(lambda: started(conn, job.id, "default"), timeout=20, what="the job to start")
+    died = kill_worker(doomed)
+    later = producer.enqueue("worker.examples.record", "done", "later")
+    # What every idle worker and the autoscaler do, every few seconds: one reaper pass.
+    reaper = Reaper(conn, settings.queues if len(queues) == 1 else tuple(queues), settings.serializer, 3)
+    wait_for(lambda: reaper.run(), timeout=settings.abandon_after + 30, what="the reaper to requeue the job")
+    recovered = time.monotonic() - died
+    assert recovered <= settings.abandon_after + 5, f"requeued {recovered:.1f}s after the kill"
+    # Back at the front of its queue, ahead of the job enqueued after it.
+    assert conn.lrange("rq:queue:default", 0, -1) == [job.id.encode(), later.id.encode()]
+    spawn("task-worker", *args, extra_env=extra_env)
+    assert producer.wait([job, later], timeout=30) == ["x", "later"]
+    assert recorded(conn, "done") == ["x", "later"]  # the killed run never finished: no duplicate here
+    job.refresh()
+    assert job.meta["attempt"] == 2
+    assert conn.hget(job.key, ABANDONED_FIELD) == b"1"
+    print(f"requeued {recovered:.1f}s after SIGKILL (TASK_ABANDON_AFTER={settings.abandon_after})")
+
+
+def test_a_job_popped_by_a_worker_that_died_before_starting_it_is_not_lost(
+    redis_url: str, producer: Producer, conn: redis.Redis, spawn: Callable[..., Proc]
+) -> None:
+    """The worst moment for a multi-queue worker: the job left the queue, the worker dies before registering it.
+
+    RQ pops from several queues with BLPOP, so the job would exist only in the dead process's memory. Here the
+    pop moves it into the queue's intermediate list in one step; the test stops right there, as a SIGKILL would.
+    """
+    job = producer.enqueue("worker.examples.record", "done", "popped", queue="low")
+    dying = build_worker(Settings(redis_url=redis_url), conn, ("high", "low"))
+    popped, queue = dying._pop(timeout=None)
+    assert (popped.id, queue.name) == (job.id, "low")
+    assert conn.llen("rq:queue:low") == 0
+    assert conn.lrange("rq:queue:low:intermediate", 0, -1) == [job.id.encode()]  # in Redis, not only in memory
+    spawn("task-worker", "--queue", "high", "--queue", "low", extra_env=FAST)
+    assert producer.wait([job], timeout=INTERMEDIATE_GRACE + 20) == ["popped"]
+    assert recorded(conn, "done") == ["popped"]
+    assert conn.llen("rq:queue:low:intermediate") == 0
+
+
+def test_a_poison_task_fails_after_max_abandons_and_spares_the_fleet(
+    redis_url: str, producer: Producer, conn: redis.Redis, tmp_path: Path
+) -> None:
+    poison = producer.enqueue("worker.examples.crash")
+    good = producer.enqueue("worker.examples.add", 1, 2)
+    settings = Settings(redis_url=redis_url)
+    env = settings.child_env(REDIS_URL=redis_url, LOG_FORMAT="json", TASK_ABANDON_AFTER="3", TASK_MAX_ABANDONS="1")
+    fleet = LocalDeployment(conn, env, ("default",), replicas=1, log_file=tmp_path / "w.log").start()
+    try:
+        wait_for(
+            lambda: poison.id in FailedJobRegistry("default", connection=conn).get_job_ids(),
+            timeout=60,
+            what="the poison task to be failed",
+        )
+        assert producer.wait([good], timeout=30) == [3]
+    finally:
+        fleet.close(timeout=10)
+    assert fleet.counters.replaced == 2  # it killed its worker twice, then was not run again
+    error = Job.fetch(poison.id, connection=conn, serializer="json").latest_result().exc_string
+    assert "died 2 times (more than TASK_MAX_ABANDONS=1)" in error
+
+
+def test_a_dead_worker_leaves_rq_workers_within_the_bound(conn: redis.Redis, spawn: Callable[..., Proc]) -> None:
+    worker = spawn("task-worker", extra_env=FAST)
+    wait_for(lambda: list_workers(conn), timeout=20, what="the worker to register")
+    died = kill_worker(worker)
+    spawn("task-worker", extra_env=FAST)  # a live worker's reaper drops the dead one's entry
+    wait_for(lambda: len(list_workers(conn)) == 1 and conn.scard("rq:workers") == 1, timeout=30, what="cleanup")
+    assert time.monotonic() - died <= 3 + 5

@@ -1,0 +1,148 @@
+"""At-least-once: find the jobs whose worker died and put them back at the front of their queues.
+
+A running job's entry in RQ's started registry (``rq:wip:<q>``) carries an expiry that the worker's heartbeat
+keeps pushing forward; when it lapses, the worker is gone (SIGKILL, OOM, a deleted Pod). Plain RQ moves such a
+job to the failed registry on its next maintenance pass (every 10 minutes) and only retries it if the caller
+asked for retries. Here it is requeued within seconds, whatever the caller asked, and counted: a job abandoned
+more than TASK_MAX_ABANDONS times is a poison task and goes to the failed registry instead, saying so.
+
+A job popped into ``<queue>:intermediate`` whose worker died before registering it is requeued the same way,
+after a grace period long enough for any live worker to have registered it.
+
+Every step that moves a job is one Lua script, so any number of reapers (idle workers, the autoscaler) can run
+at once: exactly one of them wins each job.
+"""
+
+from __future__ import annotations
+
+import time
+
+import redis
+from rq.job import Job, JobStatus
+from rq.queue import Queue
+from rq.serializers import Serializer
+from rq.worker_registration import REDIS_WORKER_KEYS
+
+from worker.logs import get_logger
+
+ABANDONED_FIELD = "abandoned"
+"""Field of the job hash counting how often the job's worker died under it."""
+
+INTERMEDIATE_GRACE = 10.0
+"""Seconds a popped job may sit in ``<queue>:intermediate`` unregistered before it counts as stranded."""
+
+SEEN_KEY = "task-processor:intermediate-seen:{queue}"
+"""Hash of job id -> when the reaper first saw it stranded in the queue's intermediate list."""
+
+# KEYS: wip, queue, job hash, execution hash. ARGV: wip member, job id, max abandons.
+# Returns -1 when someone else got there first, -2 when the job no longer exists, else the abandon count
+# (the job is back at the front of its queue unless the count exceeds the maximum).
+_REQUEUE_ABANDONED = """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return -1 end
+redis.call('DEL', KEYS[4])
+if redis.call('EXISTS', KEYS[3]) == 0 then return -2 end
+local count = redis.call('HINCRBY', KEYS[3], 'abandoned', 1)
+if count <= tonumber(ARGV[3]) then
+  redis.call('HSET', KEYS[3], 'status', 'queued')
+  redis.call('LPUSH', KEYS[2], ARGV[2])
+end
+return count
+"""
+
+# KEYS: intermediate list, queue, seen hash. ARGV: job id. Returns 1 when this call moved the job.
+_REQUEUE_STRANDED = """
+redis.call('HDEL', KEYS[3], ARGV[1])
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
+redis.call('LPUSH', KEYS[2], ARGV[1])
+return 1
+"""
+
+log = get_logger("task_processor.reaper")
+
+
+class Reaper:
+    def __init__(
+        self, connection: redis.Redis, queues: tuple[str, ...], serializer: Serializer, max_abandons: int
+    ) -> None:
+        self.connection = connection
+        self.queues = queues
+        self.serializer = serializer
+        self.max_abandons = max_abandons
+        self._requeue_abandoned = connection.register_script(_REQUEUE_ABANDONED)
+        self._requeue_stranded = connection.register_script(_REQUEUE_STRANDED)
+
+    def run(self) -> int:
+        """One pass over every queue; returns how many jobs it put back."""
+        moved = 0
+        for name in self.queues:
+            moved += self._abandoned(name) + self._stranded(name)
+        self._forget_dead_workers()
+        return moved
+
+    def _abandoned(self, name: str) -> int:
+        queue_key, wip = f"rq:queue:{name}", f"rq:wip:{name}"
+        moved = 0
+        for raw in self.connection.zrangebyscore(wip, "-inf", f"({time.time()}"):
+            member = raw.decode()
+            job_id = member.split(":", 1)[0]
+            count = self._requeue_abandoned(
+                keys=[wip, queue_key, Job.key_for(job_id), f"rq:execution:{member}"],
+                args=[member, job_id, self.max_abandons],
+            )
+            if count < 0:
+                continue
+            if count > self.max_abandons:
+                self._fail(job_id, name, count)
+            else:
+                moved += 1
+                log.warning("requeued a job whose worker died", job_id=job_id, queue=name, abandoned=count)
+        return moved
+
+    def _fail(self, job_id: str, name: str, count: int) -> None:
+        job = Job.fetch(job_id, connection=self.connection, serializer=self.serializer)
+        message = (
+            f"AbandonedJobError: the worker running this job died {count} times (more than TASK_MAX_ABANDONS="
+            f"{self.max_abandons}); not retried again: a task that kills its worker would take the fleet down"
+        )
+        with self.connection.pipeline() as pipeline:
+            job.set_status(JobStatus.FAILED, pipeline=pipeline)
+            job._handle_failure(message, pipeline, worker_name="")  # RQ's own failure bookkeeping
+            pipeline.execute()
+        Queue(name, connection=self.connection, serializer=self.serializer).enqueue_dependents(job)
+        log.error("failed a job whose worker kept dying", job_id=job_id, queue=name, abandoned=count)
+
+    def _stranded(self, name: str) -> int:
+        queue_key = f"rq:queue:{name}"
+        intermediate, seen_key = f"{queue_key}:intermediate", SEEN_KEY.format(queue=name)
+        with self.connection.pipeline(transaction=False) as pipe:
+            pipe.lrange(intermediate, 0, -1)
+            pipe.zrange(f"rq:wip:{name}", 0, -1)
+            pipe.hgetall(seen_key)
+            ids, members, seen = pipe.execute()
+        stranded = {raw.decode() for raw in ids} - {m.decode().split(":", 1)[0] for m in members}
+        seen = {k.decode(): float(v) for k, v in seen.items()}
+        now, moved = time.time(), 0
+        with self.connection.pipeline(transaction=False) as pipe:
+            for job_id in stranded - set(seen):
+                pipe.hset(seen_key, job_id, now)
+            for job_id in set(seen) - stranded:
+                pipe.hdel(seen_key, job_id)
+            pipe.execute()
+        for job_id in (j for j in stranded if j in seen and now - seen[j] > INTERMEDIATE_GRACE):
+            if self._requeue_stranded(keys=[intermediate, queue_key, seen_key], args=[job_id]):
+                moved += 1
+                log.warning("requeued a job popped by a worker that died before starting it", job_id=job_id)
+        return moved
+
+    def _forget_dead_workers(self) -> None:
+        """Drop ``rq:workers`` entries whose hash expired (the worker stopped heartbeating), as RQ would lazily."""
+        keys = list(self.connection.smembers(REDIS_WORKER_KEYS))
+        if not keys:
+            return
+        with self.connection.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.exists(key)
+            alive = pipe.execute()
+        dead = [key for key, exists in zip(keys, alive, strict=True) if not exists]
+        if dead:
+            self.connection.srem(REDIS_WORKER_KEYS, *dead)
