@@ -7,6 +7,7 @@ refused at enqueue, naming the argument, rather than failing later on a worker.
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
 import time
@@ -74,12 +75,13 @@ def func_path(func: str | Callable[..., Any]) -> str:
     """The dotted import path a worker will resolve, refusing what no worker could import."""
     if callable(func) and not isinstance(func, str):
         module, qualname = getattr(func, "__module__", None), getattr(func, "__qualname__", "")
-        if not module or module == "__main__" or "<" in qualname:
+        path = f"{module}.{qualname}"
+        if not module or module == "__main__" or inspect.ismethod(func) or not FUNC_PATH.fullmatch(path):
             raise InvalidTaskError(
-                f"{func!r} cannot be imported by a worker (lambda, nested or __main__ function): "
-                "define it at module level in an importable module, or pass its dotted path as a string"
+                f"{func!r} cannot be imported by a worker (a lambda, method, partial, callable object, nested or "
+                "__main__ function): define a function at module level, or pass its dotted path as a string"
             )
-        return f"{module}.{qualname}"
+        return path
     if not isinstance(func, str) or not FUNC_PATH.fullmatch(func):
         raise InvalidTaskError(
             f"task function {func!r} is not a dotted path like 'myapp.tasks.resize': "
@@ -154,7 +156,7 @@ class Producer:
         )
 
     def queue(self, name: str | None = None) -> Queue:
-        name = validate_queue_name(name) if name else self.default_queue
+        name = self.default_queue if name is None else validate_queue_name(name)
         if name not in self._queues:
             self._queues[name] = Queue(name, connection=self.connection, serializer=SERIALIZERS[self.serializer_name])
         return self._queues[name]
@@ -312,5 +314,5 @@ class Producer:
     def known_queues(self) -> list[str]:
         """The producer's default queue and every queue RQ has registered in Redis."""
         keys = self.connection.smembers(Queue.redis_queues_keys)
-        names = {k.decode().removeprefix(Queue.redis_queue_namespace_prefix) for k in keys}
+        names = {k.decode(errors="replace").removeprefix(Queue.redis_queue_namespace_prefix) for k in keys}
         return sorted(names | {self.default_queue})

@@ -22,15 +22,18 @@ def collect(producer: Producer, deployment: str) -> dict[str, Any]:
     busy = sum(w.busy for w in workers)
     autoscaler = None
     if raw:
-        fields = {k.decode(): v.decode() for k, v in raw.items()}
-        autoscaler = {
-            "deployment": deployment,
-            "desired": int(fields["desired"]),
-            "current": int(fields["current"]),
-            "reason": fields["reason"],
-            "state": fields.get("state", "active"),
-            "updated_seconds_ago": round(max(0.0, time.time() - float(fields["updated_at"])), 1),
-        }
+        fields = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in raw.items()}
+        try:
+            autoscaler = {
+                "deployment": deployment,
+                "desired": int(fields["desired"]),
+                "current": int(fields["current"]),
+                "reason": fields["reason"],
+                "state": fields.get("state", "active"),
+                "updated_seconds_ago": round(max(0.0, time.time() - float(fields["updated_at"])), 1),
+            }
+        except (KeyError, ValueError):
+            autoscaler = None  # not written by an autoscaler of ours: as good as none
     return {
         "queues": {name: asdict(s) for name, s in stats.items()},
         "workers": {"total": len(workers), "busy": busy, "idle": len(workers) - busy},

@@ -62,7 +62,8 @@ def queue_counts(connection: Redis, queues: tuple[str, ...] | list[str]) -> dict
 
 
 def _text(value: bytes | None) -> str:
-    return value.decode() if value else ""
+    # Foreign bytes under RQ's keys must not make `status` or the autoscaler crash.
+    return value.decode(errors="replace") if value else ""
 
 
 def list_workers(connection: Redis) -> list[WorkerInfo]:

@@ -60,6 +60,14 @@ return 1
 log = get_logger("task_processor.reaper")
 
 
+def _text(raw: bytes) -> str | None:
+    """A member written by RQ is UTF-8; anything else is foreign data to pass over."""
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return None
+
+
 class Reaper:
     def __init__(
         self, connection: redis.Redis, queues: tuple[str, ...], serializer: Serializer, max_abandons: int
@@ -75,7 +83,10 @@ class Reaper:
         """One pass over every queue; returns how many jobs it put back."""
         moved = 0
         for name in self.queues:
-            moved += self._abandoned(name) + self._stranded(name)
+            try:
+                moved += self._abandoned(name) + self._stranded(name)
+            except redis.ResponseError as exc:  # foreign data under this queue's keys: the others go on
+                log.error("cannot check a queue for abandoned jobs", queue=name, error=str(exc).splitlines()[0])
         self._forget_dead_workers()
         return moved
 
@@ -83,7 +94,10 @@ class Reaper:
         queue_key, wip = f"rq:queue:{name}", f"rq:wip:{name}"
         moved = 0
         for raw in self.connection.zrangebyscore(wip, "-inf", f"({time.time()}"):
-            member = raw.decode()
+            member = _text(raw)
+            if member is None:
+                self.connection.zrem(wip, raw)  # not a job's entry at all
+                continue
             job_id = member.split(":", 1)[0]
             count = self._requeue_abandoned(
                 keys=[wip, queue_key, Job.key_for(job_id), f"rq:execution:{member}"],
@@ -119,7 +133,7 @@ class Reaper:
             pipe.zrange(f"rq:wip:{name}", 0, -1)
             pipe.hgetall(seen_key)
             ids, members, seen = pipe.execute()
-        stranded = {raw.decode() for raw in ids} - {m.decode().split(":", 1)[0] for m in members}
+        stranded = {t for raw in ids if (t := _text(raw))} - {t.split(":", 1)[0] for m in members if (t := _text(m))}
         seen = {k.decode(): float(v) for k, v in seen.items()}
         now, moved = time.time(), 0
         with self.connection.pipeline(transaction=False) as pipe:

@@ -19,6 +19,7 @@ import structlog
 from redis import Redis
 from redis.client import Pipeline
 from rq import Queue, get_current_job
+from rq.defaults import DEFAULT_FAILURE_TTL
 from rq.exceptions import DequeueTimeout, DeserializationError, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
@@ -41,10 +42,13 @@ LOWER_PRIORITY_POLL = 0.2
 
 # KEYS: queue, its intermediate list, next queue, its intermediate list... in priority order.
 # Moves the first job found into its queue's intermediate list: a popped job always exists in Redis.
+# A key that is not a list (foreign data) is passed over, so it cannot stop the other queues.
 _POP_ANY = """
 for i = 1, #KEYS, 2 do
-  local id = redis.call('LMOVE', KEYS[i], KEYS[i + 1], 'LEFT', 'RIGHT')
-  if id then return {KEYS[i], id} end
+  if redis.call('TYPE', KEYS[i])['ok'] == 'list' then
+    local id = redis.call('LMOVE', KEYS[i], KEYS[i + 1], 'LEFT', 'RIGHT')
+    if id then return {KEYS[i], id} end
+  end
 end
 return false
 """
@@ -82,12 +86,15 @@ class TaskJob(Job):
     @property
     def func(self) -> Any:
         try:
-            return super().func
+            func = super().func
         except (ImportError, AttributeError, ValueError) as exc:
             raise TaskNotFoundError(
                 f"cannot import task function {self.func_name!r} ({exc}): check the dotted path and that "
                 "its module is installed where the workers run"
             ) from exc
+        if not callable(func):
+            raise TaskNotFoundError(f"task function {self.func_name!r} is a {type(func).__name__}, not a function")
+        return func
 
     def prepare_for_execution(self, worker_name: str, pipeline: Pipeline) -> None:
         # Written in the same pipeline RQ uses to mark the job started: no extra round trip.
@@ -165,6 +172,11 @@ class TaskWorker(SimpleWorker):
                 time.sleep(pause)
                 pause = min(pause * 2, self.max_connection_wait_time)
                 continue
+            except redis.ResponseError as exc:  # e.g. a queue key holding foreign data: the others still run
+                log.error("Redis refused a command; retrying", error=str(exc).splitlines()[0], retry_in=pause)
+                time.sleep(pause)
+                pause = min(pause * 2, self.max_connection_wait_time)
+                continue
             if result is None:
                 return None  # burst mode and every queue is empty
             job, queue = result
@@ -187,7 +199,13 @@ class TaskWorker(SimpleWorker):
     def clean_registries(self) -> None:
         # Before RQ's own cleanup, which would move abandoned jobs to the failed registry.
         self.reaper.run()
-        super().clean_registries()
+        try:
+            super().clean_registries()
+        except (redis.ResponseError, UnicodeDecodeError) as exc:
+            # Foreign data under a queue's keys: RQ's pass gives up on it, the worker must not. The reaper
+            # has already done the part that matters here (abandoned and stranded jobs).
+            log.error("RQ's registry cleanup failed; skipped until the next pass", error=str(exc).splitlines()[0])
+            self.last_cleaned_at = now()
 
     def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
         # Every pop goes through an intermediate list here (RQ only uses one for single-queue workers).
@@ -208,11 +226,32 @@ class TaskWorker(SimpleWorker):
                 if timeout is None:
                     return None  # burst mode and every queue is empty
                 raise DequeueTimeout(timeout, list(queues))
-            queue, job_id = queues[hit[0].decode()], hit[1].decode()
+            queue, job_id = queues[hit[0].decode()], hit[1].decode(errors="replace")
             try:
-                return self.job_class.fetch(job_id, connection=self.connection, serializer=self.serializer), queue
+                job = self.job_class.fetch(job_id, connection=self.connection, serializer=self.serializer)
             except NoSuchJobError:
-                self.connection.lrem(queue.intermediate_queue_key, 1, job_id)  # a job deleted while queued
+                self.connection.lrem(queue.intermediate_queue_key, 1, hit[1])  # a job deleted while queued
+                continue
+            except redis.ConnectionError:
+                raise
+            except Exception as exc:  # a job hash no RQ code could have written: never let it stop the worker
+                self._quarantine(queue, hit[1], exc)
+                continue
+            # RQ keeps its bookkeeping on the queue named in the job; the job runs from where it was popped.
+            job.origin = queue.name
+            return job, queue
+
+    def _quarantine(self, queue: Queue, raw_id: bytes, exc: Exception) -> None:
+        """Take an unreadable job entry out of the way, into the failed registry when it is a job hash."""
+        job_id = raw_id.decode(errors="replace")
+        reason = f"unreadable job entry {job_id!r} in queue {queue.name!r} ({type(exc).__name__}: {exc})"
+        with self.connection.pipeline() as pipeline:
+            pipeline.lrem(queue.intermediate_queue_key, 1, raw_id)
+            if self.connection.type(Job.key_for(job_id)) == b"hash":
+                pipeline.hset(Job.key_for(job_id), mapping={"status": JobStatus.FAILED.value, "exc_info": reason})
+                pipeline.zadd(f"rq:failed:{queue.name}", {job_id: time.time() + DEFAULT_FAILURE_TTL})
+            pipeline.execute()
+        log.error("set aside an unreadable job entry", job_id=job_id, queue=queue.name, error=reason)
 
     def _give_back(self, job: Job, queue: Queue) -> None:
         """A job popped after a stop request goes back to the front of its queue untouched."""
