@@ -167,13 +167,14 @@ class TaskWorker(SimpleWorker):
                 if max_idle_time is not None and time.monotonic() - idle_since > max_idle_time:
                     return None
                 continue
-            except redis.ConnectionError as exc:
-                log.warning("lost Redis; reconnecting", error=str(exc).splitlines()[0], retry_in=pause)
-                time.sleep(pause)
-                pause = min(pause * 2, self.max_connection_wait_time)
-                continue
-            except redis.ResponseError as exc:  # e.g. a queue key holding foreign data: the others still run
-                log.error("Redis refused a command; retrying", error=str(exc).splitlines()[0], retry_in=pause)
+            except (redis.ConnectionError, redis.ResponseError) as exc:
+                # Lost Redis, or a queue key holding foreign data (the other queues still run): back off, retry.
+                lost = isinstance(exc, redis.ConnectionError)
+                (log.warning if lost else log.error)(
+                    "lost Redis; reconnecting" if lost else "Redis refused a command; retrying",
+                    error=str(exc).splitlines()[0],
+                    retry_in=pause,
+                )
                 time.sleep(pause)
                 pause = min(pause * 2, self.max_connection_wait_time)
                 continue
@@ -184,8 +185,7 @@ class TaskWorker(SimpleWorker):
                 self._give_back(job, queue)
                 return None
             self.reorder_queues(reference_queue=queue)
-            self.heartbeat()
-            return result
+            return result  # no heartbeat here: preparing the job heartbeats in the same pipeline
         return None
 
     def get_heartbeat_ttl(self, job: Job) -> int:
