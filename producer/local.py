@@ -70,6 +70,13 @@ class _Counters:
     retired: int = 0
 
 
+def _kill_group(pid: int) -> None:
+    """SIGKILL what is left of a worker's process group: RQ's scheduler, which the worker forks, outlives a
+    worker that was killed (a crash, a poison task) and would go on writing to Redis with no parent."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
 RetirementOrder = Callable[[list[WorkerProcess]], list[WorkerProcess]]
 """Orders running slots cheapest first: the first ones retire when the deployment is asked for fewer."""
 
@@ -158,9 +165,7 @@ class LocalDeployment:
                     worker.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     log.warning("worker did not drain in time; killing it", pid=worker.pid)
-                    # The whole process group: RQ's scheduler, forked by the worker, would outlive it.
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(worker.pid, signal.SIGKILL)
+                    _kill_group(worker.pid)
                     worker.popen.wait()
             self._workers.clear()
         if self._output is not None:
@@ -178,8 +183,10 @@ class LocalDeployment:
         now = time.monotonic()
         for worker in [w for w in self._workers if w.popen.poll() is not None]:
             if worker.retiring:
+                _kill_group(worker.pid)
                 self._workers.remove(worker)
             elif not worker.crashed:
+                _kill_group(worker.pid)
                 worker.crashed = True
                 self.counters.replaced += 1
                 lived = now - worker.started_at
