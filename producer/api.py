@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import math
 import re
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -19,12 +20,15 @@ import redis
 from rq import Queue, Retry
 from rq.job import Job, JobStatus, validate_job_id
 from rq.results import Result
+from rq.utils import utcformat
 
-from producer.errors import InvalidTaskError, TaskFailedError, WaitTimeoutError
-from worker.connection import connect, describe_failure
-from worker.errors import ConfigError
+from producer.atomic import CheckedRun
+from producer.errors import InvalidTaskError, RedisUnavailableError, TaskFailedError, WaitTimeoutError
+from worker.connection import OutageLog, connect, describe_failure
+from worker.errors import ConfigError, TaskProcessorError
 from worker.observe import QueueCounts, list_workers, queue_counts
 from worker.settings import (
+    DEFAULT_MAX_PAYLOAD,
     DEFAULT_QUEUE,
     DEFAULT_REDIS_URL,
     DEFAULT_TASK_TIMEOUT,
@@ -90,22 +94,65 @@ def func_path(func: str | Callable[..., Any]) -> str:
     return func
 
 
+MAX_JSON_DEPTH = 500
+"""Deepest nesting of lists and dicts an argument may have: JSON carries it, and a worker decodes it safely."""
+
+_LEAVING = object()
+"""Marks, on the walk's stack, the point where a container's children are done (it is no longer an ancestor)."""
+
+
+def _render(node: tuple[Any, str]) -> str:
+    """A path like ``argument 1[0]['x']`` from a chain of (parent, step); a long one keeps its ends."""
+    steps: list[str] = []
+    while node is not None:
+        node, step = node
+        steps.append(step)
+    steps.reverse()
+    if len(steps) > 12:
+        steps = [*steps[:8], f"...({len(steps) - 11} more)...", *steps[-3:]]
+    return "".join(steps)
+
+
 def _json_problem(value: Any, where: str) -> str | None:
-    """Describe the first part of ``value`` that JSON would refuse or silently change, or None."""
-    if value is None or isinstance(value, str | bool | int):
-        return None
-    if isinstance(value, float):
-        return None if math.isfinite(value) else f"{where} is {value!r}, which JSON cannot carry"
-    if isinstance(value, list | tuple):
-        return next((p for i, item in enumerate(value) if (p := _json_problem(item, f"{where}[{i}]"))), None)
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                return f"{where} has the key {key!r} of type {type(key).__name__}; JSON keys must be strings"
-            if problem := _json_problem(item, f"{where}[{key!r}]"):
-                return problem
-        return None
-    return f"{where} is a {type(value).__name__}, which JSON cannot carry"
+    """Describe the first part of ``value`` that JSON would refuse or silently change, or None.
+
+    A walk with its own stack rather than recursion, so a circular or very deep argument is named, not a
+    RecursionError; children are visited in order, so the first problem found is the first in the argument.
+    """
+    max_digits = sys.get_int_max_str_digits()
+    ancestors: set[int] = set()
+    stack: list[tuple[Any, Any, int]] = [(value, (None, where), 0)]
+    while stack:
+        item, node, depth = stack.pop()
+        if item is _LEAVING:
+            ancestors.discard(node)
+        elif item is None or isinstance(item, str | bool):
+            continue
+        elif isinstance(item, int):
+            if max_digits and item.bit_length() > 3 * max_digits and abs(item) >= 10**max_digits:
+                return f"{_render(node)} is an integer of more than {max_digits} digits, which JSON cannot carry"
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return f"{_render(node)} is {item!r}, which JSON cannot carry"
+        elif isinstance(item, list | tuple | dict):
+            if id(item) in ancestors:
+                return f"{_render(node)} contains itself (a circular reference), which JSON cannot carry"
+            if depth >= MAX_JSON_DEPTH:
+                return f"{_render(node)} nests deeper than {MAX_JSON_DEPTH} levels of lists and dicts"
+            ancestors.add(id(item))
+            stack.append((_LEAVING, id(item), depth))
+            if isinstance(item, dict):
+                for key in item:
+                    if not isinstance(key, str):
+                        kind = type(key).__name__
+                        return f"{_render(node)} has the key {key!r} of type {kind}; JSON keys must be strings"
+                children = [(child, (node, f"[{key!r}]"), depth + 1) for key, child in item.items()]
+            else:
+                children = [(child, (node, f"[{i}]"), depth + 1) for i, child in enumerate(item)]
+            stack.extend(reversed(children))
+        else:
+            return f"{_render(node)} is a {type(item).__name__}, which JSON cannot carry"
+    return None
 
 
 def check_json_arguments(path: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
@@ -117,6 +164,23 @@ def check_json_arguments(path: str, args: Sequence[Any], kwargs: Mapping[str, An
                 f"{path}: {problem}: pass plain data (str, int, float, bool, None, lists, dicts with string "
                 "keys), or set TASK_SERIALIZER=pickle on producers and workers"
             )
+
+
+def check_payload_size(path: str, args: Sequence[Any], kwargs: Mapping[str, Any], serializer: Any, limit: int) -> None:
+    """Refuse arguments whose serialized size is over ``limit`` bytes (0: no limit), naming the largest."""
+    if not limit:
+        return
+    size = len(serializer.dumps([list(args), dict(kwargs)]))
+    if size <= limit:
+        return
+    named = [(f"argument {i + 1}", v) for i, v in enumerate(args)]
+    named += [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]
+    largest, largest_size = max(((w, len(serializer.dumps(v))) for w, v in named), key=lambda pair: pair[1])
+    raise InvalidTaskError(
+        f"{path}: the arguments are too large: {size} bytes serialized ({largest} alone is {largest_size}), over "
+        f"the limit TASK_MAX_PAYLOAD={limit}: pass a reference (a path, URL or key) to the data instead, or "
+        "raise TASK_MAX_PAYLOAD"
+    )
 
 
 def backoff_intervals(retries: int, base: int) -> list[int]:
@@ -133,6 +197,7 @@ class Producer:
         *,
         serializer: str = "json",
         default_timeout: int = DEFAULT_TASK_TIMEOUT,
+        max_payload: int = DEFAULT_MAX_PAYLOAD,
         connection: redis.Redis | None = None,
     ) -> None:
         if serializer not in SERIALIZERS:
@@ -141,8 +206,11 @@ class Producer:
         self.default_queue = validate_queue_name(queue)
         self.serializer_name = serializer
         self.default_timeout = default_timeout
+        self.max_payload = max_payload
         self.connection = connection or connect(redis_url)
         self._queues: dict[str, Queue] = {}
+        self._checked_run = CheckedRun(self.connection)
+        self.outage = OutageLog(redis_url, announce_loss=False)  # callers get the loss as an error
 
     @classmethod
     def from_env(cls, settings: Settings | None = None) -> Producer:
@@ -153,6 +221,7 @@ class Producer:
             settings.queues[0],
             serializer=settings.serializer_name,
             default_timeout=settings.task_timeout,
+            max_payload=settings.max_payload,
         )
 
     def queue(self, name: str | None = None) -> Queue:
@@ -181,18 +250,33 @@ class Producer:
         return self.enqueue_many([task])[0]
 
     def enqueue_many(self, tasks: Iterable[Task]) -> list[Job]:
-        """Enqueue a batch atomically in one round trip: either every task is queued or none is."""
+        """Enqueue a batch atomically in one round trip: either every task is queued or none is.
+
+        A batch that returns was written (and, on a Redis with ``appendfsync always``, is on disk). A dropped
+        connection is retried a few times (RETRY_ATTEMPTS) without ever writing the batch twice; then it raises
+        RedisUnavailableError, and the batch may or may not have been written.
+        """
         tasks = list(tasks)
         prepared = [(self.queue(task.queue), self._prepare(task)) for task in tasks]
+        if not prepared:
+            return []
         jobs: list[Job] = []
         try:
             with self.connection.pipeline() as pipe:
-                for queue, data in prepared:
+                for queue, data in prepared:  # RQ fills the pipeline (asking Redis only for its version, once)
                     jobs.extend(queue.enqueue_many([data], pipeline=pipe))
-                pipe.execute()
+                commands = list(pipe.command_stack)
+            self._checked_run.run(commands, receipt=(jobs[0].key, utcformat(jobs[0].created_at)))
         except redis.RedisError as exc:
-            raise describe_failure(self.redis_url, exc) from exc
+            raise self._failed(exc) from exc
+        self.outage.succeeded()
         return jobs
+
+    def _failed(self, exc: redis.RedisError) -> TaskProcessorError:
+        network = isinstance(exc, redis.ConnectionError | redis.TimeoutError)
+        if network and not isinstance(exc, redis.AuthenticationError):
+            self.outage.failed(exc)
+        return describe_failure(self.redis_url, exc)
 
     def _prepare(self, task: Task) -> Any:
         path = func_path(task.func)
@@ -202,6 +286,7 @@ class Producer:
             raise InvalidTaskError(f"{path}: kwargs must be a mapping with string keys")
         if self.serializer_name == "json":
             check_json_arguments(path, task.args, task.kwargs)
+        check_payload_size(path, task.args, task.kwargs, SERIALIZERS[self.serializer_name], self.max_payload)
         if task.job_id is not None:
             try:
                 validate_job_id(task.job_id)
@@ -241,12 +326,19 @@ class Producer:
 
         Raises TaskFailedError for the first job that failed (after its retries), WaitTimeoutError after
         ``timeout`` seconds. ``on_progress(done, total)`` is called whenever the count of finished jobs grows.
+        While Redis is unreachable it keeps polling (saying so once in the log) until ``timeout``.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         pending = {job.id: job for job in jobs}
         delay, reported = WAIT_POLL_MIN, -1
         while True:
-            statuses = self.statuses(list(pending))
+            try:
+                statuses = self.statuses(list(pending))
+            except RedisUnavailableError:
+                if not self.outage.lost or (deadline is not None and time.monotonic() >= deadline):
+                    raise
+                time.sleep(WAIT_POLL_MAX)  # Redis is down (the outage is logged once): keep waiting for it
+                continue
             for job_id, status in statuses.items():
                 if status == JobStatus.FINISHED:
                     del pending[job_id]
@@ -276,7 +368,8 @@ class Producer:
                     pipe.hget(Job.key_for(job_id), "status")
                 replies = pipe.execute()
         except redis.RedisError as exc:
-            raise describe_failure(self.redis_url, exc) from exc
+            raise self._failed(exc) from exc
+        self.outage.succeeded()
         return {job_id: (r.decode() if r else None) for job_id, r in zip(job_ids, replies, strict=True)}
 
     def _failure(self, job: Job, status: str | None) -> TaskFailedError:

@@ -454,37 +454,21 @@ def _circular_dict() -> dict[str, Any]:
             _circular_list(),
             False,
             id="circular-list",
-            marks=pytest.mark.xfail(
-                strict=True, reason="BUG: a circular list raises RecursionError, not InvalidTaskError"
-            ),
         ),
         pytest.param(
             _circular_dict(),
             False,
             id="circular-dict",
-            marks=pytest.mark.xfail(
-                strict=True, reason="BUG: a circular dict raises RecursionError, not InvalidTaskError"
-            ),
         ),
         pytest.param(
             _nest(700),
             True,
             id="nested-700-deep",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: nesting deeper than ~480 raises RecursionError from the recursive JSON check "
-                "although json carries it",
-            ),
         ),
         pytest.param(
             10**5000,
             False,
             id="int-5000-digits",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: an int over Python's 4300-digit str limit escapes as a bare ValueError from RQ "
-                "that names no argument",
-            ),
         ),
         pytest.param(2**1000, True, id="int-302-digits"),
         pytest.param("x" * 100_000, True, id="long-string"),
@@ -506,11 +490,6 @@ def test_edge_values_are_accepted_or_refused_by_name(
 # ----------------------------------------------------------------------------------------- 3. oversized payload
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="no payload limit yet: a 50 MB argument is accepted (~1 s), stored (description truncated, data "
-    "zlib'd), run, and its 50 MB result stored too; nothing documents a maximum",
-)
 def test_an_argument_above_a_documented_limit_is_refused(producer: Producer, conn: redis.Redis) -> None:
     with pytest.raises(InvalidTaskError, match=r"argument 1.*(too large|limit)"):
         producer.enqueue("worker.examples.add", "x" * (50 * 1024 * 1024), "")
@@ -538,11 +517,6 @@ def test_a_payload_over_the_redis_bulk_limit_writes_nothing(small_bulk_redis: Lo
     assert client.lrange("rq:queue:default", 0, -1) == [job.id.encode()]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a payload over Redis' proto-max-bulk-len is reported as 'cannot reach Redis ... (Broken pipe): "
-    "start redis-server there', after resending it on every retry",
-)
 def test_a_payload_over_the_redis_bulk_limit_is_named_as_too_large(small_bulk_redis: LocalRedisServer) -> None:
     producer = Producer(small_bulk_redis.url)
     with pytest.raises(InvalidTaskError, match=r"too large|limit|size") as info:
@@ -671,9 +645,6 @@ def test_task_producer_refuses_an_empty_queue_option(env: dict[str, str], conn: 
 VALID_DATA = zlib.compress(json.dumps(["worker.examples.record", None, ["bad-ran", "bad"], {}]).encode())
 """A well-formed payload for the garbage job: it records into ``bad-ran`` when a worker runs it."""
 
-WRONG_TYPE = (
-    "BUG: a wrong-type key is reported as 'cannot reach Redis ... start redis-server there' (every RedisError is)"
-)
 WORKER_QUITS = "BUG: the worker quits on it (RQ 'unhandled exception, quitting', exit 0) and strands the good jobs"
 BARE_ERROR = "BUG: the job fails with a bare 'rq.exceptions.DeserializationError' (no message, func '<undecodable>')"
 
@@ -712,7 +683,6 @@ GARBAGE = [
         _replace("rq:queue:default", "garbage"),
         key="rq:queue:default",
         good_queue="other",
-        status_bug=WRONG_TYPE,
     ),
     Garbage("queue-entry-without-job", lambda c: c.rpush("rq:queue:default", "ghost")),
     Garbage(
@@ -752,7 +722,6 @@ GARBAGE = [
         "workers-not-a-set",
         _replace("rq:workers", "x"),
         key="rq:workers",
-        status_bug=WRONG_TYPE,
         worker_bug="BUG: task-worker dies with a redis ResponseError traceback (SADD rq:workers) instead of one line",
         worker_may_refuse=True,
     ),
@@ -761,7 +730,6 @@ GARBAGE = [
         "workers-member-wrong-type",
         lambda c: (c.set("rq:worker:str", "x"), c.sadd("rq:workers", "rq:worker:str")),
         key="rq:worker:str",
-        status_bug=WRONG_TYPE,
     ),
     Garbage("workers-member-not-utf8", lambda c: c.sadd("rq:workers", b"\xff\xfe")),
     Garbage(
@@ -778,7 +746,6 @@ GARBAGE = [
         "autoscaler-not-a-hash",
         _replace("task-processor:autoscaler:task-processor", "x"),
         key="task-processor:autoscaler:task-processor",
-        status_bug=WRONG_TYPE,
     ),
     Garbage(
         "autoscaler-garbage-fields",
@@ -789,7 +756,6 @@ GARBAGE = [
         "wip-not-a-zset",
         _replace("rq:wip:default", "x"),
         key="rq:wip:default",
-        status_bug=WRONG_TYPE,
         worker_bug=WORKER_QUITS + " (WRONGTYPE registering a started job in rq:wip:default)",
     ),
     Garbage(
@@ -882,11 +848,6 @@ def test_worker_survives_garbage_and_runs_the_good_jobs_around_it(
         assert ERROR_WITH_MESSAGE.match(mine[0]["error"]), mine[0]["error"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: MULTI/EXEC does not roll back: the task for the good queue is queued and the other job hash is "
-    "orphaned, while the call raises 'cannot reach Redis ... start redis-server there'",
-)
 def test_enqueue_many_onto_a_broken_queue_writes_nothing(producer: Producer, conn: redis.Redis) -> None:
     conn.set("rq:queue:broken", "garbage")
     before = snapshot(conn)
@@ -991,11 +952,6 @@ BAD_URLS = [
             bound=6.0,  # one 5 s connect timeout at most: the xfail costs no more than that
         ),
         id="tls-to-plain-server",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="BUG: rediss:// to a plain server takes ~21 s (5 s connect timeout x 4 tries) and says "
-            "'Timeout connecting to server: start redis-server there' instead of naming TLS",
-        ),
     ),
     pytest.param(
         BadUrl(
@@ -1004,11 +960,6 @@ BAD_URLS = [
             r"malformed.*fix REDIS_URL",
         ),
         id="port-not-a-number",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="BUG: redact_url() raises ValueError on a non-numeric port inside connect()'s error path: "
-            "a traceback instead of one line",
-        ),
     ),
     pytest.param(
         BadUrl(
@@ -1017,9 +968,6 @@ BAD_URLS = [
             r"cannot reach Redis",
         ),
         id="ipv6-host",
-        marks=pytest.mark.xfail(
-            strict=True, reason="BUG: redact_url() drops the brackets of an IPv6 host: 'redis://:***@::1:PORT/0'"
-        ),
     ),
     pytest.param(
         BadUrl(
@@ -1028,11 +976,6 @@ BAD_URLS = [
             r"DB index is out of range.*(database|db|/99)",
         ),
         id="db-out-of-range",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="BUG: 'DB index is out of range' ends with 'start redis-server there' (describe_failure calls "
-            "every error unreachable)",
-        ),
     ),
 ]
 

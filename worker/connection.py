@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import re
+import socket
+import ssl
+import threading
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
-from worker.errors import RedisUnavailableError
+from worker.errors import RedisCommandError, RedisUnavailableError, TaskProcessorError
+from worker.logs import get_logger
 
 CONNECT_TIMEOUT = 5.0
 """Seconds to wait for a TCP connection before calling Redis unreachable."""
+
+TLS_HANDSHAKE_TIMEOUT = 3.0
+"""Seconds a rediss:// TLS handshake may take; a plain Redis never answers one, so this bounds that mistake."""
 
 HEALTH_CHECK_INTERVAL = 30
 """Seconds a pooled connection may sit idle before it is pinged on next use (catches dropped sockets)."""
@@ -19,42 +28,116 @@ HEALTH_CHECK_INTERVAL = 30
 RETRY_ATTEMPTS = 3
 """Reconnect attempts per command (with jittered exponential backoff) before an error reaches the caller."""
 
+RETRY_BACKOFF_BASE, RETRY_BACKOFF_CAP = 0.1, 2.0
+"""Seconds before the first reconnect attempt (doubling, jittered) and the longest wait between two."""
+
+COMMAND_IN_ERROR = re.compile(r"^Command (?:# \d+ )?\((\S+)(?: ([^\s)]+))?")
+"""redis-py names a pipeline's failing command (and our client any command) at the start of the error."""
+
+FOREIGN_KEY_IN_ERROR = re.compile(r"WRONGTYPE (\S+) holds an? ")
+"""How our own Lua scripts report a key holding the wrong type of value."""
+
+log = get_logger("task_processor.redis")
+
+
+class PlainServerError(redis.RedisError):
+    """A rediss:// URL points at a server that speaks plain Redis; not a network fault, so never retried."""
+
+
+class TLSCheckedConnection(redis.SSLConnection):
+    """A TLS connection whose handshake is bounded, and which says so when the server does not speak TLS."""
+
+    def _wrap_socket_with_ssl(self, sock: socket.socket) -> Any:
+        sock.settimeout(TLS_HANDSHAKE_TIMEOUT)
+        try:
+            wrapped = super()._wrap_socket_with_ssl(sock)
+        except (OSError, ssl.SSLError) as exc:
+            if _speaks_plain_redis(self.host, self.port):
+                raise PlainServerError("the server speaks plain Redis, not TLS") from exc
+            raise
+        wrapped.settimeout(self.socket_timeout)
+        return wrapped
+
+
+def _speaks_plain_redis(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1.0) as probe:
+            probe.sendall(b"PING\r\n")
+            return probe.recv(1)[:1] in (b"+", b"-")
+    except OSError:
+        return False
+
+
+class Client(redis.Redis):
+    """redis.Redis whose command errors name the command and its key, as redis-py's pipeline errors already do."""
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        try:
+            return super().execute_command(*args, **options)
+        except redis.ResponseError as exc:
+            if exc.args and isinstance(exc.args[0], str) and args:
+                exc.args = (f"Command ({' '.join(str(a) for a in args[:2])[:200]}) caused error: {exc.args[0]}",)
+            raise
+
 
 def redact_url(url: str) -> str:
-    """The URL with any password replaced, safe to print and log."""
+    """The URL with any password replaced, safe to print and log (any port text and IPv6 brackets kept)."""
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))
 
 
 def connect(url: str) -> redis.Redis:
     """A client with bounded connect time, keepalive and retries: a restart of Redis costs a retry, not a crash."""
     try:
-        return redis.Redis.from_url(
+        client = Client.from_url(
             url,
             socket_connect_timeout=CONNECT_TIMEOUT,
             socket_keepalive=True,
             health_check_interval=HEALTH_CHECK_INTERVAL,
-            retry=Retry(ExponentialWithJitterBackoff(base=0.1, cap=2.0), RETRY_ATTEMPTS),
+            retry=Retry(ExponentialWithJitterBackoff(base=RETRY_BACKOFF_BASE, cap=RETRY_BACKOFF_CAP), RETRY_ATTEMPTS),
         )
     except ValueError as exc:
         raise RedisUnavailableError(f"REDIS_URL {redact_url(url)!r} is malformed ({exc}): fix REDIS_URL") from exc
+    if client.connection_pool.connection_class is redis.SSLConnection:
+        client.connection_pool.connection_class = TLSCheckedConnection
+    return client
 
 
-def describe_failure(url: str, exc: redis.RedisError) -> RedisUnavailableError:
-    """Turn a redis-py error into one line that says what to do."""
+def describe_failure(url: str, exc: redis.RedisError) -> TaskProcessorError:
+    """Turn a redis-py error into one line that says what is wrong and what to do."""
     where = redact_url(url)
-    if isinstance(exc, redis.AuthenticationError) or str(exc).startswith(("NOAUTH", "WRONGPASS")):
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if isinstance(exc, PlainServerError):
+        return RedisUnavailableError(
+            f"Redis at {where} does not speak TLS (the TLS handshake got no answer, plain Redis did): use redis:// "
+            "in REDIS_URL, or enable TLS on the server"
+        )
+    if isinstance(exc, redis.AuthenticationError) or re.search(r"\b(NOAUTH|WRONGPASS)\b", text):
         return RedisUnavailableError(f"Redis at {where} refused the credentials: fix the password in REDIS_URL")
-    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return RedisUnavailableError(
-        f"cannot reach Redis at {where} ({reason}): start redis-server there or point REDIS_URL at one"
-    )
+    if not isinstance(exc, redis.ResponseError):
+        return RedisUnavailableError(
+            f"cannot reach Redis at {where} ({text}): start redis-server there or point REDIS_URL at one"
+        )
+    if "DB index is out of range" in text:
+        return RedisUnavailableError(
+            f"Redis at {where}: DB index is out of range: the database number in REDIS_URL "
+            f"(/{urlsplit(url).path.lstrip('/')}) does not exist there; use one below its `databases` setting"
+        )
+    match, reason = COMMAND_IN_ERROR.match(text), text.split("caused error: ", 1)[-1]
+    key = match[2] if match and match[2] and match[1].upper() not in ("EVAL", "EVALSHA") else None
+    if key is None and (ours := FOREIGN_KEY_IN_ERROR.match(reason)):
+        key = ours[1]
+    if key is not None and reason.startswith("WRONGTYPE"):
+        return RedisCommandError(
+            f"Redis at {where}: key {key!r} holds data RQ did not write there ({reason}): rename or delete that key "
+            "(the README lists the keys this project uses)"
+        )
+    on = f" on key {key!r}" if key else ""
+    return RedisCommandError(f"Redis at {where} refused a command{on} ({reason}): check the server's configuration")
 
 
 def ping(connection: redis.Redis, url: str) -> None:
@@ -63,3 +146,40 @@ def ping(connection: redis.Redis, url: str) -> None:
         connection.ping()
     except redis.RedisError as exc:
         raise describe_failure(url, exc) from exc
+
+
+class OutageLog:
+    """Say "lost Redis" once when a connection fails and "reconnected" once when one works again.
+
+    Every loop of a process (dequeue, heartbeat, reaper, enqueue) reports here, so an outage costs two log
+    lines per process however many retries it takes. Thread-safe.
+    """
+
+    def __init__(self, url: str, announce_loss: bool = True) -> None:
+        self.where = redact_url(url)
+        self.announce_loss = announce_loss  # off where the caller gets the loss as an error (the Producer API)
+        self._lost = False
+        self._lock = threading.Lock()
+
+    @property
+    def lost(self) -> bool:
+        return self._lost
+
+    def failed(self, exc: BaseException, **fields: Any) -> None:
+        with self._lock:
+            if self._lost:
+                return
+            self._lost = True
+        if not self.announce_loss:
+            return
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        log.warning("lost Redis; reconnecting", redis=self.where, error=reason, **fields)
+
+    def succeeded(self) -> None:
+        if not self._lost:  # the common case: no lock, no log
+            return
+        with self._lock:
+            if not self._lost:
+                return
+            self._lost = False
+        log.info("reconnected to Redis", redis=self.where)

@@ -13,3 +13,7 @@ class ConfigError(TaskProcessorError, ValueError):
 
 class RedisUnavailableError(TaskProcessorError, ConnectionError):
     """Redis cannot be reached or refuses us; the message carries the URL without its password."""
+
+
+class RedisCommandError(TaskProcessorError):
+    """Redis refused a command: usually data under one of RQ's keys that RQ did not write."""

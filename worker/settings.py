@@ -30,6 +30,10 @@ DEFAULT_DEPLOYMENT = "task-processor"
 DEFAULT_TASK_TIMEOUT = 180
 """Seconds a task may run before the worker stops it (RQ's default); the chart's grace period follows it."""
 
+DEFAULT_MAX_PAYLOAD = 1024 * 1024
+"""Bytes a task's serialized arguments may take (TASK_MAX_PAYLOAD; 0 turns the check off): Redis holds every
+queued task in memory and every worker reads it whole, so big data belongs elsewhere, passed by reference."""
+
 QUEUE_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 """Queue names end up inside Redis keys (``rq:queue:<q>``); ':' or spaces there would collide or confuse."""
 
@@ -95,6 +99,7 @@ class Settings:
     queues: tuple[str, ...] = (DEFAULT_QUEUE,)
     serializer_name: str = "json"
     task_timeout: int = DEFAULT_TASK_TIMEOUT
+    max_payload: int = DEFAULT_MAX_PAYLOAD
     abandon_after: int = 30
     max_abandons: int = 3
     deployment: str = DEFAULT_DEPLOYMENT
@@ -157,6 +162,7 @@ class Settings:
             queues=opt("TASK_QUEUES", lambda _, raw: _parse_queues(raw), d.queues),
             serializer_name=opt("TASK_SERIALIZER", one_of(tuple(SERIALIZERS), str.lower), d.serializer_name),
             task_timeout=opt("TASK_TIMEOUT", integer(1), d.task_timeout),
+            max_payload=opt("TASK_MAX_PAYLOAD", integer(0), d.max_payload),
             abandon_after=opt("TASK_ABANDON_AFTER", integer(3), d.abandon_after),
             max_abandons=opt("TASK_MAX_ABANDONS", integer(0), d.max_abandons),
             deployment=opt("WORKER_DEPLOYMENT", lambda _, raw: raw, d.deployment),
