@@ -210,7 +210,7 @@ class Producer:
         self.connection = connection or connect(redis_url)
         self._queues: dict[str, Queue] = {}
         self._checked_run = CheckedRun(self.connection)
-        self.outage = OutageLog(redis_url, announce_loss=False)  # callers get the loss as an error
+        self.outage = OutageLog(announce_loss=False)  # callers get the loss as an error
 
     @classmethod
     def from_env(cls, settings: Settings | None = None) -> Producer:

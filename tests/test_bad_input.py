@@ -645,9 +645,6 @@ def test_task_producer_refuses_an_empty_queue_option(env: dict[str, str], conn: 
 VALID_DATA = zlib.compress(json.dumps(["worker.examples.record", None, ["bad-ran", "bad"], {}]).encode())
 """A well-formed payload for the garbage job: it records into ``bad-ran`` when a worker runs it."""
 
-WORKER_QUITS = "BUG: the worker quits on it (RQ 'unhandled exception, quitting', exit 0) and strands the good jobs"
-BARE_ERROR = "BUG: the job fails with a bare 'rq.exceptions.DeserializationError' (no message, func '<undecodable>')"
-
 
 def _bad_job(fields: dict[str, Any]) -> Callable[[redis.Redis], None]:
     def plant(conn: redis.Redis) -> None:
@@ -672,9 +669,7 @@ class Garbage:
     key: str = ""  # what a failure message must name
     good_queue: str = "default"  # where the good jobs around the garbage go
     bad_job: str | None = None  # a job id the worker pops that is garbage
-    status_bug: str | None = None
-    worker_bug: str | None = None
-    worker_may_refuse: bool = False  # Redis is unusable for any RQ worker: refusing with one line is fine
+    set_aside: bool = False  # a key RQ's worker writes: the worker moves the foreign data aside and goes on
 
 
 GARBAGE = [
@@ -689,7 +684,6 @@ GARBAGE = [
         "job-data-not-zlib-json",
         _bad_job({"data": b"\x00garbage\xff", "status": "queued", "origin": "default"}),
         bad_job="bad",
-        worker_bug=BARE_ERROR,
     ),
     Garbage("job-hash-without-data", _bad_job({"status": "queued", "origin": "default"}), bad_job="bad"),
     Garbage(
@@ -722,8 +716,7 @@ GARBAGE = [
         "workers-not-a-set",
         _replace("rq:workers", "x"),
         key="rq:workers",
-        worker_bug="BUG: task-worker dies with a redis ResponseError traceback (SADD rq:workers) instead of one line",
-        worker_may_refuse=True,
+        set_aside=True,
     ),
     Garbage("workers-junk-members", lambda c: c.sadd("rq:workers", "junk", "rq:worker:ghost", "")),
     Garbage(
@@ -756,7 +749,7 @@ GARBAGE = [
         "wip-not-a-zset",
         _replace("rq:wip:default", "x"),
         key="rq:wip:default",
-        worker_bug=WORKER_QUITS + " (WRONGTYPE registering a started job in rq:wip:default)",
+        set_aside=True,
     ),
     Garbage(
         "wip-junk-members",
@@ -773,11 +766,7 @@ GARBAGE = [
 ]
 
 
-def _cases(bug: Callable[[Garbage], str | None]) -> list[Any]:
-    return [
-        pytest.param(case, id=case.id, marks=[pytest.mark.xfail(strict=True, reason=r)] if (r := bug(case)) else [])
-        for case in GARBAGE
-    ]
+GARBAGE_CASES = [pytest.param(case, id=case.id) for case in GARBAGE]
 
 
 def _assert_clear_failure(message: str, case: Garbage) -> None:
@@ -788,7 +777,7 @@ def _assert_clear_failure(message: str, case: Garbage) -> None:
         assert case.key in message, message
 
 
-@pytest.mark.parametrize("case", _cases(lambda c: c.status_bug))
+@pytest.mark.parametrize("case", GARBAGE_CASES)
 def test_status_survives_garbage(
     producer: Producer, conn: redis.Redis, env: dict[str, str], tmp_path: Path, case: Garbage
 ) -> None:
@@ -812,7 +801,7 @@ def test_status_survives_garbage(
     assert snapshot(conn) == before, "status wrote to Redis"
 
 
-@pytest.mark.parametrize("case", _cases(lambda c: c.worker_bug))
+@pytest.mark.parametrize("case", GARBAGE_CASES)
 def test_worker_survives_garbage_and_runs_the_good_jobs_around_it(
     producer: Producer, conn: redis.Redis, spawn: Callable[..., Proc], case: Garbage
 ) -> None:
@@ -825,15 +814,14 @@ def test_worker_survives_garbage_and_runs_the_good_jobs_around_it(
     code = worker.wait(timeout=30)
     output = worker.output()
     unstructured = [line for line in output.splitlines() if line.strip() and not line.startswith("{")]
-    if case.worker_may_refuse and code != 0:
-        assert len(unstructured) == 1, output[-3000:]
-        _assert_clear_failure(one_error_line(unstructured[0] + "\n", "task-worker"), case)
-        return
     assert code == 0, output[-3000:]
     assert unstructured == [], output[-3000:]
     assert not [line for line in worker.json_lines() if "unhandled exception" in line.get("event", "")], output[-3000:]
     # Every good job ran, once, in order.
     assert recorded(conn, "ran") == [f"before{i}" for i in range(3)] + [f"after{i}" for i in range(3)]
+    if case.set_aside:  # kept for whoever put it there, out of RQ's way, and the move logged naming the key
+        assert conn.get(f"task-processor:foreign:{case.key}") == b"x"
+        assert [line["key"] for line in worker.json_lines() if line.get("moved_to")] == [case.key]
     if case.bad_job is None:
         return
     mine = [line for line in job_lines(worker) if line["job_id"] == case.bad_job]

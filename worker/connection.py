@@ -155,8 +155,7 @@ class OutageLog:
     lines per process however many retries it takes. Thread-safe.
     """
 
-    def __init__(self, url: str, announce_loss: bool = True) -> None:
-        self.where = redact_url(url)
+    def __init__(self, announce_loss: bool = True) -> None:
         self.announce_loss = announce_loss  # off where the caller gets the loss as an error (the Producer API)
         self._lost = False
         self._lock = threading.Lock()
@@ -173,7 +172,7 @@ class OutageLog:
         if not self.announce_loss:
             return
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        log.warning("lost Redis; reconnecting", redis=self.where, error=reason, **fields)
+        log.warning("lost Redis; reconnecting", error=reason, **fields)
 
     def succeeded(self) -> None:
         if not self._lost:  # the common case: no lock, no log
@@ -182,4 +181,4 @@ class OutageLog:
             if not self._lost:
                 return
             self._lost = False
-        log.info("reconnected to Redis", redis=self.where)
+        log.info("reconnected to Redis")

@@ -17,3 +17,12 @@ class RedisUnavailableError(TaskProcessorError, ConnectionError):
 
 class RedisCommandError(TaskProcessorError):
     """Redis refused a command: usually data under one of RQ's keys that RQ did not write."""
+
+
+def undecodable_job(job_id: str, cause: BaseException | None) -> str:
+    """Why a job's data cannot be read: written by another serializer, or not by RQ at all."""
+    detail = f" ({type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else '-'})" if cause else ""
+    return (
+        f"cannot decode the data of job {job_id}{detail}: it was not written by a producer with this worker's "
+        "TASK_SERIALIZER; use the same serializer on both sides, or delete the job"
+    )

@@ -34,6 +34,9 @@ INTERMEDIATE_GRACE = 10.0
 SEEN_KEY = "task-processor:intermediate-seen:{queue}"
 """Hash of job id -> when the reaper first saw it stranded in the queue's intermediate list."""
 
+FOREIGN_KEY = "task-processor:foreign:{key}"
+"""Where data of the wrong type found under one of RQ's keys a worker writes is moved, so RQ can use the key."""
+
 # KEYS: wip, queue, job hash, execution hash. ARGV: wip member, job id, max abandons.
 # Returns -1 when someone else got there first, -2 when the job no longer exists, else the abandon count
 # (the job is back at the front of its queue unless the count exceeds the maximum).
@@ -54,6 +57,13 @@ _REQUEUE_STRANDED = """
 redis.call('HDEL', KEYS[3], ARGV[1])
 if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
 redis.call('LPUSH', KEYS[2], ARGV[1])
+return 1
+"""
+
+# KEYS: the key, where to move it. ARGV: the type it was seen holding. Returns 1 when it moved the key.
+_SET_ASIDE = """
+if redis.call('TYPE', KEYS[1])['ok'] ~= ARGV[1] then return 0 end
+redis.call('RENAME', KEYS[1], KEYS[2])
 return 1
 """
 
@@ -78,9 +88,34 @@ class Reaper:
         self.max_abandons = max_abandons
         self._requeue_abandoned = connection.register_script(_REQUEUE_ABANDONED)
         self._requeue_stranded = connection.register_script(_REQUEUE_STRANDED)
+        self._set_aside = connection.register_script(_SET_ASIDE)
+        # The keys RQ's worker writes with SADD/ZADD: foreign data there would stop it (register, start a job).
+        self._typed_keys = {REDIS_WORKER_KEYS: b"set"}
+        for name in queues:
+            self._typed_keys |= {f"{REDIS_WORKER_KEYS}:{name}": b"set", f"rq:wip:{name}": b"zset"}
+
+    def set_aside_foreign_data(self) -> None:
+        """Move data of the wrong type out of the keys RQ's worker writes, keeping it for whoever put it there."""
+        with self.connection.pipeline(transaction=False) as pipe:
+            for key in self._typed_keys:
+                pipe.type(key)
+            types = pipe.execute()
+        for (key, want), have in zip(self._typed_keys.items(), types, strict=True):
+            if have in (b"none", want):
+                continue
+            moved_to = FOREIGN_KEY.format(key=key)
+            if self._set_aside(keys=[key, moved_to], args=[have]):
+                log.error(
+                    "moved data RQ did not write out of one of its keys",
+                    key=key,
+                    type=have.decode(),
+                    expected=want.decode(),
+                    moved_to=moved_to,
+                )
 
     def run(self) -> int:
         """One pass over every queue; returns how many jobs it put back."""
+        self.set_aside_foreign_data()
         moved = 0
         for name in self.queues:
             try:

@@ -26,7 +26,8 @@ from rq.registry import StartedJobRegistry
 from rq.utils import now
 from rq.worker import SimpleWorker, WorkerStatus
 
-from worker.errors import TaskProcessorError
+from worker.connection import OutageLog
+from worker.errors import TaskProcessorError, undecodable_job
 from worker.logs import get_logger
 from worker.reaper import Reaper
 from worker.settings import Settings
@@ -96,6 +97,12 @@ class TaskJob(Job):
             raise TaskNotFoundError(f"task function {self.func_name!r} is a {type(func).__name__}, not a function")
         return func
 
+    def _deserialize_data(self) -> None:
+        try:
+            super()._deserialize_data()
+        except DeserializationError as exc:
+            raise DeserializationError(undecodable_job(self.id, exc.__cause__)) from exc.__cause__
+
     def prepare_for_execution(self, worker_name: str, pipeline: Pipeline) -> None:
         # Written in the same pipeline RQ uses to mark the job started: no extra round trip.
         self.meta[ATTEMPT_META_KEY] = int(self.meta.get(ATTEMPT_META_KEY, 0)) + 1
@@ -126,6 +133,7 @@ class TaskWorker(SimpleWorker):
         self.reaper = Reaper(self.connection, tuple(self.queue_names()), self.serializer, max_abandons)
         self._reaped_at = 0.0
         self._pop_any = self.connection.register_script(_POP_ANY)
+        self.outage = OutageLog()
 
     @property
     def cold_stopped(self) -> bool:
@@ -163,18 +171,18 @@ class TaskWorker(SimpleWorker):
                     self._reaped_at = time.monotonic()
                     self.reaper.run()
                 result = self._pop(timeout)
+                self.outage.succeeded()
             except DequeueTimeout:
+                self.outage.succeeded()
                 if max_idle_time is not None and time.monotonic() - idle_since > max_idle_time:
                     return None
                 continue
             except (redis.ConnectionError, redis.ResponseError) as exc:
                 # Lost Redis, or a queue key holding foreign data (the other queues still run): back off, retry.
-                lost = isinstance(exc, redis.ConnectionError)
-                (log.warning if lost else log.error)(
-                    "lost Redis; reconnecting" if lost else "Redis refused a command; retrying",
-                    error=str(exc).splitlines()[0],
-                    retry_in=pause,
-                )
+                if isinstance(exc, redis.ConnectionError):
+                    self.outage.failed(exc)
+                else:
+                    log.error("Redis refused a command; retrying", error=str(exc).splitlines()[0], retry_in=pause)
                 time.sleep(pause)
                 pause = min(pause * 2, self.max_connection_wait_time)
                 continue
@@ -194,7 +202,25 @@ class TaskWorker(SimpleWorker):
     def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
         # RQ keeps an idle worker's key for worker_ttl + 60 s (8 minutes): a dead worker would linger in
         # rq:workers and the dashboard that long. Here every heartbeat is good for abandon_after seconds.
-        super().heartbeat(self.abandon_after, pipeline)
+        try:
+            super().heartbeat(self.abandon_after, pipeline)
+        except redis.ConnectionError as exc:  # RQ's loop would quit on it; the dequeue loop backs off instead
+            self.outage.failed(exc)
+
+    def register_birth(self) -> None:
+        self.reaper.set_aside_foreign_data()  # RQ's SADD to rq:workers would fail on foreign data there
+        super().register_birth()
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        try:
+            super().execute_job(job, queue)
+        except redis.ConnectionError as exc:  # RQ's bookkeeping of the job's end: the job stays "started"
+            self.outage.failed(exc)
+            log.warning(
+                "lost Redis before the end of the job was recorded; the reaper will run it again",
+                job_id=job.id,
+                queue=queue.name,
+            )
 
     def clean_registries(self) -> None:
         # Before RQ's own cleanup, which would move abandoned jobs to the failed registry.
@@ -316,6 +342,8 @@ class TaskWorker(SimpleWorker):
         while not done.wait(self.heartbeat_interval):
             try:
                 self.maintain_heartbeats(job)
+            except redis.ConnectionError as exc:
+                self.outage.failed(exc)
             except redis.RedisError as exc:
                 log.warning("heartbeat failed; will retry", error=str(exc).splitlines()[0])
 
