@@ -485,7 +485,7 @@ def test_redis_url_comes_from_the_secret_and_no_password_is_in_plain_text(helm: 
         assert ref == {"name": "task-processor-redis", "key": "redis-password"}, where
     redis = the_container(docs, "StatefulSet", "task-processor-redis")
     assert redis["args"][redis["args"].index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
-    assert {"--appendonly", "yes", "--appendfsync", "everysec"} <= set(redis["args"])
+    assert {"--appendonly", "yes", "--appendfsync", "always"} <= set(redis["args"])
 
 
 def test_notes_never_show_a_password(helm: Helm) -> None:
