@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -15,7 +17,9 @@ from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from producer import Producer
 from producer.local import LocalDeployment
+from producer.redis_server import LocalRedisServer
 from tests.conftest import Proc, wait_for
+from tests.producer_loop import RUNS_KEY
 from worker.observe import list_workers
 from worker.reaper import ABANDONED_FIELD, INTERMEDIATE_GRACE, Reaper
 from worker.runner import build_worker
@@ -128,3 +132,108 @@ def test_a_dead_worker_leaves_rq_workers_within_the_bound(conn: redis.Redis, spa
     spawn("task-worker", extra_env=FAST)  # a live worker's reaper drops the dead one's entry
     wait_for(lambda: len(list_workers(conn)) == 1 and conn.scard("rq:workers") == 1, timeout=30, what="cleanup")
     assert time.monotonic() - died <= 3 + 5
+
+
+# ------------------------------------------------------------------------------------- Redis killed with -9
+
+LOST, RECONNECTED = "lost Redis; reconnecting", "reconnected to Redis"
+END_LOST = "lost Redis before the end of the job was recorded; the reaper will run it again"
+REQUEUED = ("requeued a job whose worker died", "requeued a job popped by a worker that died before starting it")
+
+
+def said(proc: Proc, event: str) -> list[dict[str, Any]]:
+    return [line for line in proc.json_lines() if line.get("event") == event]
+
+
+def printed(proc: Proc, kind: str) -> list[str]:
+    """What a ``tests.producer_loop`` printed: the job ids it was told were enqueued (``ok``), or its errors."""
+    return [line.split(" ", 1)[1] for line in proc.output().splitlines() if line.startswith(f"{kind} ")]
+
+
+def settle(conn: redis.Redis, job_ids: list[str], timeout: float) -> dict[str, str | None]:
+    """Wait until every job has finished or failed; return each one's status."""
+
+    def statuses() -> dict[str, str | None]:
+        with conn.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hget(Job.key_for(job_id), "status")
+            return {j: (s.decode() if s else None) for j, s in zip(job_ids, pipe.execute(), strict=True)}
+
+    try:
+        wait_for(lambda: all(s in ("finished", "failed") for s in statuses().values()), timeout=timeout)
+    except pytest.fail.Exception:
+        left = Counter(s for s in statuses().values() if s not in ("finished", "failed"))
+        pytest.fail(f"not every accepted job finished or failed after {timeout}s: {dict(left)}")
+    return statuses()
+
+
+def count_runs(conn: redis.Redis) -> Counter[str]:
+    return Counter(recorded(conn, RUNS_KEY))
+
+
+def assert_nothing_lost(conn: redis.Redis, accepted: list[str], statuses: dict[str, str | None]) -> set[str]:
+    """Accepted = finished + failed-with-a-reason; every finished job ran. Returns the jobs that ran twice or more."""
+    runs = count_runs(conn)
+    failed = [j for j in accepted if statuses[j] == "failed"]
+    for job_id in failed:
+        result = Job.fetch(job_id, connection=conn, serializer="json").latest_result()
+        assert result is not None, f"{job_id} failed without a result"
+        assert result.exc_string.strip(), f"{job_id} failed without a reason"
+    missing = [j for j in accepted if statuses[j] == "finished" and runs[j] == 0]
+    assert missing == [], f"finished without running: {missing}"
+    assert len(accepted) == sum(statuses[j] in ("finished", "failed") for j in accepted)
+    return {j for j in accepted if runs[j] > 1}
+
+
+@pytest.fixture
+def own_redis() -> Iterator[LocalRedisServer]:
+    """A redis-server of this test alone, AOF with fsync always (as run-local and the chart), to kill."""
+    server = LocalRedisServer().start()
+    yield server
+    server.close()
+
+
+def test_redis_killed_and_restarted_loses_no_accepted_task(
+    own_redis: LocalRedisServer, spawn: Callable[..., Proc]
+) -> None:
+    env = {"REDIS_URL": own_redis.url, **FAST}
+    conn = redis.Redis.from_url(own_redis.url)
+    workers = [spawn("task-worker", extra_env=env) for _ in range(3)]
+    producers = [spawn("python", "-m", "tests.producer_loop", f"p{n}", "0.05", "0.05", extra_env=env) for n in range(2)]
+    wait_for(lambda: conn.llen(RUNS_KEY) >= 20, timeout=30, what="the first tasks to run")
+
+    own_redis.kill()
+    wait_for(
+        lambda: all(said(w, LOST) for w in workers) and all(printed(p, "error") for p in producers),
+        timeout=30,
+        what="every worker and producer to notice the outage",
+    )
+    own_redis.start()  # same port, same directory: the AOF is all that is left
+    during = sum(len(printed(p, "ok")) for p in producers)
+    wait_for(
+        lambda: sum(len(printed(p, "ok")) for p in producers) >= during + 40,
+        timeout=30,
+        what="enqueues to succeed again",
+    )
+    for proc in producers:
+        proc.signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0, proc.output()[-2000:]
+
+    accepted = [job_id for p in producers for job_id in printed(p, "ok")]
+    statuses = settle(conn, accepted, timeout=60)
+    twice = assert_nothing_lost(conn, accepted, statuses)
+    interrupted = {line["job_id"] for w in workers for e in (END_LOST, *REQUEUED) for line in said(w, e)}
+    assert twice <= interrupted, f"ran twice although never interrupted: {sorted(twice - interrupted)}"
+    # One clear line per failed enqueue, and one line each to say Redis went and came back.
+    errors = [e for p in producers for e in printed(p, "error")]
+    assert all(e.startswith(f"cannot reach Redis at {own_redis.url} (") for e in errors), errors
+    for worker in workers:
+        assert (len(said(worker, LOST)), len(said(worker, RECONNECTED))) == (1, 1), worker.output()[-3000:]
+        assert worker.popen.poll() is None, worker.output()[-3000:]
+    for proc in producers:
+        assert len(said(proc, RECONNECTED)) == 1, proc.output()[-3000:]
+    print(
+        f"accepted {len(accepted)}: {sum(s == 'finished' for s in statuses.values())} finished, "
+        f"{sum(s == 'failed' for s in statuses.values())} failed; {len(twice)} ran twice "
+        f"(interrupted: {len(interrupted)}); {len(errors)} enqueues refused during the outage"
+    )

@@ -6,6 +6,8 @@ import re
 import socket
 import ssl
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -173,6 +175,14 @@ class OutageLog:
             return
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         log.warning("lost Redis; reconnecting", error=reason, **fields)
+
+    @contextmanager
+    def tolerated(self) -> Iterator[None]:
+        """Run a block whose connection failure is reported here and swallowed (a loop will try again)."""
+        try:
+            yield
+        except redis.ConnectionError as exc:
+            self.failed(exc)
 
     def succeeded(self) -> None:
         if not self._lost:  # the common case: no lock, no log

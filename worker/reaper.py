@@ -53,8 +53,10 @@ return count
 """
 
 # KEYS: intermediate list, queue, seen hash. ARGV: job id. Returns 1 when this call moved the job.
+# The seen entry is the claim: a reaper that read it before another one moved the job (and a worker popped it
+# again) finds it gone and leaves the job alone, so it is not put back while it runs.
 _REQUEUE_STRANDED = """
-redis.call('HDEL', KEYS[3], ARGV[1])
+if redis.call('HDEL', KEYS[3], ARGV[1]) == 0 then return 0 end
 if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
 redis.call('LPUSH', KEYS[2], ARGV[1])
 return 1

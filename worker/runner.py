@@ -202,10 +202,23 @@ class TaskWorker(SimpleWorker):
     def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
         # RQ keeps an idle worker's key for worker_ttl + 60 s (8 minutes): a dead worker would linger in
         # rq:workers and the dashboard that long. Here every heartbeat is good for abandon_after seconds.
-        try:
+        with self.outage.tolerated():  # RQ's loop would quit on a lost Redis; the dequeue loop backs off instead
             super().heartbeat(self.abandon_after, pipeline)
-        except redis.ConnectionError as exc:  # RQ's loop would quit on it; the dequeue loop backs off instead
-            self.outage.failed(exc)
+
+    def check_for_suspension(self, burst: bool) -> None:
+        with self.outage.tolerated():
+            super().check_for_suspension(burst)
+
+    def run_maintenance_tasks(self) -> None:
+        with self.outage.tolerated():
+            super().run_maintenance_tasks()
+
+    def _pubsub_exception_handler(self, exc: Exception, pubsub: Any, pubsub_thread: Any) -> None:
+        if not isinstance(exc, redis.ConnectionError):
+            super()._pubsub_exception_handler(exc, pubsub, pubsub_thread)
+            return
+        self.outage.failed(exc)  # RQ would log every retry
+        time.sleep(DEQUEUE_POLL)
 
     def register_birth(self) -> None:
         self.reaper.set_aside_foreign_data()  # RQ's SADD to rq:workers would fail on foreign data there
