@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import time
 from collections import Counter
@@ -15,7 +16,7 @@ import redis
 from rq.job import Job
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
-from producer import Producer
+from producer import Producer, Task
 from producer.local import LocalDeployment
 from producer.redis_server import LocalRedisServer
 from tests.conftest import Proc, wait_for
@@ -236,4 +237,68 @@ def test_redis_killed_and_restarted_loses_no_accepted_task(
         f"accepted {len(accepted)}: {sum(s == 'finished' for s in statuses.values())} finished, "
         f"{sum(s == 'failed' for s in statuses.values())} failed; {len(twice)} ran twice "
         f"(interrupted: {len(interrupted)}); {len(errors)} enqueues refused during the outage"
+    )
+
+
+def test_a_job_that_ends_while_redis_is_down_runs_again_and_the_worker_lives(
+    own_redis: LocalRedisServer, spawn: Callable[..., Proc]
+) -> None:
+    """The job's function returned, but RQ could not record it: Redis still holds the job as started, with the
+    heartbeat expiry of its started entry; once Redis is back, the reaper requeues it and it runs again."""
+    env = {"REDIS_URL": own_redis.url, **FAST}
+    producer = Producer(own_redis.url)
+    job = producer.enqueue("worker.examples.sleep", 2)
+    worker = spawn("task-worker", extra_env=env)
+    conn = redis.Redis.from_url(own_redis.url)
+    wait_for(lambda: started(conn, job.id, "default"), timeout=20, what="the job to start")
+    own_redis.kill()
+    wait_for(lambda: said(worker, END_LOST), timeout=30, what="the worker to lose the end of the job")
+    own_redis.start()
+    assert producer.wait([job], timeout=30) == [2]
+    job.refresh()
+    assert job.meta["attempt"] == 2  # run again: a task must be idempotent to be safe here
+    assert [line["job_id"] for line in said(worker, END_LOST)] == [job.id]
+    assert (len(said(worker, LOST)), len(said(worker, RECONNECTED))) == (1, 1), worker.output()[-3000:]
+    assert worker.popen.poll() is None, worker.output()[-3000:]
+
+
+# ----------------------------------------------------------------------- workers killed at random for a while
+
+KILL_SEED = 20261125
+KILL_FOR = 30.0
+"""Seconds of random SIGKILLs; the workload is sized to keep the fleet busy about that long."""
+
+
+def test_a_fleet_killed_at_random_loses_nothing(
+    producer: Producer, conn: redis.Redis, spawn: Callable[..., Proc]
+) -> None:
+    rng = random.Random(KILL_SEED)
+    durations = rng.choices([0.0, 0.2, 0.5, 2.0], weights=[40, 30, 20, 10], k=300)
+    jobs = producer.enqueue_many(
+        [Task("worker.examples.record", (RUNS_KEY, f"t{i}", s), job_id=f"t{i}") for i, s in enumerate(durations)]
+    )
+    accepted = [job.id for job in jobs]
+    fleet = [spawn("task-worker", extra_env=FAST) for _ in range(4)]
+    workers = list(fleet)
+    schedule: list[tuple[float, int]] = []
+    started = time.monotonic()
+    while time.monotonic() - started < KILL_FOR and conn.llen(RUNS_KEY) < len(accepted):
+        time.sleep(rng.uniform(0.5, 1.5))  # the schedule itself: when the next kill comes
+        slot = rng.randrange(len(fleet))
+        kill_worker(fleet[slot])
+        schedule.append((round(time.monotonic() - started, 2), slot))
+        fleet[slot] = spawn("task-worker", extra_env=FAST)
+        workers.append(fleet[slot])
+    print(f"seed {KILL_SEED}: {len(schedule)} kills (seconds, slot): {schedule}")
+
+    statuses = settle(conn, accepted, timeout=90)
+    twice = assert_nothing_lost(conn, accepted, statuses)
+    killed_mid_task = {line["job_id"] for w in workers for line in said(w, REQUEUED[0])}
+    assert twice <= killed_mid_task, f"ran twice although no worker died under them: {sorted(twice - killed_mid_task)}"
+    failed = [j for j in accepted if statuses[j] == "failed"]
+    for job_id in failed:  # only a job whose workers kept dying may fail here, and it says so
+        assert "AbandonedJobError" in Job.fetch(job_id, connection=conn, serializer="json").latest_result().exc_string
+    print(
+        f"accepted {len(accepted)}: {len(accepted) - len(failed)} finished, {len(failed)} failed (abandoned "
+        f"> TASK_MAX_ABANDONS); {len(killed_mid_task)} requeued after a kill, {len(twice)} of them ran twice"
     )
