@@ -5,9 +5,12 @@ from __future__ import annotations
 import datetime
 import json
 import zlib
+from typing import Any
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from rq import Queue
 from rq.job import Job, JobStatus
 
@@ -194,3 +197,28 @@ def test_enqueue_and_enqueue_many_cost_one_round_trip_each(redis_url: str, conn:
     producer.enqueue_many([Task("worker.examples.noop", queue=f"q{i % 3}") for i in range(500)])
     assert CountingConnection.sent == 1
     assert conn.llen("rq:queue:q0") + conn.llen("rq:queue:q1") + conn.llen("rq:queue:q2") == 500
+
+
+class LosesOneReply(redis.Connection):
+    """A connection that drops once, right after Redis executed a command and before its reply arrived."""
+
+    armed = False
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        response = super().read_response(*args, **kwargs)
+        if LosesOneReply.armed:
+            LosesOneReply.armed = False
+            self.disconnect()
+            raise redis.ConnectionError("connection lost before the reply")
+        return response
+
+
+def test_a_batch_resent_after_a_lost_reply_is_written_once(redis_url: str, conn: redis.Redis) -> None:
+    flaky = redis.Redis.from_url(redis_url, connection_class=LosesOneReply, retry=Retry(NoBackoff(), 3))
+    producer = Producer(redis_url, connection=flaky)
+    producer.enqueue("worker.examples.noop", queue="warm")  # loads the script: the next call is one command
+    LosesOneReply.armed = True
+    jobs = producer.enqueue_many([Task("worker.examples.add", (i, 1)) for i in range(3)])
+    assert not LosesOneReply.armed, "the reply was not lost: this test tested nothing"
+    # redis-py resent the batch; Redis had run it already, and the batch's receipt kept it from running twice.
+    assert queued_ids(conn, "default") == [job.id for job in jobs]
