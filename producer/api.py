@@ -20,6 +20,7 @@ import redis
 from rq import Queue, Retry
 from rq.job import Job, JobStatus, validate_job_id
 from rq.results import Result
+from rq.serializers import Serializer
 from rq.utils import utcformat
 
 from producer.atomic import CheckedRun
@@ -155,10 +156,15 @@ def _json_problem(value: Any, where: str) -> str | None:
     return None
 
 
+def _named(args: Sequence[Any], kwargs: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """Each argument with the name an error message gives it."""
+    return [(f"argument {i + 1}", v) for i, v in enumerate(args)] + [
+        (f"keyword argument {k!r}", v) for k, v in kwargs.items()
+    ]
+
+
 def check_json_arguments(path: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
-    named = [(f"argument {i + 1}", v) for i, v in enumerate(args)]
-    named += [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]
-    for where, value in named:
+    for where, value in _named(args, kwargs):
         if problem := _json_problem(value, where):
             raise InvalidTaskError(
                 f"{path}: {problem}: pass plain data (str, int, float, bool, None, lists, dicts with string "
@@ -166,16 +172,17 @@ def check_json_arguments(path: str, args: Sequence[Any], kwargs: Mapping[str, An
             )
 
 
-def check_payload_size(path: str, args: Sequence[Any], kwargs: Mapping[str, Any], serializer: Any, limit: int) -> None:
+def check_payload_size(
+    path: str, args: Sequence[Any], kwargs: Mapping[str, Any], serializer: Serializer, limit: int
+) -> None:
     """Refuse arguments whose serialized size is over ``limit`` bytes (0: no limit), naming the largest."""
     if not limit:
         return
     size = len(serializer.dumps([list(args), dict(kwargs)]))
     if size <= limit:
         return
-    named = [(f"argument {i + 1}", v) for i, v in enumerate(args)]
-    named += [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]
-    largest, largest_size = max(((w, len(serializer.dumps(v))) for w, v in named), key=lambda pair: pair[1])
+    sizes = [(where, len(serializer.dumps(value))) for where, value in _named(args, kwargs)]
+    largest, largest_size = max(sizes, key=lambda pair: pair[1])
     raise InvalidTaskError(
         f"{path}: the arguments are too large: {size} bytes serialized ({largest} alone is {largest_size}), over "
         f"the limit TASK_MAX_PAYLOAD={limit}: pass a reference (a path, URL or key) to the data instead, or "

@@ -78,7 +78,8 @@ class Client(redis.Redis):
             return super().execute_command(*args, **options)
         except redis.ResponseError as exc:
             if exc.args and isinstance(exc.args[0], str) and args:
-                exc.args = (f"Command ({' '.join(str(a) for a in args[:2])[:200]}) caused error: {exc.args[0]}",)
+                words = (a.decode(errors="replace") if isinstance(a, bytes) else str(a) for a in args[:2])
+                exc.args = (f"Command ({' '.join(words)[:200]}) caused error: {exc.args[0]}",)
             raise
 
 
