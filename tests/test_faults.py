@@ -227,6 +227,9 @@ def test_redis_killed_and_restarted_loses_no_accepted_task(
     interrupted = {line["job_id"] for w in workers for e in (END_LOST, *REQUEUED) for line in said(w, e)}
     assert twice <= interrupted, f"ran twice although never interrupted: {sorted(twice - interrupted)}"
     # One clear line per failed enqueue, and one line each to say Redis went and came back.
+    for job_id in (j for j in accepted if statuses[j] == "failed"):  # only a task whose own Redis call failed
+        reason = Job.fetch(job_id, connection=conn, serializer="json").latest_result().exc_string
+        assert "redis.exceptions.ConnectionError" in reason, reason
     errors = [e for p in producers for e in printed(p, "error")]
     assert all(e.startswith(f"cannot reach Redis at {own_redis.url} (") for e in errors), errors
     for worker in workers:
