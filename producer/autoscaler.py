@@ -17,10 +17,11 @@ from typing import Protocol
 import redis
 from rq.serializers import JSONSerializer, Serializer
 
+from producer import metrics
 from producer.policy import Bounds, Decision, Observation, PolicyState, decide
 from producer.scheduler import DueJobMover
 from worker.logs import get_logger
-from worker.observe import WorkerInfo, list_workers, queue_counts
+from worker.observe import QueueCounts, WorkerInfo, list_workers, queue_counts
 from worker.reaper import Reaper
 
 STATUS_KEY = "task-processor:autoscaler:{target}"
@@ -113,9 +114,11 @@ class Autoscaler:
         self._last_logged: tuple[int, str] | None = None
         self._expected: int | None = None
         self._hold_until = 0.0
+        self._counts: dict[str, QueueCounts] = {}
 
     def observe(self) -> tuple[Observation, TargetState, list[WorkerInfo]]:
-        counts = queue_counts(self.connection, self.queues).values()
+        self._counts = queue_counts(self.connection, self.queues)
+        counts = self._counts.values()
         ours = set(self.queues)
         workers = [w for w in list_workers(self.connection) if ours.intersection(w.queues)]
         target = self.target.read()
@@ -150,6 +153,7 @@ class Autoscaler:
                 return None
             self.target.set_replicas(decision.desired, workers)
             self._expected = decision.desired
+            metrics.scaled(observation.current, decision.desired, str(decision.reason))
             self.events.append(
                 ScaleEvent(
                     time.time(),
@@ -200,6 +204,7 @@ class Autoscaler:
     def _report(self, observation: Observation, decision: Decision | None) -> None:
         desired = observation.current if decision is None else decision.desired
         reason = self.mode if decision is None else str(decision.reason)
+        metrics.observed(self._counts, observation.current, desired)
         if decision is not None and (decision.desired, str(decision.reason)) != self._last_logged:
             self._last_logged = (decision.desired, str(decision.reason))
             log.info(
@@ -242,6 +247,7 @@ class Autoscaler:
                 # Any fault (Redis down, API error, a bug in a target) is retried: a scaler that exits leaves
                 # the workers at whatever size they had, which is worse than a scaler that keeps trying.
                 except Exception as exc:
+                    metrics.failed(exc)
                     failures += 1
                     error = (str(exc) or type(exc).__name__).splitlines()[0]
                     if error != last_error:  # once per streak and cause, not once per try
@@ -253,6 +259,7 @@ class Autoscaler:
                         log.info("autoscaler recovered", failed_steps=failures)
                     failures, last_error = 0, None
                     pause = self.interval
+                metrics.state(self.mode)
                 stop.wait(pause)
         finally:
             self.due_jobs.close()
