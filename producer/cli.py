@@ -12,6 +12,7 @@ from rq.job import Job
 
 from producer import metrics
 from producer.api import Producer, Task
+from producer.dashboard import run_dashboard
 from producer.local_run import RunLocalOptions, run_local
 from producer.progress import ProgressBar
 from producer.requeue import requeue_failed
@@ -106,6 +107,15 @@ def _parser() -> argparse.ArgumentParser:
         metavar="S",
         help="refresh every S seconds (default 2) until Ctrl-C: in place on a terminal, else one after another",
     )
+
+    dashboard = commands.add_parser(
+        "dashboard",
+        help="run rq-dashboard on this Redis with this serializer (the dashboard extra)",
+        description="rq-dashboard on REDIS_URL, reading jobs and workers with TASK_SERIALIZER. Basic auth from "
+        "RQ_DASHBOARD_USERNAME and RQ_DASHBOARD_PASSWORD.",
+    )
+    dashboard.add_argument("--bind", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    dashboard.add_argument("--port", type=int, default=9181, help="port to listen on (default %(default)s)")
 
     requeue = commands.add_parser(
         "requeue",
@@ -258,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
                 return _requeue(args, settings)
             if args.command == "wait":
                 return _wait(args, settings)
+            if args.command == "dashboard":
+                return run_dashboard(settings, args.bind, args.port)
             return _status(args, settings)
         except redis.RedisError as exc:
             raise describe_failure(settings.redis_url, exc) from exc

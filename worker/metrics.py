@@ -15,6 +15,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     start_http_server,
 )
 from rq.exceptions import DeserializationError
@@ -29,6 +30,8 @@ DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 LABELS = ("queue", "function")
 
 log = get_logger("task_processor.metrics")
+
+disable_created_metrics()  # the `_created` series double every counter for no use on a dashboard
 
 
 def new_registry() -> CollectorRegistry:
