@@ -128,6 +128,7 @@ class Autoscaler:
             busy_workers=sum(w.busy for w in workers),
             current=target.replicas,
         )
+        metrics.observed(self._counts, target.replicas)
         return observation, target, workers
 
     def step(self) -> Decision | None:
@@ -142,9 +143,11 @@ class Autoscaler:
         observation, target, workers = self.observe()
         now = self.clock()
         if self._ops_in_control(target, now):
+            metrics.desired(observation.current)
             self._report(observation, None)
             return None
         decision, self.state = decide(observation, self.bounds, self.state, now)
+        self._log_decision(observation, decision)
         if decision.desired != observation.current:
             # Look again, uncached, right before writing: never overwrite a pause or a manual scale.
             latest = self.target.read(fresh=True)
@@ -201,23 +204,27 @@ class Autoscaler:
             self.state = PolicyState()
         return self.mode != ACTIVE
 
+    def _log_decision(self, observation: Observation, decision: Decision) -> None:
+        """One line per new (desired, reason), before the write: a refused write still shows what was decided."""
+        metrics.desired(decision.desired)
+        if (decision.desired, str(decision.reason)) == self._last_logged:
+            return
+        self._last_logged = (decision.desired, str(decision.reason))
+        log.info(
+            "scaling decision",
+            target=self.target.name,
+            queued=observation.queued,
+            in_flight=observation.in_flight,
+            busy=observation.busy_workers,
+            current=observation.current,
+            desired=decision.desired,
+            demand=decision.demand,
+            reason=str(decision.reason),
+        )
+
     def _report(self, observation: Observation, decision: Decision | None) -> None:
         desired = observation.current if decision is None else decision.desired
         reason = self.mode if decision is None else str(decision.reason)
-        metrics.observed(self._counts, observation.current, desired)
-        if decision is not None and (decision.desired, str(decision.reason)) != self._last_logged:
-            self._last_logged = (decision.desired, str(decision.reason))
-            log.info(
-                "scaling decision",
-                target=self.target.name,
-                queued=observation.queued,
-                in_flight=observation.in_flight,
-                busy=observation.busy_workers,
-                current=observation.current,
-                desired=decision.desired,
-                demand=decision.demand,
-                reason=str(decision.reason),
-            )
         key = STATUS_KEY.format(target=self.target.name)
         with self.connection.pipeline(transaction=False) as pipe:
             pipe.hset(

@@ -44,12 +44,16 @@ API_ERRORS = Counter(
 STATES = ("active", "holding", "paused", "follower")
 
 
-def observed(counts: Mapping[str, QueueCounts], current: int, desired: int) -> None:
+def observed(counts: Mapping[str, QueueCounts], current: int) -> None:
     for queue, c in counts.items():
         QUEUE_DEPTH.labels(queue).set(c.queued)
         INFLIGHT.labels(queue).set(c.started)
     REPLICAS_CURRENT.set(current)
-    REPLICAS_DESIRED.set(desired)
+
+
+def desired(replicas: int) -> None:
+    """What the policy asks for, set before the write: a refused write leaves desired != current in view."""
+    REPLICAS_DESIRED.set(replicas)
 
 
 def state(mode: str) -> None:
