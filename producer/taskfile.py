@@ -14,6 +14,7 @@ from typing import IO, Any
 
 from producer.api import Producer, Task
 from worker.errors import ConfigError, TaskProcessorError
+from worker.settings import validate_queue_name
 
 BATCH = 500
 """Tasks per ``enqueue_many`` call: one MULTI/EXEC round trip each, small enough to keep Redis responsive."""
@@ -47,6 +48,8 @@ def _task(text: str) -> Task:
             raise ConfigError(f"unknown key {key!r}: use only {', '.join(KEYS)}")
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise ConfigError(f"{key!r} must be a JSON {kind.__name__}, not {json.dumps(value)}")
+    if "queue" in data:
+        validate_queue_name(data["queue"], '"queue"')
     return Task(**data)
 
 
