@@ -33,8 +33,8 @@ KUBE_VERSIONS = ("1.25.0", "1.37.0")
 """The lowest and highest Kubernetes versions the chart supports (kubernetes-validate bundles 1.25-1.37)."""
 
 CRD_KINDS = {"ServiceMonitor"}
-"""Custom resources: kubernetes-validate has no schema for them; test_service_monitor_scrapes_the_metrics_service
-checks the one the chart renders instead."""
+"""Custom resources: kubernetes-validate has no schema for them;
+test_service_monitor_scrapes_the_workers_and_the_autoscalers checks the one the chart renders instead."""
 
 SERVED_KINDS = {"Deployment", "Service", "ServiceAccount", "Secret", "ConfigMap"}
 """What the API emulator (tests/kubeapi) serves among the manifest's kinds."""
@@ -257,22 +257,47 @@ def test_rendered_objects_match_the_kubernetes_schema(helm: Helm, variant: str, 
     assert all(any(kind in line for kind in CRD_KINDS) for line in warned), f"unexpected warnings:\n{report}"
 
 
-def test_service_monitor_scrapes_the_metrics_service(helm: Helm) -> None:
-    """The CRD kubernetes-validate cannot check: its selector and port must meet the metrics Service."""
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A Kubernetes label selector (matchLabels and matchExpressions with In) applied to labels."""
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expression in selector.get("matchExpressions", []):
+        assert expression["operator"] == "In", expression
+        if labels.get(expression["key"]) not in expression["values"]:
+            return False
+    return True
+
+
+def test_service_monitor_scrapes_the_workers_and_the_autoscalers(helm: Helm) -> None:
+    """The CRD kubernetes-validate cannot check: its selector and port must meet both metrics Services, and
+    those must reach a container port named metrics on Pods that are told to serve it (METRICS_PORT)."""
     docs = helm.docs(*ALL_ON)
     monitor = find(docs, "ServiceMonitor")
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
-    service = find(docs, "Service", "task-processor-metrics")
-    labels = service["metadata"]["labels"]
-    assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items(), "the monitor selects no Service"
-    ports = {p["name"] for p in service["spec"]["ports"]}
     assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["metrics"], "the monitor scrapes another port"
-    assert "metrics" in ports, f"the metrics Service has no port named metrics: {ports}"
-    worker = the_container(docs, "Deployment", "task-processor")
-    assert {"name": "metrics", "containerPort": 9100, "protocol": "TCP"} in worker["ports"]
+    services = [d for d in docs if d["kind"] == "Service"]
+    scraped = {s["metadata"]["name"] for s in services if selects(monitor["spec"]["selector"], s["metadata"]["labels"])}
+    assert scraped == {"task-processor-metrics", "task-processor-producer-metrics"}
+    for name, deployment in (
+        ("task-processor-metrics", "task-processor"),
+        ("task-processor-producer-metrics", "task-processor-producer"),
+    ):
+        service = find(docs, "Service", name)
+        assert [(p["name"], p["targetPort"]) for p in service["spec"]["ports"]] == [("metrics", "metrics")]
+        pod = find(docs, "Deployment", deployment)["spec"]["template"]
+        assert selects({"matchLabels": service["spec"]["selector"]}, pod["metadata"]["labels"]), name
+        (container,) = pod["spec"]["containers"]
+        assert {"name": "metrics", "containerPort": 9100, "protocol": "TCP"} in container["ports"]
+        assert env_of(container)["METRICS_PORT"]["value"] == "9100"
     assert "ServiceMonitor" not in {
         d["kind"] for d in helm.docs("serviceMonitor.enabled=false", "metrics.enabled=true")
     }
+    off = helm.docs()
+    assert not [d for d in off if d["kind"] == "Service" and "metrics" in d["metadata"]["name"]]
+    for deployment in ("task-processor", "task-processor-producer"):
+        (container,) = find(off, "Deployment", deployment)["spec"]["template"]["spec"]["containers"]
+        assert "ports" not in container
+        assert "METRICS_PORT" not in env_of(container)
 
 
 # --- secure pods ------------------------------------------------------------------------------------------------
