@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import signal
+import socket
 import urllib.request
 from collections.abc import Callable
 from typing import Any
@@ -13,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from producer import Producer, Task
 from producer.redis_server import free_port
-from tests.conftest import Proc, wait_for
+from tests.conftest import Proc, run, wait_for
 from tests.kubeapi.fixtures import kube_api  # noqa: F401
 from tests.kubeapi.server import KubeAPI
 
@@ -177,3 +178,16 @@ def scrape_or_empty(port: int) -> Samples:
         return scrape(port)
     except OSError:
         return {}
+
+
+def test_a_taken_metrics_port_is_one_clear_line(env: dict[str, str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run(["task-worker"], {**env, "METRICS_PORT": str(port)})
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"task-worker: error: METRICS_PORT={port}: cannot listen there ([Errno 98] Address already in use): "
+        "pick a free port, or 0 to turn metrics off\n"
+    )
