@@ -210,7 +210,9 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
 
     def render() -> str:
         facts = collect(producer, settings.deployment)
-        return render_json(facts, compact=args.watch is not None) if args.json else render_table(facts)
+        # Watched off a terminal, JSON goes one document per line (JSON lines).
+        compact = args.watch is not None and not sys.stdout.isatty()
+        return render_json(facts, compact) if args.json else render_table(facts)
 
     if args.watch is None:
         print(render())

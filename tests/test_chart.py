@@ -9,9 +9,12 @@ against the API emulator.
 from __future__ import annotations
 
 import base64
+import json
 import re
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,9 @@ from typing import Any
 import pytest
 import yaml
 
+from producer import Producer
+from producer.redis_server import free_port
+from tests.conftest import wait_for
 from tests.kubeapi.fixtures import kube_api, requires_helm, requires_kubectl  # noqa: F401
 from tests.kubeapi.server import HELM, KubeAPI
 
@@ -554,6 +560,43 @@ def test_the_dashboard_reads_jobs_with_the_task_serializer(helm: Helm) -> None:
         for name, key in (("RQ_DASHBOARD_USERNAME", "username"), ("RQ_DASHBOARD_PASSWORD", "password")):
             assert env[name]["valueFrom"]["secretKeyRef"] == {"name": "task-processor-dashboard", "key": key}
     assert find(docs, "Service", "task-processor-dashboard")["spec"]["ports"][0]["port"] == 9181
+
+
+def test_the_dashboard_runs_as_rendered(helm: Helm, redis_url: str, spawn: Callable[..., Any]) -> None:
+    """The dashboard container's rendered arguments and environment, given to the real rq-dashboard (what the
+    image's entrypoint runs): it listens, asks for the login from the Secret, and reads our JSON queues."""
+    port = free_port()
+    docs = helm.docs("dashboard.enabled=true", f"dashboard.port={port}")
+    container = the_container(docs, "Deployment", "task-processor-dashboard")
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["RQ_DASHBOARD_REDIS_URL"] == "$(REDIS_URL)"  # expanded by Kubernetes from the Redis Secret
+    Producer(redis_url).enqueue("worker.examples.noop", queue="chart-check")
+    spawn(
+        "rq-dashboard",
+        *container["args"],
+        extra_env={
+            "RQ_DASHBOARD_REDIS_URL": redis_url,
+            "RQ_DASHBOARD_USERNAME": "admin",
+            "RQ_DASHBOARD_PASSWORD": "pw",
+        },
+    )
+    url = f"http://127.0.0.1:{port}/0/data/queues.json"
+    login = {"Authorization": "Basic " + base64.b64encode(b"admin:pw").decode()}
+
+    def answer(headers: dict[str, str]) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as reply:
+                return reply.status, reply.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, b""
+        except OSError:
+            return 0, b""
+
+    assert wait_for(lambda: answer({})[0], what="the dashboard to listen") == 401
+    status, body = answer(login)
+    assert status == 200
+    (queue,) = json.loads(body)["queues"]
+    assert (queue["name"], queue["count"]) == ("chart-check", 1)
 
 
 def test_the_network_policy_admits_only_the_release_pods_to_redis(helm: Helm) -> None:

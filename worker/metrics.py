@@ -46,7 +46,10 @@ REGISTRY = new_registry()
 JOBS_STARTED = Counter("task_processor_jobs_started", "Job runs started.", LABELS, registry=REGISTRY)
 JOBS_FINISHED = Counter("task_processor_jobs_finished", "Job runs that succeeded.", LABELS, registry=REGISTRY)
 JOBS_FAILED = Counter(
-    "task_processor_jobs_failed", "Job runs that failed for good (no retry left).", LABELS, registry=REGISTRY
+    "task_processor_jobs_failed",
+    "Job runs that failed for good (no retry left), or were stopped.",
+    LABELS,
+    registry=REGISTRY,
 )
 JOBS_RETRIED = Counter(
     "task_processor_jobs_retried",
