@@ -191,3 +191,27 @@ def test_a_taken_metrics_port_is_one_clear_line(env: dict[str, str]) -> None:
         f"task-worker: error: METRICS_PORT={port}: cannot listen there ([Errno 98] Address already in use): "
         "pick a free port, or 0 to turn metrics off\n"
     )
+
+
+def test_run_local_serves_the_autoscalers_metrics_and_its_workers_stay_off_the_port(
+    spawn: Callable[..., Proc],
+) -> None:
+    port = free_port()
+    local = spawn(
+        "task-producer",
+        "run-local",
+        "--jobs",
+        "5",
+        "--scale-down-delay",
+        "0",
+        "--keep-running",
+        extra_env={"METRICS_PORT": str(port)},
+    )
+    wait_for(lambda: "Workers keep running" in local.output(), timeout=60, what="the demo to finish")
+    samples = scrape(port)
+    assert value(samples, "task_processor_scale_decisions_total", direction="up", reason="scale-up") >= 1
+    assert value(samples, "task_processor_queue_depth", queue="default") == 0
+    assert value(samples, "task_processor_autoscaler_state", state="active") == 1
+    assert "5 finished, 0 failed" in local.output()  # workers that fought over the port would never get there
+    local.signal(signal.SIGINT)
+    assert local.wait(timeout=60) == 130
