@@ -550,35 +550,37 @@ def test_an_existing_redis_secret_is_used_and_none_is_generated(helm: Helm) -> N
         assert password["valueFrom"]["secretKeyRef"] == {"name": "mine", "key": "pw"}, where
 
 
-def test_the_dashboard_reads_jobs_with_the_task_serializer(helm: Helm) -> None:
-    for serializer, flagged in (("json", True), ("pickle", False)):
+def test_the_dashboard_runs_from_the_producer_image_with_the_task_serializer(helm: Helm) -> None:
+    for serializer in ("json", "pickle"):
         docs = helm.docs("dashboard.enabled=true", f"config.serializer={serializer}")
         dashboard = the_container(docs, "Deployment", "task-processor-dashboard")
-        assert ("--json" in dashboard["args"]) is flagged, f"{serializer}: {dashboard['args']}"
+        producer = the_container(docs, "Deployment", "task-processor-producer")
+        assert dashboard["image"] == producer["image"]
+        assert dashboard["command"][:2] == ["task-producer", "dashboard"]
         env = env_of(dashboard)
-        assert env["RQ_DASHBOARD_REDIS_URL"]["value"] == "$(REDIS_URL)"
+        assert env["TASK_SERIALIZER"]["value"] == serializer
         for name, key in (("RQ_DASHBOARD_USERNAME", "username"), ("RQ_DASHBOARD_PASSWORD", "password")):
             assert env[name]["valueFrom"]["secretKeyRef"] == {"name": "task-processor-dashboard", "key": key}
     assert find(docs, "Service", "task-processor-dashboard")["spec"]["ports"][0]["port"] == 9181
 
 
 def test_the_dashboard_runs_as_rendered(helm: Helm, redis_url: str, spawn: Callable[..., Any]) -> None:
-    """The dashboard container's rendered arguments and environment, given to the real rq-dashboard (what the
-    image's entrypoint runs): it listens, asks for the login from the Secret, and reads our JSON queues."""
+    """The dashboard container's rendered command and environment, run for real: it listens, asks for the login
+    from the Secret, and reads our JSON queues and a busy worker's JSON job (plain rq-dashboard --json cannot)."""
     port = free_port()
     docs = helm.docs("dashboard.enabled=true", f"dashboard.port={port}")
     container = the_container(docs, "Deployment", "task-processor-dashboard")
     env = {e["name"]: e.get("value") for e in container["env"]}
-    assert env["RQ_DASHBOARD_REDIS_URL"] == "$(REDIS_URL)"  # expanded by Kubernetes from the Redis Secret
-    Producer(redis_url).enqueue("worker.examples.noop", queue="chart-check")
+    assert env["REDIS_URL"].startswith("redis://:$(REDIS_PASSWORD)@")  # expanded by Kubernetes from the Secret
+    producer = Producer(redis_url)
+    producer.enqueue("worker.examples.noop", queue="chart-check")
+    busy = producer.enqueue("worker.examples.sleep", 30, queue="chart-busy")
+    spawn("task-worker", "--queue", "chart-busy", extra_env={"REDIS_URL": redis_url})
+    wait_for(lambda: busy.get_status(refresh=True) == "started", what="the worker to start its job")
+    plain = {k: v for k, v in env.items() if v is not None and k != "REDIS_URL"}
     spawn(
-        "rq-dashboard",
-        *container["args"],
-        extra_env={
-            "RQ_DASHBOARD_REDIS_URL": redis_url,
-            "RQ_DASHBOARD_USERNAME": "admin",
-            "RQ_DASHBOARD_PASSWORD": "pw",
-        },
+        *container["command"],
+        extra_env={**plain, "REDIS_URL": redis_url, "RQ_DASHBOARD_USERNAME": "admin", "RQ_DASHBOARD_PASSWORD": "pw"},
     )
     url = f"http://127.0.0.1:{port}/0/data/queues.json"
     login = {"Authorization": "Basic " + base64.b64encode(b"admin:pw").decode()}
@@ -595,8 +597,13 @@ def test_the_dashboard_runs_as_rendered(helm: Helm, redis_url: str, spawn: Calla
     assert wait_for(lambda: answer({})[0], what="the dashboard to listen") == 401
     status, body = answer(login)
     assert status == 200
-    (queue,) = json.loads(body)["queues"]
-    assert (queue["name"], queue["count"]) == ("chart-check", 1)
+    queues = {q["name"]: q["count"] for q in json.loads(body)["queues"]}
+    assert queues == {"chart-check": 1, "chart-busy": 0}
+    url = f"http://127.0.0.1:{port}/0/data/workers.json"
+    status, body = answer(login)
+    assert status == 200
+    (worker,) = json.loads(body)["workers"]
+    assert worker["current_job"]["job_id"] == busy.id
 
 
 def test_the_network_policy_admits_only_the_release_pods_to_redis(helm: Helm) -> None:
