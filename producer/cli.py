@@ -141,7 +141,13 @@ def _enqueue(args: argparse.Namespace, settings: Settings) -> int:
     if args.from_file is not None:
         if args.func is not None:
             raise ConfigError("enqueue takes FUNC or --from-file, not both")
-        return _enqueue_file(args.from_file, Producer.from_env(settings))
+        for flag, given in (("--job-id", args.job_id), ("--kwargs", args.kwargs)):
+            if given is not None:
+                raise ConfigError(
+                    f'{flag} names one task: with --from-file, put "{flag[2:].replace("-", "_")}" on each line'
+                )
+        defaults = {"queue": args.queue, "timeout": args.timeout, "retries": args.retries, "at_front": args.at_front}
+        return _enqueue_file(args.from_file, Producer.from_env(settings), defaults)
     if args.func is None:
         raise ConfigError("enqueue needs FUNC (a dotted path like myapp.tasks.resize) or --from-file FILE")
     kwargs: dict[str, Any] = {}
@@ -170,9 +176,9 @@ def _enqueue(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _enqueue_file(stream: TextIO, producer: Producer) -> int:
+def _enqueue_file(stream: TextIO, producer: Producer, defaults: dict[str, Any]) -> int:
     with stream:
-        tasks = read_tasks(stream, producer)
+        tasks = read_tasks(stream, producer, defaults)
     bar = ProgressBar(len(tasks), sys.stderr)
     done = 0
 

@@ -2,7 +2,8 @@
 
 One object per line: ``{"func": "myapp.tasks.resize", "args": ["a.png"], "kwargs": {"width": 640}}``, with the
 optional keys ``queue``, ``job_id``, ``timeout``, ``retries``, ``retry_backoff`` and ``at_front`` meaning what they
-mean to ``Producer.enqueue``. Blank lines are skipped. A bad line stops the command with its line number and
+mean to ``Producer.enqueue``; the command line's ``--queue``, ``--timeout``, ``--retries`` and ``--at-front`` are the
+defaults for lines without them. Blank lines are skipped. A bad line stops the command with its line number and
 nothing is enqueued; a good file is enqueued in batches (each batch atomically, in one round trip).
 """
 
@@ -33,7 +34,7 @@ KEYS = {
 """The keys a line may carry and the JSON type each must have (``func`` is required)."""
 
 
-def _task(text: str) -> Task:
+def _task(text: str, defaults: dict[str, Any]) -> Task:
     try:
         data = json.loads(text)
     except ValueError as exc:
@@ -50,17 +51,19 @@ def _task(text: str) -> Task:
             raise ConfigError(f"{key!r} must be a JSON {kind.__name__}, not {json.dumps(value)}")
     if "queue" in data:
         validate_queue_name(data["queue"], '"queue"')
-    return Task(**data)
+    return Task(**{**defaults, **data})
 
 
-def read_tasks(stream: IO[str], producer: Producer) -> list[Task]:
-    """Every task of the file, each checked as ``enqueue`` would check it; ConfigError names the first bad line."""
+def read_tasks(stream: IO[str], producer: Producer, defaults: dict[str, Any] | None = None) -> list[Task]:
+    """Every task of the file, each checked as ``enqueue`` would check it; ConfigError names the first bad line.
+
+    ``defaults`` holds ``Task`` fields for the lines that leave them out (what the command line gave)."""
     tasks = []
     for number, line in enumerate(stream, start=1):
         if not line.strip():
             continue
         try:
-            task = _task(line)
+            task = _task(line, defaults or {})
             producer._prepare(task)  # the checks enqueue_many makes, before anything is written
         except TaskProcessorError as exc:
             raise ConfigError(f"{getattr(stream, 'name', 'input')}, line {number}: {exc}") from None

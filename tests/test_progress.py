@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from rq.job import Job
 
 from producer import Producer, Task
 from tests.conftest import BIN, Proc, run
@@ -152,3 +153,31 @@ def test_run_local_draws_its_bar_on_a_terminal(env: dict[str, str]) -> None:
     assert code == 0, screen
     assert [m.groups() for m in BAR.finditer(screen)][-1] == ("10", "10")
     assert "10 finished, 0 failed" in screen
+
+
+def test_command_line_options_are_the_defaults_for_the_lines(
+    env: dict[str, str], conn: redis.Redis, tmp_path: Path
+) -> None:
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text(
+        json.dumps({"func": "worker.examples.noop"})
+        + "\n"
+        + json.dumps({"func": "worker.examples.noop", "queue": "own", "timeout": 5})
+        + "\n"
+    )
+    result = run(["task-producer", "enqueue", "--from-file", str(tasks), "-q", "bulk", "--timeout", "60"], env)
+    assert result.returncode == 0, result.stderr
+    first, second = (Job.fetch(job_id, connection=conn) for job_id in result.stdout.split())
+    assert (first.origin, first.timeout) == ("bulk", 60)
+    assert (second.origin, second.timeout) == ("own", 5)
+
+
+@pytest.mark.parametrize(("flag", "key"), [("--job-id=x", "job_id"), ("--kwargs={}", "kwargs")])
+def test_one_task_options_are_refused_with_a_file(
+    env: dict[str, str], conn: redis.Redis, tmp_path: Path, flag: str, key: str
+) -> None:
+    tasks = write_tasks(tmp_path / "tasks.jsonl", 2)
+    result = run(["task-producer", "enqueue", "--from-file", str(tasks), flag], env)
+    assert result.returncode == 2
+    assert f'put "{key}" on each line' in result.stderr
+    assert conn.dbsize() == 0
