@@ -17,10 +17,11 @@ from typing import Protocol
 import redis
 from rq.serializers import JSONSerializer, Serializer
 
+from producer import metrics
 from producer.policy import Bounds, Decision, Observation, PolicyState, decide
 from producer.scheduler import DueJobMover
 from worker.logs import get_logger
-from worker.observe import WorkerInfo, list_workers, queue_counts
+from worker.observe import QueueCounts, WorkerInfo, list_workers, queue_counts
 from worker.reaper import Reaper
 
 STATUS_KEY = "task-processor:autoscaler:{target}"
@@ -113,9 +114,11 @@ class Autoscaler:
         self._last_logged: tuple[int, str] | None = None
         self._expected: int | None = None
         self._hold_until = 0.0
+        self._counts: dict[str, QueueCounts] = {}
 
     def observe(self) -> tuple[Observation, TargetState, list[WorkerInfo]]:
-        counts = queue_counts(self.connection, self.queues).values()
+        self._counts = queue_counts(self.connection, self.queues)
+        counts = self._counts.values()
         ours = set(self.queues)
         workers = [w for w in list_workers(self.connection) if ours.intersection(w.queues)]
         target = self.target.read()
@@ -125,6 +128,7 @@ class Autoscaler:
             busy_workers=sum(w.busy for w in workers),
             current=target.replicas,
         )
+        metrics.observed(self._counts, target.replicas)
         return observation, target, workers
 
     def step(self) -> Decision | None:
@@ -139,9 +143,11 @@ class Autoscaler:
         observation, target, workers = self.observe()
         now = self.clock()
         if self._ops_in_control(target, now):
+            metrics.desired(observation.current)
             self._report(observation, None)
             return None
         decision, self.state = decide(observation, self.bounds, self.state, now)
+        self._log_decision(observation, decision)
         if decision.desired != observation.current:
             # Look again, uncached, right before writing: never overwrite a pause or a manual scale.
             latest = self.target.read(fresh=True)
@@ -150,6 +156,7 @@ class Autoscaler:
                 return None
             self.target.set_replicas(decision.desired, workers)
             self._expected = decision.desired
+            metrics.scaled(observation.current, decision.desired, str(decision.reason))
             self.events.append(
                 ScaleEvent(
                     time.time(),
@@ -197,22 +204,27 @@ class Autoscaler:
             self.state = PolicyState()
         return self.mode != ACTIVE
 
+    def _log_decision(self, observation: Observation, decision: Decision) -> None:
+        """One line per new (desired, reason), before the write: a refused write still shows what was decided."""
+        metrics.desired(decision.desired)
+        if (decision.desired, str(decision.reason)) == self._last_logged:
+            return
+        self._last_logged = (decision.desired, str(decision.reason))
+        log.info(
+            "scaling decision",
+            target=self.target.name,
+            queued=observation.queued,
+            in_flight=observation.in_flight,
+            busy=observation.busy_workers,
+            current=observation.current,
+            desired=decision.desired,
+            demand=decision.demand,
+            reason=str(decision.reason),
+        )
+
     def _report(self, observation: Observation, decision: Decision | None) -> None:
         desired = observation.current if decision is None else decision.desired
         reason = self.mode if decision is None else str(decision.reason)
-        if decision is not None and (decision.desired, str(decision.reason)) != self._last_logged:
-            self._last_logged = (decision.desired, str(decision.reason))
-            log.info(
-                "scaling decision",
-                target=self.target.name,
-                queued=observation.queued,
-                in_flight=observation.in_flight,
-                busy=observation.busy_workers,
-                current=observation.current,
-                desired=decision.desired,
-                demand=decision.demand,
-                reason=str(decision.reason),
-            )
         key = STATUS_KEY.format(target=self.target.name)
         with self.connection.pipeline(transaction=False) as pipe:
             pipe.hset(
@@ -242,6 +254,7 @@ class Autoscaler:
                 # Any fault (Redis down, API error, a bug in a target) is retried: a scaler that exits leaves
                 # the workers at whatever size they had, which is worse than a scaler that keeps trying.
                 except Exception as exc:
+                    metrics.failed(exc)
                     failures += 1
                     error = (str(exc) or type(exc).__name__).splitlines()[0]
                     if error != last_error:  # once per streak and cause, not once per try
@@ -253,6 +266,7 @@ class Autoscaler:
                         log.info("autoscaler recovered", failed_steps=failures)
                     failures, last_error = 0, None
                     pause = self.interval
+                metrics.state(self.mode)
                 stop.wait(pause)
         finally:
             self.due_jobs.close()

@@ -5,17 +5,23 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 import redis
+from rq.job import Job
 
+from producer import metrics
 from producer.api import Producer, Task
+from producer.dashboard import run_dashboard
 from producer.local_run import RunLocalOptions, run_local
+from producer.progress import ProgressBar
 from producer.requeue import requeue_failed
-from producer.status import collect, render_json, render_table
+from producer.status import collect, render_json, render_table, watch
+from producer.taskfile import enqueue_in_batches, read_tasks
 from worker.connection import describe_failure
 from worker.errors import ConfigError, TaskProcessorError
 from worker.logs import configure_logging
+from worker.metrics import serve as serve_metrics
 from worker.settings import Settings, validate_queue_name
 
 
@@ -47,8 +53,14 @@ def _parser() -> argparse.ArgumentParser:
     local.add_argument("--private-redis", action="store_true", help="always start a private redis-server")
     local.add_argument("--seed", type=int, help="seed for the demo workload's mix")
 
-    enqueue = commands.add_parser("enqueue", help="enqueue one task and print its job id")
-    enqueue.add_argument("func", metavar="FUNC", help="dotted path of the task function, e.g. myapp.tasks.resize")
+    enqueue = commands.add_parser(
+        "enqueue",
+        help="enqueue one task (or a file of them) and print the job ids",
+        description="Enqueue FUNC with its arguments, or every task of --from-file; prints one job id per line.",
+    )
+    enqueue.add_argument(
+        "func", metavar="FUNC", nargs="?", help="dotted path of the task function, e.g. myapp.tasks.resize"
+    )
     enqueue.add_argument("args", metavar="ARG", nargs="*", help="arguments: JSON when they parse as JSON, else text")
     enqueue.add_argument("--kwargs", metavar="JSON", help="keyword arguments as a JSON object")
     enqueue.add_argument("--queue", "-q", help="queue (default: the first of TASK_QUEUES)")
@@ -56,6 +68,22 @@ def _parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--timeout", type=int, metavar="S", help="seconds the task may run (default TASK_TIMEOUT)")
     enqueue.add_argument("--retries", type=int, default=0, metavar="N", help="retries on failure, with backoff")
     enqueue.add_argument("--at-front", action="store_true", help="put the task at the head of the queue")
+    enqueue.add_argument(
+        "--from-file",
+        metavar="FILE",
+        type=argparse.FileType("r", encoding="utf-8"),
+        help='tasks as JSON lines ({"func": ..., "args": [...], "kwargs": {...}}; "-" reads stdin), all checked '
+        "first, then enqueued in batches with a progress bar on a terminal",
+    )
+
+    wait = commands.add_parser(
+        "wait",
+        help="wait until jobs finish, print their results",
+        description="Wait for every JOB_ID to finish and print each result as a JSON line, in order. Exit 1 when "
+        "one failed or the timeout passed. A progress bar shows on a terminal.",
+    )
+    wait.add_argument("job_ids", metavar="JOB_ID", nargs="+", help="ids printed by enqueue")
+    wait.add_argument("--timeout", type=float, metavar="S", help="give up after S seconds (default: wait forever)")
 
     autoscale = commands.add_parser(
         "autoscale",
@@ -71,6 +99,23 @@ def _parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="queues, workers and the autoscaler's last decision")
     status.add_argument("--json", action="store_true", help="print the same facts as JSON")
+    status.add_argument(
+        "--watch",
+        nargs="?",
+        type=float,
+        const=2.0,
+        metavar="S",
+        help="refresh every S seconds (default 2) until Ctrl-C: in place on a terminal, else one after another",
+    )
+
+    dashboard = commands.add_parser(
+        "dashboard",
+        help="run rq-dashboard on this Redis with this serializer (the dashboard extra)",
+        description="rq-dashboard on REDIS_URL, reading jobs and workers with TASK_SERIALIZER. Basic auth from "
+        "RQ_DASHBOARD_USERNAME and RQ_DASHBOARD_PASSWORD.",
+    )
+    dashboard.add_argument("--bind", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    dashboard.add_argument("--port", type=int, default=9181, help="port to listen on (default %(default)s)")
 
     requeue = commands.add_parser(
         "requeue",
@@ -93,6 +138,18 @@ def _parse_arg(text: str) -> Any:
 
 
 def _enqueue(args: argparse.Namespace, settings: Settings) -> int:
+    if args.from_file is not None:
+        if args.func is not None:
+            raise ConfigError("enqueue takes FUNC or --from-file, not both")
+        for flag, given in (("--job-id", args.job_id), ("--kwargs", args.kwargs)):
+            if given is not None:
+                raise ConfigError(
+                    f'{flag} names one task: with --from-file, put "{flag[2:].replace("-", "_")}" on each line'
+                )
+        defaults = {"queue": args.queue, "timeout": args.timeout, "retries": args.retries, "at_front": args.at_front}
+        return _enqueue_file(args.from_file, Producer.from_env(settings), defaults)
+    if args.func is None:
+        raise ConfigError("enqueue needs FUNC (a dotted path like myapp.tasks.resize) or --from-file FILE")
     kwargs: dict[str, Any] = {}
     if args.kwargs is not None:
         try:
@@ -119,10 +176,56 @@ def _enqueue(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _status(args: argparse.Namespace, settings: Settings) -> int:
-    facts = collect(Producer.from_env(settings), settings.deployment)
-    print(render_json(facts) if args.json else render_table(facts))
+def _enqueue_file(stream: TextIO, producer: Producer, defaults: dict[str, Any]) -> int:
+    with stream:
+        tasks = read_tasks(stream, producer, defaults)
+    bar = ProgressBar(len(tasks), sys.stderr)
+    done = 0
+
+    def printed(ids: list[str]) -> None:
+        nonlocal done
+        bar.message("\n".join(ids), sys.stdout)
+        done += len(ids)
+        bar.update(done, "enqueued")
+
+    if tasks:
+        enqueue_in_batches(producer, tasks, printed)
+    bar.close()
     return 0
+
+
+def _wait(args: argparse.Namespace, settings: Settings) -> int:
+    producer = Producer.from_env(settings)
+    fetched = Job.fetch_many(args.job_ids, connection=producer.connection, serializer=producer.queue().serializer)
+    missing = [job_id for job_id, job in zip(args.job_ids, fetched, strict=True) if job is None]
+    if missing:
+        raise ConfigError(f"no such job in Redis: {', '.join(missing)} (a mistyped id, or its result expired)")
+    jobs = [job for job in fetched if job is not None]
+    bar = ProgressBar(len(jobs), sys.stderr)
+    try:
+        results = producer.wait(jobs, args.timeout, on_progress=lambda done, _: bar.update(done, "finished"))
+    finally:
+        bar.close()
+    for result in results:
+        print(json.dumps(result, default=repr))
+    return 0
+
+
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    producer = Producer.from_env(settings)
+
+    def render() -> str:
+        facts = collect(producer, settings.deployment)
+        # Watched off a terminal, JSON goes one document per line (JSON lines).
+        compact = args.watch is not None and not sys.stdout.isatty()
+        return render_json(facts, compact) if args.json else render_table(facts)
+
+    if args.watch is None:
+        print(render())
+        return 0
+    if args.watch <= 0:
+        raise ConfigError(f"--watch {args.watch:g}: give a number of seconds > 0")
+    return watch(render, args.watch, sys.stdout, gap=not args.json)
 
 
 def _requeue(args: argparse.Namespace, settings: Settings) -> int:
@@ -159,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
                     private_redis=args.private_redis,
                     seed=args.seed,
                 )
+                serve_metrics(settings.metrics_port, metrics.REGISTRY)
                 return run_local(settings, options, sys.stdout)
             if args.command == "enqueue":
                 return _enqueue(args, settings)
@@ -166,9 +270,14 @@ def main(argv: list[str] | None = None) -> int:
                 # Only this command needs the Kubernetes client (the `kube` extra).
                 from producer.cluster import autoscale
 
+                serve_metrics(settings.metrics_port, metrics.REGISTRY)
                 return autoscale(settings, args.kubeconfig)
             if args.command == "requeue":
                 return _requeue(args, settings)
+            if args.command == "wait":
+                return _wait(args, settings)
+            if args.command == "dashboard":
+                return run_dashboard(settings, args.bind, args.port)
             return _status(args, settings)
         except redis.RedisError as exc:
             raise describe_failure(settings.redis_url, exc) from exc

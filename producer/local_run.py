@@ -98,7 +98,8 @@ def run_local(settings: Settings, options: RunLocalOptions, out: TextIO) -> int:
         log_dir = Path(tempfile.mkdtemp(prefix="task-processor-run-local-"))
         deployment = LocalDeployment(
             connection,
-            settings.child_env(REDIS_URL=url, LOG_FORMAT="json"),
+            # The workers share this machine: only this process serves METRICS_PORT (the autoscaler's metrics).
+            settings.child_env(REDIS_URL=url, LOG_FORMAT="json", METRICS_PORT="0"),
             settings.queues,
             replicas=options.minimum,
             log_file=log_dir / "workers.log",

@@ -26,12 +26,14 @@ class ProgressBar:
         self.stream.flush()
         self._drawn = True
 
-    def message(self, text: str) -> None:
-        """Print a line above the bar (or just the line, off a terminal)."""
+    def message(self, text: str, out: TextIO | None = None) -> None:
+        """Print a line above the bar (or just the line, off a terminal); to ``out`` when it is not the bar's
+        stream, e.g. job ids on stdout under a bar on stderr."""
         if self._drawn:
             self.stream.write("\r\x1b[2K")
+            self.stream.flush()
             self._drawn = False
-        print(text, file=self.stream, flush=True)
+        print(text, file=out or self.stream, flush=True)
 
     def close(self) -> None:
         if self._drawn:

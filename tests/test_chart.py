@@ -9,9 +9,12 @@ against the API emulator.
 from __future__ import annotations
 
 import base64
+import json
 import re
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,9 @@ from typing import Any
 import pytest
 import yaml
 
+from producer import Producer
+from producer.redis_server import free_port
+from tests.conftest import wait_for
 from tests.kubeapi.fixtures import kube_api, requires_helm, requires_kubectl  # noqa: F401
 from tests.kubeapi.server import HELM, KubeAPI
 
@@ -33,8 +39,8 @@ KUBE_VERSIONS = ("1.25.0", "1.37.0")
 """The lowest and highest Kubernetes versions the chart supports (kubernetes-validate bundles 1.25-1.37)."""
 
 CRD_KINDS = {"ServiceMonitor"}
-"""Custom resources: kubernetes-validate has no schema for them; test_service_monitor_scrapes_the_metrics_service
-checks the one the chart renders instead."""
+"""Custom resources: kubernetes-validate has no schema for them;
+test_service_monitor_scrapes_the_workers_and_the_autoscalers checks the one the chart renders instead."""
 
 SERVED_KINDS = {"Deployment", "Service", "ServiceAccount", "Secret", "ConfigMap"}
 """What the API emulator (tests/kubeapi) serves among the manifest's kinds."""
@@ -257,22 +263,47 @@ def test_rendered_objects_match_the_kubernetes_schema(helm: Helm, variant: str, 
     assert all(any(kind in line for kind in CRD_KINDS) for line in warned), f"unexpected warnings:\n{report}"
 
 
-def test_service_monitor_scrapes_the_metrics_service(helm: Helm) -> None:
-    """The CRD kubernetes-validate cannot check: its selector and port must meet the metrics Service."""
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A Kubernetes label selector (matchLabels and matchExpressions with In) applied to labels."""
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expression in selector.get("matchExpressions", []):
+        assert expression["operator"] == "In", expression
+        if labels.get(expression["key"]) not in expression["values"]:
+            return False
+    return True
+
+
+def test_service_monitor_scrapes_the_workers_and_the_autoscalers(helm: Helm) -> None:
+    """The CRD kubernetes-validate cannot check: its selector and port must meet both metrics Services, and
+    those must reach a container port named metrics on Pods that are told to serve it (METRICS_PORT)."""
     docs = helm.docs(*ALL_ON)
     monitor = find(docs, "ServiceMonitor")
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
-    service = find(docs, "Service", "task-processor-metrics")
-    labels = service["metadata"]["labels"]
-    assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items(), "the monitor selects no Service"
-    ports = {p["name"] for p in service["spec"]["ports"]}
     assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["metrics"], "the monitor scrapes another port"
-    assert "metrics" in ports, f"the metrics Service has no port named metrics: {ports}"
-    worker = the_container(docs, "Deployment", "task-processor")
-    assert {"name": "metrics", "containerPort": 9100, "protocol": "TCP"} in worker["ports"]
+    services = [d for d in docs if d["kind"] == "Service"]
+    scraped = {s["metadata"]["name"] for s in services if selects(monitor["spec"]["selector"], s["metadata"]["labels"])}
+    assert scraped == {"task-processor-metrics", "task-processor-producer-metrics"}
+    for name, deployment in (
+        ("task-processor-metrics", "task-processor"),
+        ("task-processor-producer-metrics", "task-processor-producer"),
+    ):
+        service = find(docs, "Service", name)
+        assert [(p["name"], p["targetPort"]) for p in service["spec"]["ports"]] == [("metrics", "metrics")]
+        pod = find(docs, "Deployment", deployment)["spec"]["template"]
+        assert selects({"matchLabels": service["spec"]["selector"]}, pod["metadata"]["labels"]), name
+        (container,) = pod["spec"]["containers"]
+        assert {"name": "metrics", "containerPort": 9100, "protocol": "TCP"} in container["ports"]
+        assert env_of(container)["METRICS_PORT"]["value"] == "9100"
     assert "ServiceMonitor" not in {
         d["kind"] for d in helm.docs("serviceMonitor.enabled=false", "metrics.enabled=true")
     }
+    off = helm.docs()
+    assert not [d for d in off if d["kind"] == "Service" and "metrics" in d["metadata"]["name"]]
+    for deployment in ("task-processor", "task-processor-producer"):
+        (container,) = find(off, "Deployment", deployment)["spec"]["template"]["spec"]["containers"]
+        assert "ports" not in container
+        assert "METRICS_PORT" not in env_of(container)
 
 
 # --- secure pods ------------------------------------------------------------------------------------------------
@@ -519,16 +550,60 @@ def test_an_existing_redis_secret_is_used_and_none_is_generated(helm: Helm) -> N
         assert password["valueFrom"]["secretKeyRef"] == {"name": "mine", "key": "pw"}, where
 
 
-def test_the_dashboard_reads_jobs_with_the_task_serializer(helm: Helm) -> None:
-    for serializer, flagged in (("json", True), ("pickle", False)):
+def test_the_dashboard_runs_from_the_producer_image_with_the_task_serializer(helm: Helm) -> None:
+    for serializer in ("json", "pickle"):
         docs = helm.docs("dashboard.enabled=true", f"config.serializer={serializer}")
         dashboard = the_container(docs, "Deployment", "task-processor-dashboard")
-        assert ("--json" in dashboard["args"]) is flagged, f"{serializer}: {dashboard['args']}"
+        producer = the_container(docs, "Deployment", "task-processor-producer")
+        assert dashboard["image"] == producer["image"]
+        assert dashboard["command"][:2] == ["task-producer", "dashboard"]
         env = env_of(dashboard)
-        assert env["RQ_DASHBOARD_REDIS_URL"]["value"] == "$(REDIS_URL)"
+        assert env["TASK_SERIALIZER"]["value"] == serializer
         for name, key in (("RQ_DASHBOARD_USERNAME", "username"), ("RQ_DASHBOARD_PASSWORD", "password")):
             assert env[name]["valueFrom"]["secretKeyRef"] == {"name": "task-processor-dashboard", "key": key}
     assert find(docs, "Service", "task-processor-dashboard")["spec"]["ports"][0]["port"] == 9181
+
+
+def test_the_dashboard_runs_as_rendered(helm: Helm, redis_url: str, spawn: Callable[..., Any]) -> None:
+    """The dashboard container's rendered command and environment, run for real: it listens, asks for the login
+    from the Secret, and reads our JSON queues and a busy worker's JSON job (plain rq-dashboard --json cannot)."""
+    port = free_port()
+    docs = helm.docs("dashboard.enabled=true", f"dashboard.port={port}")
+    container = the_container(docs, "Deployment", "task-processor-dashboard")
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["REDIS_URL"].startswith("redis://:$(REDIS_PASSWORD)@")  # expanded by Kubernetes from the Secret
+    producer = Producer(redis_url)
+    producer.enqueue("worker.examples.noop", queue="chart-check")
+    busy = producer.enqueue("worker.examples.sleep", 30, queue="chart-busy")
+    spawn("task-worker", "--queue", "chart-busy", extra_env={"REDIS_URL": redis_url})
+    wait_for(lambda: busy.get_status(refresh=True) == "started", what="the worker to start its job")
+    plain = {k: v for k, v in env.items() if v is not None and k != "REDIS_URL"}
+    spawn(
+        *container["command"],
+        extra_env={**plain, "REDIS_URL": redis_url, "RQ_DASHBOARD_USERNAME": "admin", "RQ_DASHBOARD_PASSWORD": "pw"},
+    )
+    url = f"http://127.0.0.1:{port}/0/data/queues.json"
+    login = {"Authorization": "Basic " + base64.b64encode(b"admin:pw").decode()}
+
+    def answer(headers: dict[str, str]) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as reply:
+                return reply.status, reply.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, b""
+        except OSError:
+            return 0, b""
+
+    assert wait_for(lambda: answer({})[0], what="the dashboard to listen") == 401
+    status, body = answer(login)
+    assert status == 200
+    queues = {q["name"]: q["count"] for q in json.loads(body)["queues"]}
+    assert queues == {"chart-check": 1, "chart-busy": 0}
+    url = f"http://127.0.0.1:{port}/0/data/workers.json"
+    status, body = answer(login)
+    assert status == 200
+    (worker,) = json.loads(body)["workers"]
+    assert worker["current_job"]["job_id"] == busy.id
 
 
 def test_the_network_policy_admits_only_the_release_pods_to_redis(helm: Helm) -> None:

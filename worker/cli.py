@@ -10,6 +10,7 @@ import redis
 from worker.connection import connect, describe_failure, ping
 from worker.errors import ConfigError, TaskProcessorError
 from worker.logs import configure_logging, get_logger
+from worker.metrics import serve as serve_metrics
 from worker.probe import healthy_workers
 from worker.runner import build_worker
 from worker.settings import Settings, validate_queue_name
@@ -65,6 +66,7 @@ def _run(argv: list[str], settings: Settings) -> int:
         raise ConfigError(f"--max-jobs {args.max_jobs} must be at least 1")
     queues = tuple(validate_queue_name(q, "--queue") for q in args.queue) if args.queue else settings.queues
     configure_logging(settings.log_level, settings.log_format)
+    serve_metrics(settings.metrics_port)
     connection = connect(settings.redis_url)
     ping(connection, settings.redis_url)
     worker = build_worker(settings, connection, queues, args.name)

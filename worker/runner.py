@@ -26,6 +26,7 @@ from rq.registry import StartedJobRegistry
 from rq.utils import now
 from rq.worker import SimpleWorker, WorkerStatus
 
+from worker import metrics
 from worker.connection import OutageLog
 from worker.errors import TaskProcessorError, undecodable_job
 from worker.logs import get_logger
@@ -336,6 +337,7 @@ class TaskWorker(SimpleWorker):
         except DeserializationError:
             func = "<undecodable>"
         structlog.contextvars.bind_contextvars(job_id=job.id, queue=queue.name, func=func)
+        metrics.job_started(job)
         self._last_error = None
         started = time.monotonic()
         done = threading.Event()
@@ -361,6 +363,7 @@ class TaskWorker(SimpleWorker):
                 log.warning("heartbeat failed; will retry", error=str(exc).splitlines()[0])
 
     def _log_outcome(self, job: Job, seconds: float) -> None:
+        metrics.job_ended(job, seconds, interrupted=self._cold_stop)
         fields: dict[str, Any] = {
             "attempt": int(job.meta.get(ATTEMPT_META_KEY, 1)),
             "duration_ms": round(seconds * 1000, 2),

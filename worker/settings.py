@@ -113,6 +113,7 @@ class Settings:
     pod_name: str | None = None
     log_format: LogFormat = "auto"
     log_level: str = "INFO"
+    metrics_port: int = 0
 
     @property
     def serializer(self) -> Serializer:
@@ -176,4 +177,5 @@ class Settings:
             pod_name=opt("POD_NAME", lambda _, raw: raw, d.pod_name),
             log_format=opt("LOG_FORMAT", one_of(LOG_FORMATS, str.lower), d.log_format),  # type: ignore[arg-type]
             log_level=opt("LOG_LEVEL", one_of(LOG_LEVELS, str.upper), d.log_level),
+            metrics_port=opt("METRICS_PORT", integer(0), d.metrics_port),
         )

@@ -179,6 +179,22 @@ The settings both sides read (README, Configuration), plus POD_NAME from the dow
   valueFrom:
     fieldRef:
       fieldPath: metadata.name
+{{- if .Values.metrics.enabled }}
+- name: METRICS_PORT
+  value: {{ int .Values.metrics.port | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+The container port Prometheus scrapes (/metrics), on workers and autoscalers when metrics.enabled.
+*/}}
+{{- define "task-processor.metricsPort" -}}
+{{- if .Values.metrics.enabled }}
+ports:
+  - name: metrics
+    containerPort: {{ .Values.metrics.port }}
+    protocol: TCP
+{{- end }}
 {{- end }}
 
 {{/*

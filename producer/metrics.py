@@ -1,0 +1,76 @@
+"""Prometheus metrics of the autoscaler: what it saw, what it chose, and what failed.
+
+Served on METRICS_PORT by ``task-producer autoscale`` and ``run-local`` (off by default). The gauges are
+set on every pass of the loop; a follower replica keeps its last values and says so through
+``task_processor_autoscaler_state``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import redis
+from prometheus_client import Counter, Gauge
+
+from worker.metrics import new_registry
+from worker.observe import QueueCounts
+
+REGISTRY = new_registry()
+QUEUE_DEPTH = Gauge("task_processor_queue_depth", "Jobs waiting in the queue.", ["queue"], registry=REGISTRY)
+INFLIGHT = Gauge(
+    "task_processor_inflight_jobs", "Jobs running now (live started entries).", ["queue"], registry=REGISTRY
+)
+REPLICAS_DESIRED = Gauge("task_processor_replicas_desired", "Workers the policy asks for.", registry=REGISTRY)
+REPLICAS_CURRENT = Gauge("task_processor_replicas_current", "Workers the target has now.", registry=REGISTRY)
+STATE = Gauge(
+    "task_processor_autoscaler_state",
+    "1 for the loop's current state (active, holding, paused, follower), 0 for the others.",
+    ["state"],
+    registry=REGISTRY,
+)
+SCALE_DECISIONS = Counter(
+    "task_processor_scale_decisions",
+    "Replica changes written to the target, by direction and the policy's reason.",
+    ["direction", "reason"],
+    registry=REGISTRY,
+)
+API_ERRORS = Counter(
+    "task_processor_api_errors",
+    "Failed loop passes, by the API that failed (kubernetes, redis, other) and the error's type.",
+    ["api", "error"],
+    registry=REGISTRY,
+)
+
+STATES = ("active", "holding", "paused", "follower")
+
+
+def observed(counts: Mapping[str, QueueCounts], current: int) -> None:
+    for queue, c in counts.items():
+        QUEUE_DEPTH.labels(queue).set(c.queued)
+        INFLIGHT.labels(queue).set(c.started)
+    REPLICAS_CURRENT.set(current)
+
+
+def desired(replicas: int) -> None:
+    """What the policy asks for, set before the write: a refused write leaves desired != current in view."""
+    REPLICAS_DESIRED.set(replicas)
+
+
+def state(mode: str) -> None:
+    for name in STATES:
+        STATE.labels(name).set(1 if name == mode else 0)
+
+
+def scaled(previous: int, desired: int, reason: str) -> None:
+    SCALE_DECISIONS.labels("up" if desired > previous else "down", reason).inc()
+
+
+def failed(exc: Exception) -> None:
+    # By module, not by import: this module must not pull in the Kubernetes client (only kube.py does).
+    if type(exc).__module__ == "producer.kube":
+        api = "kubernetes"
+    elif isinstance(exc, redis.RedisError):
+        api = "redis"
+    else:
+        api = "other"
+    API_ERRORS.labels(api, type(exc).__name__).inc()

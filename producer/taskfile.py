@@ -1,0 +1,84 @@
+"""``enqueue --from-file``: tasks as JSON lines, all checked before the first one is enqueued.
+
+One object per line: ``{"func": "myapp.tasks.resize", "args": ["a.png"], "kwargs": {"width": 640}}``, with the
+optional keys ``queue``, ``job_id``, ``timeout``, ``retries``, ``retry_backoff`` and ``at_front`` meaning what they
+mean to ``Producer.enqueue``; the command line's ``--queue``, ``--timeout``, ``--retries`` and ``--at-front`` are the
+defaults for lines without them. Blank lines are skipped. A bad line stops the command with its line number and
+nothing is enqueued; a good file is enqueued in batches (each batch atomically, in one round trip).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import IO, Any
+
+from producer.api import Producer, Task
+from worker.errors import ConfigError, TaskProcessorError
+from worker.settings import validate_queue_name
+
+BATCH = 500
+"""Tasks per ``enqueue_many`` call: one MULTI/EXEC round trip each, small enough to keep Redis responsive."""
+
+KEYS = {
+    "func": str,
+    "args": list,
+    "kwargs": dict,
+    "queue": str,
+    "job_id": str,
+    "timeout": int,
+    "retries": int,
+    "retry_backoff": int,
+    "at_front": bool,
+}
+"""The keys a line may carry and the JSON type each must have (``func`` is required)."""
+
+
+def _task(text: str, defaults: dict[str, Any]) -> Task:
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f'expected a JSON object like {{"func": "myapp.tasks.resize", "args": [1]}}, got {text!r}')
+    if "func" not in data:
+        raise ConfigError('"func" is missing: name the task function by its dotted path')
+    for key, value in data.items():
+        kind = KEYS.get(key)
+        if kind is None:
+            raise ConfigError(f"unknown key {key!r}: use only {', '.join(KEYS)}")
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ConfigError(f"{key!r} must be a JSON {kind.__name__}, not {json.dumps(value)}")
+    if "queue" in data:
+        validate_queue_name(data["queue"], '"queue"')
+    return Task(**{**defaults, **data})
+
+
+def read_tasks(stream: IO[str], producer: Producer, defaults: dict[str, Any] | None = None) -> list[Task]:
+    """Every task of the file, each checked as ``enqueue`` would check it; ConfigError names the first bad line.
+
+    ``defaults`` holds ``Task`` fields for the lines that leave them out (what the command line gave)."""
+    tasks = []
+    for number, line in enumerate(stream, start=1):
+        if not line.strip():
+            continue
+        try:
+            task = _task(line, defaults or {})
+            producer._prepare(task)  # the checks enqueue_many makes, before anything is written
+        except TaskProcessorError as exc:
+            raise ConfigError(f"{getattr(stream, 'name', 'input')}, line {number}: {exc}") from None
+        tasks.append(task)
+    return tasks
+
+
+def enqueue_in_batches(
+    producer: Producer, tasks: list[Task], on_batch: Callable[[list[str]], None], size: int = BATCH
+) -> None:
+    """Enqueue ``tasks`` in order; ``on_batch`` gets each batch's job ids once Redis holds them."""
+    for batch in _chunks(tasks, size):
+        on_batch([job.id for job in producer.enqueue_many(batch)])
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
