@@ -264,7 +264,7 @@ class Producer:
         RedisUnavailableError, and the batch may or may not have been written.
         """
         tasks = list(tasks)
-        prepared = [(self.queue(task.queue), self._prepare(task)) for task in tasks]
+        prepared = [(self.queue(task.queue), self.prepare(task)) for task in tasks]
         if not prepared:
             return []
         jobs: list[Job] = []
@@ -285,7 +285,11 @@ class Producer:
             self.outage.failed(exc)
         return describe_failure(self.redis_url, exc)
 
-    def _prepare(self, task: Task) -> Any:
+    def prepare(self, task: Task) -> Any:
+        """Check ``task`` as ``enqueue`` does, writing nothing; returns what RQ enqueues for it.
+
+        Raises InvalidTaskError naming the problem; for checking many tasks before enqueueing any of them.
+        """
         path = func_path(task.func)
         if isinstance(task.args, str | bytes) or not isinstance(task.args, Sequence):
             raise InvalidTaskError(f"{path}: args must be a list or tuple of arguments, not {type(task.args).__name__}")

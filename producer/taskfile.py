@@ -64,7 +64,7 @@ def read_tasks(stream: IO[str], producer: Producer, defaults: dict[str, Any] | N
             continue
         try:
             task = _task(line, defaults or {})
-            producer._prepare(task)  # the checks enqueue_many makes, before anything is written
+            producer.prepare(task)
         except TaskProcessorError as exc:
             raise ConfigError(f"{getattr(stream, 'name', 'input')}, line {number}: {exc}") from None
         tasks.append(task)
