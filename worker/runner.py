@@ -192,6 +192,7 @@ class TaskWorker(SimpleWorker):
         # job to the worker but before the worker saw it: the job would sit in no queue until a cleanup much
         # later. Idle or busy, a warm stop only sets the flag; the dequeue loop looks at it between pops.
         self._stop_requested = True
+        self._shutdown_requested_date = now()
         self.set_shutdown_requested_date()
 
     def dequeue_job_and_maintain_ttl(
