@@ -31,9 +31,9 @@ SIZES = {
     "task-processor": 10_000,
     "RQ SimpleWorker": 2_000,
     "RQ Worker (fork)": 500,
-    "Celery": 10_000,
-    "Dramatiq": 20_000,
-    "raw redis-py (RPUSH/BLMOVE)": 50_000,
+    "Celery": 6_000,
+    "Dramatiq": 5_000,
+    "raw redis-py (RPUSH/BLMOVE)": 30_000,
 }
 """Tasks per drain, so that each drain takes a few seconds whatever the system's speed."""
 

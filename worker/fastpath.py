@@ -18,7 +18,7 @@ from uuid import uuid4
 
 from rq.executions import Execution, ExecutionRegistry
 from rq.job import Job, JobStatus
-from rq.registry import FinishedJobRegistry
+from rq.registry import FinishedJobRegistry, StartedJobRegistry
 from rq.results import Result
 from rq.utils import current_timestamp, now, utcformat
 from rq.worker import WorkerStatus
@@ -114,7 +114,8 @@ def can_finish_fast(job: Job, result_ttl: int) -> bool:
 
 
 class FastPath:
-    """The start and finish scripts, registered once per worker."""
+    """The pop, start and finish scripts, registered once per worker. Keys come from RQ's own key templates
+    (building RQ's registry objects per job costs more than the rest of the Python side of a job)."""
 
     def __init__(self, worker: TaskWorker) -> None:
         self.worker = worker
@@ -140,8 +141,8 @@ class FastPath:
         job._status = JobStatus.STARTED
         timestamp = current_timestamp()
         self._start(
-            keys=[job.key, worker.key, job.started_job_registry.key, intermediate_key, execution.key,
-                  ExecutionRegistry(job.id, connection=worker.connection).key],
+            keys=[job.key, worker.key, StartedJobRegistry.key_template.format(job.origin), intermediate_key,
+                  execution.key, ExecutionRegistry.key_template.format(job.id)],
             args=[job.id, execution.id, worker.name, execution.created_at.timestamp(), utcformat(started), ttl,
                   timestamp + ttl, timestamp + ttl + 60, job.serializer.dumps(job.meta)],
         )  # fmt: skip
@@ -171,9 +172,9 @@ class FastPath:
         )
         fields = [item for pair in result.serialize().items() for item in pair]
         dependents, popped = self._finish(
-            keys=[job.key, worker.key, job.started_job_registry.key, execution.key,
-                  ExecutionRegistry(job.id, connection=worker.connection).key,
-                  Result.get_key(job.id), FinishedJobRegistry(job.origin, connection=worker.connection).key,
+            keys=[job.key, worker.key, StartedJobRegistry.key_template.format(job.origin), execution.key,
+                  ExecutionRegistry.key_template.format(job.id),
+                  Result.get_key(job.id), FinishedJobRegistry.key_template.format(job.origin),
                   job.dependents_key, *pop_keys],
             args=[job.id, execution.id, (job.ended_at - job.started_at).total_seconds(), utcformat(job.ended_at),
                   result_ttl, current_timestamp() + result_ttl, Job.redis_job_namespace_prefix, *fields],

@@ -333,8 +333,8 @@ class TaskWorker(SimpleWorker):
         """Start the job in one Lua call: what RQ's prepare_execution, prepare_job_execution and Job.perform
         write in three round trips. Every pop goes through an intermediate list here; the job leaves it now."""
         job.meta[ATTEMPT_META_KEY] = int(job.meta.get(ATTEMPT_META_KEY, 0)) + 1
-        intermediate = Queue(job.origin, connection=self.connection).intermediate_queue_key
-        self.execution = self._fast.start(job, intermediate)
+        assert self._running_queue is not None  # set by perform_job
+        self.execution = self._fast.start(job, self._running_queue.intermediate_queue_key)
         with self._job_lock:
             self._running = job
 
