@@ -8,6 +8,7 @@ refused at enqueue, naming the argument, rather than failing later on a worker.
 from __future__ import annotations
 
 import inspect
+import itertools
 import math
 import re
 import time
@@ -187,8 +188,9 @@ class Producer:
         jobs: list[Job] = []
         try:
             with self.connection.pipeline() as pipe:
-                for queue, data in prepared:
-                    jobs.extend(queue.enqueue_many([data], pipeline=pipe))
+                # One call per run of tasks for the same queue: RQ registers the queue once per call.
+                for queue, run in itertools.groupby(prepared, key=lambda item: item[0]):
+                    jobs.extend(queue.enqueue_many([data for _, data in run], pipeline=pipe))
                 pipe.execute()
         except redis.RedisError as exc:
             raise describe_failure(self.redis_url, exc) from exc
