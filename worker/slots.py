@@ -19,6 +19,8 @@ import time
 from types import FrameType
 
 import structlog
+from rq import Queue
+from rq.job import Job
 
 from worker.logs import get_logger
 from worker.recycle import Recycler
@@ -35,6 +37,12 @@ class SlotWorker(TaskWorker):
 
     def _install_signal_handlers(self) -> None:
         pass  # signals reach the main thread only; SlotPool passes them on
+
+    def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
+        super().handle_execution_ended(job, queue, heartbeat_ttl)
+        if self._cold_stop:
+            # The main thread has put the job back in its queue and is ending the process: write nothing more.
+            threading.Event().wait()
 
     def interrupt(self) -> None:
         """Cold stop, from the main thread: requeue the running job at the front, and log its line."""
@@ -56,7 +64,6 @@ class SlotPool:
     def __init__(self, slots: list[SlotWorker]) -> None:
         self.slots = slots
         self._slot_ended = threading.Event()
-        self._cold = False
 
     def run(self, burst: bool, logging_level: str, recycler: Recycler | None) -> int:
         """Run until every slot has stopped; the exit code of the process (1 after a cold stop)."""
