@@ -40,7 +40,7 @@ SIZES = {
 DEPTHS = (10_000, 1_000_000)
 """Queue depths at which one task-worker's pop rate is compared (the deep one is 100 k with --quick)."""
 
-DEPTH_WINDOW, DEPTH_WINDOWS = 2_500, 3
+DEPTH_WINDOW, DEPTH_WINDOWS = 2_000, 3
 """The pop rate at a depth is the median over this many consecutive windows of this many pops."""
 
 

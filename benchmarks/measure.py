@@ -89,7 +89,8 @@ def pop_rates(
     connection: redis.Redis, system: System, command: list[str], env: dict[str, str], n: int, window: int, windows: int
 ) -> list[float]:
     """Tasks per second over consecutive windows of pops from a queue holding ``n``: is the cost per task flat
-    in the depth of the queue?"""
+    in the depth of the queue? A first window, not counted, lets the worker and Redis settle (Redis rehashes its
+    keyspace incrementally for a while after a large fill)."""
     connection.flushall()
     fill(connection, system, n)
     queued = connection.llen(system.queue_key)
@@ -97,13 +98,13 @@ def pop_rates(
     with fleet([command], env):
         while connection.llen(system.queue_key) >= queued:
             time.sleep(POLL)
-        for _ in range(windows):
+        for _ in range(windows + 1):
             started, start_left = time.perf_counter(), connection.llen(system.queue_key)
             while (left := connection.llen(system.queue_key)) > start_left - window:
                 time.sleep(POLL)
             rates.append((start_left - left) / (time.perf_counter() - started))
     connection.flushall()
-    return rates
+    return rates[1:]
 
 
 def latency_ms(
