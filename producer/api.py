@@ -8,6 +8,7 @@ refused at enqueue, naming the argument, rather than failing later on a worker.
 from __future__ import annotations
 
 import inspect
+import itertools
 import math
 import re
 import sys
@@ -270,8 +271,10 @@ class Producer:
         jobs: list[Job] = []
         try:
             with self.connection.pipeline() as pipe:
-                for queue, data in prepared:  # RQ fills the pipeline (asking Redis only for its version, once)
-                    jobs.extend(queue.enqueue_many([data], pipeline=pipe))
+                # One call per run of tasks for the same queue: RQ registers the queue once per call (and asks
+                # Redis only for its version, once).
+                for queue, run in itertools.groupby(prepared, key=lambda item: item[0]):
+                    jobs.extend(queue.enqueue_many([data for _, data in run], pipeline=pipe))
                 commands = list(pipe.command_stack)
             self._checked_run.run(commands, receipt=(jobs[0].key, utcformat(jobs[0].created_at)))
         except redis.RedisError as exc:

@@ -195,6 +195,7 @@ def test_unreachable_redis_is_one_line_and_a_non_zero_exit(env: dict[str, str], 
         ("TASK_QUEUES", "a b", "TASK_QUEUES: 'a b' is not a valid queue name"),
         ("TASK_SERIALIZER", "yaml", "TASK_SERIALIZER='yaml' is not supported: use one of json, pickle"),
         ("REDIS_URL", "localhost:6379", "REDIS_URL must start with redis://"),
+        ("WORKER_MAX_MEMORY", "lots", "WORKER_MAX_MEMORY='lots' is not a number"),
     ],
 )
 def test_bad_settings_are_one_line_errors(env: dict[str, str], variable: str, value: str, expected: str) -> None:
@@ -210,3 +211,22 @@ def test_max_jobs_recycles_the_process(producer: Producer, conn: redis.Redis, sp
     assert worker.wait(timeout=30) == 0
     assert conn.llen("rq:queue:default") == 3
     assert Job.fetch  # the remaining jobs stay queued for the next process
+
+
+@pytest.mark.parametrize("how", ["option", "environment"])
+def test_max_memory_recycles_the_process_after_the_job_that_crossed_it(
+    producer: Producer, conn: redis.Redis, spawn: Callable[..., Proc], how: str
+) -> None:
+    small = producer.enqueue("worker.examples.hog", 1)
+    big = producer.enqueue("worker.examples.hog", 200)
+    after = producer.enqueue("worker.examples.noop")
+    if how == "option":
+        worker = spawn("task-worker", "--max-memory", "150")
+    else:
+        worker = spawn("task-worker", extra_env={"WORKER_MAX_MEMORY": "150"})
+    assert worker.wait(timeout=30) == 0, worker.output()[-2000:]
+    assert producer.wait([small, big], timeout=5) == [1, 201]  # the small one did not stop it; the big one did
+    assert conn.lrange("rq:queue:default", 0, -1) == [after.id.encode()]
+    recycled = [line for line in worker.json_lines() if line.get("event") == "recycling the worker process"]
+    assert len(recycled) == 1
+    assert "above --max-memory 150" in recycled[0]["reason"]

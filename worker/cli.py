@@ -7,13 +7,15 @@ import sys
 
 import redis
 
-from worker.connection import connect, describe_failure, ping
+from worker.connection import OutageLog, connect, describe_failure, ping
 from worker.errors import ConfigError, TaskProcessorError
 from worker.logs import configure_logging, get_logger
 from worker.metrics import serve as serve_metrics
 from worker.probe import healthy_workers
+from worker.recycle import Recycler
 from worker.runner import build_worker
 from worker.settings import Settings, validate_queue_name
+from worker.slots import SlotPool, SlotWorker
 
 log = get_logger("task_processor.worker")
 
@@ -32,6 +34,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--burst", action="store_true", help="exit when the queues are empty")
     parser.add_argument("--max-jobs", type=int, metavar="N", help="exit after N jobs (the process is recycled)")
+    parser.add_argument(
+        "--max-memory",
+        type=int,
+        metavar="MB",
+        help="exit after a job once resident memory exceeds MB MiB (the process is recycled; default: "
+        "WORKER_MAX_MEMORY, else no limit)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        "-c",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N tasks at once in threads, each slot its own RQ worker (for I/O-bound tasks; default 1)",
+    )
     parser.add_argument("--name", help="worker name (default: <hostname>.<pid>.<random>)")
     return parser
 
@@ -62,17 +79,36 @@ def _check(argv: list[str], settings: Settings) -> int:
 
 def _run(argv: list[str], settings: Settings) -> int:
     args = _parser().parse_args(argv)
-    if args.max_jobs is not None and args.max_jobs < 1:
-        raise ConfigError(f"--max-jobs {args.max_jobs} must be at least 1")
+    for option, value in (
+        ("--max-jobs", args.max_jobs),
+        ("--max-memory", args.max_memory),
+        ("--concurrency", args.concurrency),
+    ):
+        if value is not None and value < 1:
+            raise ConfigError(f"{option} {value} must be at least 1")
+    if args.name and args.concurrency > 1:
+        raise ConfigError("--name names one worker: leave it out with --concurrency (each slot gets its own name)")
     queues = tuple(validate_queue_name(q, "--queue") for q in args.queue) if args.queue else settings.queues
+    recycler = Recycler(args.max_jobs, args.max_memory or settings.max_memory_mib)
     configure_logging(settings.log_level, settings.log_format)
     serve_metrics(settings.metrics_port)
     connection = connect(settings.redis_url)
     ping(connection, settings.redis_url)
+    quiet = "DEBUG" if settings.log_level == "DEBUG" else "WARNING"
+    if args.concurrency > 1:
+        outage = OutageLog()
+        slots = [
+            build_worker(settings, connection, queues, worker_class=SlotWorker, outage=outage)
+            for _ in range(args.concurrency)
+        ]
+        names = [slot.name for slot in slots]
+        log.info("worker starting", workers=names, queues=list(queues), serializer=settings.serializer_name)
+        code = SlotPool(slots).run(burst=args.burst, logging_level=quiet, recycler=recycler)  # type: ignore[arg-type]
+        log.info("worker stopped", workers=names)
+        return code
     worker = build_worker(settings, connection, queues, args.name)
     log.info("worker starting", worker=worker.name, queues=list(queues), serializer=settings.serializer_name)
-    quiet = "DEBUG" if settings.log_level == "DEBUG" else "WARNING"
-    worker.work(burst=args.burst, max_jobs=args.max_jobs, with_scheduler=True, logging_level=quiet)
+    worker.work(burst=args.burst, with_scheduler=True, logging_level=quiet, recycler=recycler)
     log.info("worker stopped", worker=worker.name)
     return 1 if worker.cold_stopped else 0
 

@@ -54,3 +54,12 @@ def record(key: str, value: str, seconds: float = 0.0) -> str:
     assert job is not None, "record() runs inside a worker"
     job.connection.rpush(key, value)
     return value
+
+
+_HELD: list[bytearray] = []
+
+
+def hog(mib: int) -> int:
+    """Allocate ``mib`` MiB and keep it for the life of the process, as a leaking task would."""
+    _HELD.append(bytearray(mib * 1024 * 1024))
+    return sum(len(block) for block in _HELD) // (1024 * 1024)

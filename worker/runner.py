@@ -1,7 +1,13 @@
-"""The RQ worker we run: no fork per task, one structured line per job, warm then cold shutdown.
+"""The RQ worker we run: no fork per task, few Redis round trips per task, warm then cold shutdown.
 
 A Pod (or a local worker process) is already the isolation unit, so jobs run in the worker process itself
-(RQ's ``SimpleWorker``); ``--max-jobs`` recycles the process to bound what a leaky task can hold.
+(RQ's ``SimpleWorker``); ``--max-jobs`` and ``--max-memory`` recycle the process to bound what a leaky task holds.
+
+RQ's SimpleWorker spends about 14 Redis round trips on one successful job. This worker writes the same keys and
+fields, in three: the pop (one Lua call moves the job into its queue's intermediate list and returns its hash),
+the start (one MULTI/EXEC: execution, started entry, worker and job state) and the finish (one MULTI/EXEC:
+result, finished entry, worker counters and state). Failures, retries, stops, repeats and dependents go through
+RQ's own code. One heartbeat thread, started with the worker, keeps the worker and its running job alive.
 """
 
 from __future__ import annotations
@@ -20,17 +26,20 @@ from redis import Redis
 from redis.client import Pipeline
 from rq import Queue, get_current_job
 from rq.defaults import DEFAULT_FAILURE_TTL
-from rq.exceptions import DequeueTimeout, DeserializationError, NoSuchJobError
-from rq.job import Job, JobStatus
+from rq.exceptions import DequeueTimeout, DeserializationError, NoSuchJobError, StopRequested
+from rq.job import Job, JobStatus, _job_stack
 from rq.registry import StartedJobRegistry
+from rq.suspension import WORKERS_SUSPENDED
 from rq.utils import now
 from rq.worker import SimpleWorker, WorkerStatus
 
 from worker import metrics
 from worker.connection import OutageLog
 from worker.errors import TaskProcessorError, undecodable_job
+from worker.fastpath import FastPath, Popped, can_finish_fast
 from worker.logs import get_logger
 from worker.reaper import Reaper
+from worker.recycle import Recycler
 from worker.settings import Settings
 
 ATTEMPT_META_KEY = "attempt"
@@ -41,19 +50,6 @@ DEQUEUE_POLL = 1
 
 LOWER_PRIORITY_POLL = 0.2
 """With several queues, seconds a blocking pop waits on the first before the others are tried again."""
-
-# KEYS: queue, its intermediate list, next queue, its intermediate list... in priority order.
-# Moves the first job found into its queue's intermediate list: a popped job always exists in Redis.
-# A key that is not a list (foreign data) is passed over, so it cannot stop the other queues.
-_POP_ANY = """
-for i = 1, #KEYS, 2 do
-  if redis.call('TYPE', KEYS[i])['ok'] == 'list' then
-    local id = redis.call('LMOVE', KEYS[i], KEYS[i + 1], 'LEFT', 'RIGHT')
-    if id then return {KEYS[i], id} end
-  end
-end
-return false
-"""
 
 OUTCOMES = {
     JobStatus.FINISHED: "finished",
@@ -104,15 +100,19 @@ class TaskJob(Job):
         except DeserializationError as exc:
             raise DeserializationError(undecodable_job(self.id, exc.__cause__)) from exc.__cause__
 
-    def prepare_for_execution(self, worker_name: str, pipeline: Pipeline) -> None:
-        # Written in the same pipeline RQ uses to mark the job started: no extra round trip.
-        self.meta[ATTEMPT_META_KEY] = int(self.meta.get(ATTEMPT_META_KEY, 0)) + 1
-        pipeline.hset(self.key, "meta", self.serializer.dumps(self.meta))
-        super().prepare_for_execution(worker_name, pipeline)
+    def perform(self) -> Any:
+        # RQ's perform() first removes any expiry from the job hash, in a round trip of its own; the worker's
+        # start pipeline has done that already.
+        _job_stack.push(self)
+        try:
+            self._result = self._execute()
+        finally:
+            _job_stack.pop()
+        return self._result
 
 
 class TaskWorker(SimpleWorker):
-    """RQ's in-process worker with our logging and shutdown semantics.
+    """RQ's in-process worker with a lean success path, our logging and our shutdown semantics.
 
     First SIGTERM/SIGINT: finish the running job, take no new one (RQ's warm shutdown). A second signal stops
     at once (RQ ignores one within a second; we do not) and puts the interrupted job back at the front of its
@@ -123,7 +123,14 @@ class TaskWorker(SimpleWorker):
     log_result_lifespan = False
     log_job_description = False
 
-    def __init__(self, *args: Any, abandon_after: int = 30, max_abandons: int = 3, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        abandon_after: int = 30,
+        max_abandons: int = 3,
+        outage: OutageLog | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._cold_stop = False
         self._last_error: str | None = None
@@ -133,8 +140,19 @@ class TaskWorker(SimpleWorker):
         self.heartbeat_interval = abandon_after / 3
         self.reaper = Reaper(self.connection, tuple(self.queue_names()), self.serializer, max_abandons)
         self._reaped_at = 0.0
-        self._pop_any = self.connection.register_script(_POP_ANY)
-        self.outage = OutageLog()
+        self.outage = outage or OutageLog()  # shared by the slots of one process: one pair of lines per outage
+        self._fast = FastPath(self)
+        # rq:suspended, then each queue and its intermediate list, highest priority first: what a pop looks at.
+        self._pop_keys = [WORKERS_SUSPENDED]
+        self._pop_keys += [key for q in self._ordered_queues for key in (q.key, q.intermediate_queue_key)]
+        self._prefetched: Popped | None = None
+        # The running job, for the heartbeat thread; the lock keeps a heartbeat from reviving a job's execution
+        # entries while the job's final bookkeeping removes them.
+        self._running: Job | None = None
+        self._running_queue: Queue | None = None
+        self._running_since = 0.0
+        self._job_lock = threading.Lock()
+        self._stopped = threading.Event()
 
     @property
     def cold_stopped(self) -> bool:
@@ -144,28 +162,66 @@ class TaskWorker(SimpleWorker):
     def dequeue_timeout(self) -> int:
         return DEQUEUE_POLL
 
+    def work(  # type: ignore[override]
+        self,
+        burst: bool = False,
+        logging_level: str | None = None,
+        with_scheduler: bool = False,
+        recycler: Recycler | None = None,
+    ) -> bool:
+        """Run jobs until stopped, the queues are empty (``burst``) or ``recycler`` says the process is spent.
+
+        RQ's loop around the same steps adds three round trips per job (a suspension check, an idle state, a
+        heartbeat); here the pop checks suspension, the finish writes the state and a thread heartbeats.
+        """
+        self.bootstrap(logging_level)
+        self.heartbeat()  # RQ's registration keeps the key for 8 minutes; a dead worker must go sooner
+        if with_scheduler:
+            self._start_scheduler(burst, logging_level)
+        self._install_signal_handlers()
+        beating = threading.Thread(target=self._beat, name=f"heartbeat-{self.name}", daemon=True)
+        beating.start()
+        done = 0
+        try:
+            while not self._stop_requested:
+                result = self.dequeue_job_and_maintain_ttl(None if burst else self.dequeue_timeout)
+                if result is None:
+                    break
+                self.execute_job(*result)
+                done += 1
+                if recycler is not None and (reason := recycler.spent()):
+                    log.info("recycling the worker process", worker=self.name, reason=reason)
+                    break
+        except StopRequested:
+            pass  # suspended (`rq suspend`) in burst mode
+        except Exception:
+            log.exception("found an unhandled exception, quitting", worker=self.name)
+        finally:
+            self._return_prefetched()
+            self._stopped.set()
+            beating.join()
+            self.teardown()
+        return done > 0
+
     def _shutdown(self) -> None:
         # RQ raises StopRequested from the signal handler, which can abort a blocking pop after Redis moved a
         # job to the worker but before the worker saw it: the job would sit in no queue until a cleanup much
         # later. Idle or busy, a warm stop only sets the flag; the dequeue loop looks at it between pops.
         self._stop_requested = True
+        self._shutdown_requested_date = now()
         self.set_shutdown_requested_date()
 
     def dequeue_job_and_maintain_ttl(
         self, timeout: int | None, max_idle_time: int | None = None
     ) -> tuple[Job, Queue] | None:
         """Pop the next job, a short blocking pop at a time so that a stop request is seen within a second."""
-        self.set_state(WorkerStatus.IDLE)
-        self.procline(f"Listening on {','.join(self.queue_names())}")
+        if self.get_state() != WorkerStatus.IDLE:
+            self.set_state(WorkerStatus.IDLE)
+            self.procline(f"Listening on {','.join(self.queue_names())}")
         idle_since = time.monotonic()
         pause = 1.0
         while not self._stop_requested:
             try:
-                if (
-                    self.last_heartbeat is None
-                    or (now() - self.last_heartbeat).total_seconds() > self.heartbeat_interval
-                ):
-                    self.heartbeat()
                 if self.should_run_maintenance_tasks:
                     self.run_maintenance_tasks()
                 if time.monotonic() - self._reaped_at > self.heartbeat_interval:
@@ -191,10 +247,10 @@ class TaskWorker(SimpleWorker):
                 return None  # burst mode and every queue is empty
             job, queue = result
             if self._stop_requested:
-                self._give_back(job, queue)
+                self._give_back(queue, job.id)
                 return None
             self.reorder_queues(reference_queue=queue)
-            return result  # no heartbeat here: preparing the job heartbeats in the same pipeline
+            return result
         return None
 
     def get_heartbeat_ttl(self, job: Job) -> int:
@@ -225,17 +281,6 @@ class TaskWorker(SimpleWorker):
         self.reaper.set_aside_foreign_data()  # RQ's SADD to rq:workers would fail on foreign data there
         super().register_birth()
 
-    def execute_job(self, job: Job, queue: Queue) -> None:
-        try:
-            super().execute_job(job, queue)
-        except redis.ConnectionError as exc:  # RQ's bookkeeping of the job's end: the job stays "started"
-            self.outage.failed(exc)
-            log.warning(
-                "lost Redis before the end of the job was recorded; the reaper will run it again",
-                job_id=job.id,
-                queue=queue.name,
-            )
-
     def clean_registries(self) -> None:
         # Before RQ's own cleanup, which would move abandoned jobs to the failed registry.
         self.reaper.run()
@@ -247,39 +292,48 @@ class TaskWorker(SimpleWorker):
             log.error("RQ's registry cleanup failed; skipped until the next pass", error=str(exc).splitlines()[0])
             self.last_cleaned_at = now()
 
-    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
-        # Every pop goes through an intermediate list here (RQ only uses one for single-queue workers).
-        super().prepare_job_execution(job, remove_from_intermediate_queue=True)
-
     def _pop(self, timeout: int | None) -> tuple[Job, Queue] | None:
-        """The next job, highest priority first, moved atomically into its queue's intermediate list."""
+        """The next job, highest priority first, moved atomically into its queue's intermediate list (by the
+        previous job's finish when it could, else now)."""
         queues = {q.key: q for q in self._ordered_queues}
-        keys = [key for q in self._ordered_queues for key in (q.key, q.intermediate_queue_key)]
         while True:
-            hit = self._pop_any(keys=keys)
+            hit, self._prefetched = self._prefetched, None
+            if hit is None:
+                hit = self._fast.pop(self._pop_keys)
+            if hit == b"suspended":
+                self.check_for_suspension(burst=timeout is None)  # RQ's: waits for `rq resume`
+                continue
             if hit is None and timeout is not None:
                 first = self._ordered_queues[0]
                 wait = DEQUEUE_POLL if len(queues) == 1 else LOWER_PRIORITY_POLL
                 job_id = self.connection.blmove(first.key, first.intermediate_queue_key, wait)
-                hit = None if job_id is None else [first.key.encode(), job_id]
+                hit = None if job_id is None else [first.key.encode(), job_id, None]
             if hit is None:
                 if timeout is None:
                     return None  # burst mode and every queue is empty
                 raise DequeueTimeout(timeout, list(queues))
-            queue, job_id = queues[hit[0].decode()], hit[1].decode(errors="replace")
+            queue, raw_id, fields = queues[hit[0].decode()], hit[1], hit[2]
             try:
-                job = self.job_class.fetch(job_id, connection=self.connection, serializer=self.serializer)
+                job = self._load(raw_id.decode(errors="replace"), fields)
             except NoSuchJobError:
-                self.connection.lrem(queue.intermediate_queue_key, 1, hit[1])  # a job deleted while queued
+                self.connection.lrem(queue.intermediate_queue_key, 1, raw_id)  # a job deleted while queued
                 continue
             except redis.ConnectionError:
                 raise
             except Exception as exc:  # a job hash no RQ code could have written: never let it stop the worker
-                self._quarantine(queue, hit[1], exc)
+                self._quarantine(queue, raw_id, exc)
                 continue
             # RQ keeps its bookkeeping on the queue named in the job; the job runs from where it was popped.
             job.origin = queue.name
             return job, queue
+
+    def _load(self, job_id: str, fields: list[bytes] | None) -> Job:
+        """The job, from the hash the pop returned (RQ's ``Job.fetch`` without its round trip) when it did."""
+        if fields is None:
+            return self.job_class.fetch(job_id, connection=self.connection, serializer=self.serializer)
+        job = self.job_class(job_id, connection=self.connection, serializer=self.serializer)
+        job.restore(dict(zip(fields[::2], fields[1::2], strict=True)))
+        return job
 
     def _quarantine(self, queue: Queue, raw_id: bytes, exc: Exception) -> None:
         """Take an unreadable job entry out of the way, into the failed registry when it is a job hash."""
@@ -293,12 +347,65 @@ class TaskWorker(SimpleWorker):
             pipeline.execute()
         log.error("set aside an unreadable job entry", job_id=job_id, queue=queue.name, error=reason)
 
-    def _give_back(self, job: Job, queue: Queue) -> None:
+    def _give_back(self, queue: Queue, job_id: str | bytes) -> None:
         """A job popped after a stop request goes back to the front of its queue untouched."""
         with self.connection.pipeline() as pipeline:
-            pipeline.lrem(queue.intermediate_queue_key, 1, job.id)
-            pipeline.lpush(queue.key, job.id)
+            pipeline.lrem(queue.intermediate_queue_key, 1, job_id)
+            pipeline.lpush(queue.key, job_id)
             pipeline.execute()
+
+    def _return_prefetched(self) -> None:
+        """The job the last finish popped, when the worker stops before running it, goes back too."""
+        hit, self._prefetched = self._prefetched, None
+        if isinstance(hit, list):
+            self._give_back(next(q for q in self._ordered_queues if q.key == hit[0].decode()), hit[1])
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        # RQ's SimpleWorker registers the execution and, after the job, the idle state in round trips of their
+        # own; here the start and the finish pipelines carry them.
+        try:
+            self.perform_job(job, queue)
+        except redis.ConnectionError as exc:  # the bookkeeping of the job's end: the job stays "started"
+            self.outage.failed(exc)
+            log.warning(
+                "lost Redis before the end of the job was recorded; the reaper will run it again",
+                job_id=job.id,
+                queue=queue.name,
+            )
+
+    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
+        """Start the job in one Lua call: what RQ's prepare_execution, prepare_job_execution and Job.perform
+        write in three round trips. Every pop goes through an intermediate list here; the job leaves it now."""
+        job.meta[ATTEMPT_META_KEY] = int(job.meta.get(ATTEMPT_META_KEY, 0)) + 1
+        assert self._running_queue is not None  # set by perform_job
+        self.execution = self._fast.start(job, self._running_queue.intermediate_queue_key)
+        with self._job_lock:
+            self._running = job
+
+    def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
+        # From here on the heartbeat thread leaves the job alone. RQ also rewrites the job's last_heartbeat
+        # here, a round trip for a field the job's final state does not need.
+        with self._job_lock:
+            self._running = None
+        job.ended_at = now()
+
+    def handle_job_success(self, job: Job, queue: Queue, started_job_registry: StartedJobRegistry) -> None:
+        """RQ's success bookkeeping in one Lua call (RQ's takes four round trips, watching the dependents).
+
+        The dependents are read in the same atomic step that marks the job finished: a dependent enqueued before
+        it is in that reply, one enqueued after sees the job finished (RQ's enqueue watches the job's key) and is
+        queued at once. Dependents are then enqueued by RQ's own code, as are the uncommon cases.
+        """
+        result_ttl = job.get_result_ttl(self.default_result_ttl)
+        if self.execution is None or not can_finish_fast(job, result_ttl):
+            super().handle_job_success(job, queue, started_job_registry)
+            return
+        # The next job is popped in the same call, unless this worker is to take no more.
+        pop_keys = [] if self._stop_requested else self._pop_keys
+        dependents, self._prefetched = self._fast.finish(job, self.execution, result_ttl, pop_keys)
+        self.execution = None
+        if dependents:
+            queue.enqueue_dependents(job)
 
     def request_force_stop(self, signum: int, frame: FrameType | None) -> None:
         log.warning("cold shutdown: interrupting the running job", signal=signal.Signals(signum).name)
@@ -325,6 +432,10 @@ class TaskWorker(SimpleWorker):
         if not self._cold_stop:
             super().handle_job_failure(job, queue, started_job_registry=started_job_registry, exc_string=exc_string)
             return
+        self.requeue_interrupted(job, queue)
+
+    def requeue_interrupted(self, job: Job, queue: Queue) -> None:
+        """Put a job a cold stop interrupted back at the front of its queue (it did not fail)."""
         # Queued again before the started entry goes: at every moment the job is somewhere a worker will find it.
         queue.enqueue_job(job, at_front=True)
         with self.connection.pipeline() as pipeline:
@@ -340,23 +451,25 @@ class TaskWorker(SimpleWorker):
         metrics.job_started(job)
         self._last_error = None
         started = time.monotonic()
-        done = threading.Event()
-        beating = threading.Thread(target=self._beat, args=(job, done), name="heartbeat", daemon=True)
-        beating.start()
+        self._running_queue, self._running_since = queue, started
         try:
             return super().perform_job(job, queue)
         finally:
-            done.set()
-            beating.join()
+            with self._job_lock:
+                self._running = None
             self._log_outcome(job, time.monotonic() - started)
             structlog.contextvars.clear_contextvars()
 
-    def _beat(self, job: Job, done: threading.Event) -> None:
-        """While the job runs, keep the worker, the job and its started entry alive (RQ's in-process worker
-        does not: a long job would look abandoned, and a dead worker's job would look alive for its timeout)."""
-        while not done.wait(self.heartbeat_interval):
+    def _beat(self) -> None:
+        """Until the worker stops, keep it and its running job alive (RQ's in-process worker does not: a long
+        job would look abandoned, and a dead worker's job would look alive for its timeout)."""
+        while not self._stopped.wait(self.heartbeat_interval):
             try:
-                self.maintain_heartbeats(job)
+                with self._job_lock:
+                    if self._running is None:
+                        self.heartbeat()
+                    else:
+                        self.maintain_heartbeats(self._running)
             except redis.ConnectionError as exc:
                 self.outage.failed(exc)
             except redis.RedisError as exc:
@@ -381,15 +494,21 @@ class TaskWorker(SimpleWorker):
 
 
 def build_worker(
-    settings: Settings, connection: Redis, queues: tuple[str, ...] | None = None, name: str | None = None
+    settings: Settings,
+    connection: Redis,
+    queues: tuple[str, ...] | None = None,
+    name: str | None = None,
+    worker_class: type[TaskWorker] | None = None,
+    outage: OutageLog | None = None,
 ) -> TaskWorker:
-    worker = TaskWorker(
+    worker = (worker_class or TaskWorker)(
         list(queues or settings.queues),
         name=name or worker_name(settings.host),
         connection=connection,
         serializer=settings.serializer,
         abandon_after=settings.abandon_after,
         max_abandons=settings.max_abandons,
+        outage=outage,
     )
     # RQ records socket.gethostname(); the Pod name is what the autoscaler matches Pods by.
     worker.hostname = settings.host

@@ -102,6 +102,7 @@ class Settings:
     max_payload: int = DEFAULT_MAX_PAYLOAD
     abandon_after: int = 30
     max_abandons: int = 3
+    max_memory_mib: int | None = None
     deployment: str = DEFAULT_DEPLOYMENT
     namespace: str | None = None
     autoscale_min: int = 0
@@ -166,6 +167,7 @@ class Settings:
             max_payload=opt("TASK_MAX_PAYLOAD", integer(0), d.max_payload),
             abandon_after=opt("TASK_ABANDON_AFTER", integer(3), d.abandon_after),
             max_abandons=opt("TASK_MAX_ABANDONS", integer(0), d.max_abandons),
+            max_memory_mib=opt("WORKER_MAX_MEMORY", integer(1), d.max_memory_mib),
             deployment=opt("WORKER_DEPLOYMENT", lambda _, raw: raw, d.deployment),
             namespace=opt("WORKER_NAMESPACE", lambda _, raw: raw, d.namespace),
             autoscale_min=opt("AUTOSCALE_MIN", integer(0), d.autoscale_min),

@@ -1,0 +1,140 @@
+"""Run every measurement for every system against one private redis-server, then write the table and chart.
+
+    benchmarks/run [--quick] [--repeat N] [--out DIR]
+
+Figures are medians over the repeats; ratios compare systems measured in the same run, which is what holds
+from one machine to the next (absolute rates move with the machine and whatever else runs on it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from benchmarks import measure, report
+from benchmarks.systems import all_systems
+from producer.redis_server import LocalRedisServer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SIZES = {
+    "task-processor": 10_000,
+    "RQ SimpleWorker": 2_000,
+    "RQ Worker (fork)": 500,
+    "Celery": 6_000,
+    "Dramatiq": 5_000,
+    "raw redis-py (RPUSH/BLMOVE)": 30_000,
+}
+"""Tasks per drain, so that each drain takes a few seconds whatever the system's speed."""
+
+DEPTHS = (10_000, 1_000_000)
+"""Queue depths at which one task-worker's pop rate is compared (the deep one is 100 k with --quick)."""
+
+DEPTH_WINDOW, DEPTH_WINDOWS = 2_000, 3
+"""The pop rate at a depth is the median over this many consecutive windows of this many pops."""
+
+
+def _env(url: str) -> dict[str, str]:
+    bin_dir = str(Path(sys.executable).parent)
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "TASK_", "LOG_"))},
+        "BENCH_REDIS_URL": url,
+        "REDIS_URL": url,
+        "LOG_FORMAT": "json",
+        "PYTHONPATH": str(ROOT),
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+    }
+
+
+def _machine(connection: redis.Redis) -> dict[str, Any]:
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "cpus": os.cpu_count(),
+        "cpu": next(
+            (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+             if line.startswith("model name")),
+            platform.processor(),
+        ),
+        "load_average_at_start": os.getloadavg()[0],
+        "python": platform.python_version(),
+        "redis": connection.info("server")["redis_version"],
+    }  # fmt: skip
+
+
+def run(quick: bool, repeat: int) -> dict[str, Any]:
+    scale = 4 if quick else 1
+    samples = defaultdict(list)
+    with LocalRedisServer(appendonly=False) as server:
+        connection = redis.Redis.from_url(server.url)
+        env = _env(server.url)
+        os.environ["BENCH_REDIS_URL"] = server.url  # the Celery and Dramatiq apps read it when imported here too
+        systems = all_systems(server.url)
+        results: dict[str, Any] = {"machine": _machine(connection), "quick": quick, "repeat": repeat}
+        for rep in range(repeat):
+            for system in systems:
+                n = SIZES[system.name] // scale
+                print(f"[{rep + 1}/{repeat}] {system.name}", flush=True)
+                samples[(system.name, "enqueue")].append(measure.enqueue_rate(connection, system, 4000 // scale, False))
+                samples[(system.name, "enqueue_batch")].append(
+                    measure.enqueue_rate(connection, system, 20_000 // scale, True)
+                )
+                samples[(system.name, "bytes")].append(measure.bytes_per_task(connection, system, 10_000 // scale))
+                first = next(iter(system.workers.values()))[0]
+                samples[(system.name, "latency")].append(
+                    measure.latency_ms(connection, system, first, env, 200 // scale)
+                )
+                for label, commands in system.workers.items():
+                    rate = measure.drain_rate(connection, system, commands, env, n, timeout=300)
+                    samples[(system.name, f"drain:{label}")].append(rate)
+                    print(f"    {label}: {rate:,.0f} tasks/s", flush=True)
+        ours = systems[0]
+        worker = ours.workers["1 process"][0]
+        for depth in DEPTHS:
+            depth //= 10 if quick and depth > 10_000 else 1
+            print(f"task-processor with {depth:,} queued", flush=True)
+            rates = measure.pop_rates(connection, ours, worker, env, depth, DEPTH_WINDOW, DEPTH_WINDOWS)
+            samples[("task-processor", f"depth:{depth}")].append(statistics.median(rates))
+            results.setdefault("depths", []).append(depth)
+    results["figures"] = {f"{name}|{what}": _median(values) for (name, what), values in samples.items()}
+    return results
+
+
+def _median(values: list[Any]) -> Any:
+    if values[0] is None:
+        return None
+    if isinstance(values[0], tuple):
+        return tuple(statistics.median(v[i] for v in values) for i in range(len(values[0])))
+    return statistics.median(values)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a quarter of the tasks, one repeat, 100 k deep")
+    parser.add_argument("--repeat", type=int, help="repeats per figure (default 3, 1 with --quick)")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results", help="where to write")
+    args = parser.parse_args()
+    repeat = args.repeat or (1 if args.quick else 3)
+    started = time.monotonic()
+    results = run(args.quick, repeat)
+    results["seconds"] = round(time.monotonic() - started)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    table = report.markdown(results)
+    (args.out / "latest.md").write_text(table)
+    report.chart(results, args.out / "latest.png")
+    print(table)
+    print(f"wrote {args.out / 'latest.md'} and {args.out / 'latest.png'} in {results['seconds']} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""Job timeouts for task slots running in threads, where RQ's SIGALRM death penalty cannot reach.
+
+One watchdog thread per process keeps every slot's deadline and, when one passes, raises the job's timeout
+exception inside that slot's thread (``PyThreadState_SetAsyncExc``, as RQ's ``TimerDeathPenalty`` does, without
+starting a timer thread per job). The exception lands at the task's next Python instruction: a task blocked in
+one long C call (a socket read without a timeout, one long ``time.sleep``) is stopped when that call returns.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+import time
+from typing import Any
+
+from rq.timeouts import BaseDeathPenalty, JobTimeoutException
+
+
+def _raise_in(thread_id: int, exception: type[BaseException] | None) -> None:
+    """Set (or, with None, clear) the exception pending in another thread."""
+    target = ctypes.py_object(exception) if exception is not None else None
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), target)
+
+
+class _Watchdog:
+    def __init__(self) -> None:
+        self._deadlines: dict[int, tuple[float, type[BaseException]]] = {}
+        self._fired: set[int] = set()
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, seconds: float, exception: type[BaseException]) -> None:
+        with self._changed:
+            self._deadlines[threading.get_ident()] = (time.monotonic() + seconds, exception)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="job-timeouts", daemon=True)
+                self._thread.start()
+            self._changed.notify()
+
+    def disarm(self) -> None:
+        """Cancel this thread's deadline; a timeout that fired but has not landed yet is withdrawn."""
+        me = threading.get_ident()
+        with self._changed:
+            self._deadlines.pop(me, None)
+            if me in self._fired:
+                self._fired.discard(me)
+                _raise_in(me, None)
+
+    def landed(self) -> None:
+        """The timeout exception reached its thread: nothing to withdraw any more."""
+        with self._changed:
+            self._fired.discard(threading.get_ident())
+
+    def _run(self) -> None:
+        with self._changed:
+            while True:
+                now = time.monotonic()
+                for thread_id, (deadline, exception) in list(self._deadlines.items()):
+                    if deadline <= now:
+                        del self._deadlines[thread_id]
+                        self._fired.add(thread_id)
+                        _raise_in(thread_id, exception)
+                soonest = min((deadline for deadline, _ in self._deadlines.values()), default=None)
+                self._changed.wait(None if soonest is None else max(0.0, soonest - now))
+
+
+_WATCHDOG = _Watchdog()
+
+
+class ThreadDeathPenalty(BaseDeathPenalty):
+    """RQ's death-penalty interface (``with penalty(timeout, exception):``) for a job running in a thread."""
+
+    def __init__(self, timeout: float, exception: type[BaseException] = JobTimeoutException, **kwargs: Any) -> None:
+        super().__init__(timeout, exception, **kwargs)
+        # PyThreadState_SetAsyncExc raises a class, so the message travels in a subclass made for this timeout.
+        message = f"Task exceeded maximum timeout value ({timeout} seconds)"
+        self._exception = type(
+            exception.__name__,
+            (exception,),
+            {
+                "__init__": lambda self: exception.__init__(self, message),
+                "__module__": exception.__module__,
+                "__qualname__": exception.__qualname__,
+            },
+        )
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: Any) -> bool:
+        if kind is self._exception:
+            _WATCHDOG.landed()
+        return super().__exit__(kind, value, tb)
+
+    def setup_death_penalty(self) -> None:
+        if self._timeout > 0:
+            _WATCHDOG.arm(self._timeout, self._exception)
+
+    def cancel_death_penalty(self) -> None:
+        if self._timeout > 0:
+            _WATCHDOG.disarm()
