@@ -125,7 +125,8 @@ class Autoscaler:
         observation = Observation(
             queued=sum(c.queued for c in counts),
             in_flight=sum(c.started for c in counts),
-            busy_workers=sum(w.busy for w in workers),
+            # Replicas with a running job: a worker process (a Pod) counts once, however many of its slots are busy.
+            busy_workers=len({(w.hostname, w.pid) for w in workers if w.busy}),
             current=target.replicas,
         )
         metrics.observed(self._counts, target.replicas)

@@ -212,9 +212,13 @@ class LocalDeployment:
 
     def _idle_first(self, active: list[WorkerProcess]) -> list[WorkerProcess]:
         """Cheapest first, like pod-deletion-cost: not yet registered, then idle, then busy; newest first."""
-        states = {(w.hostname, w.pid): w.state for w in list_workers(self.connection)}
-        rank = {None: 0, "started": 1, "idle": 1, "suspended": 1}
-        return sorted(active, key=lambda w: (rank.get(states.get((w.hostname, w.pid)), 2), -w.started_at))
+        # A process with --concurrency registers one RQ worker per slot: it ranks as busy when any slot is.
+        rank = {"started": 1, "idle": 1, "suspended": 1}
+        ranks: dict[tuple[str, int], int] = {}
+        for info in list_workers(self.connection):
+            key = (info.hostname, info.pid)
+            ranks[key] = max(ranks.get(key, 0), rank.get(info.state, 2))
+        return sorted(active, key=lambda w: (ranks.get((w.hostname, w.pid), 0), -w.started_at))
 
     def _launch(self, pod_name: str | None) -> subprocess.Popen[bytes]:
         command = [sys.executable, "-m", "worker.cli"]

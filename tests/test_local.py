@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -18,7 +18,7 @@ from producer.autoscaler import Autoscaler, TargetState
 from producer.local import LocalDeployment
 from producer.policy import Bounds
 from producer.status import collect
-from tests.conftest import wait_for
+from tests.conftest import Proc, wait_for
 from worker.observe import WorkerInfo, list_workers
 from worker.settings import Settings
 
@@ -153,3 +153,16 @@ def test_the_loop_survives_redis_going_away(redis_server, conn: redis.Redis) -> 
     finally:
         stop.set()
         loop.join()
+
+
+def test_a_process_with_busy_slots_is_one_busy_replica(
+    conn: redis.Redis, producer: Producer, spawn: Callable[..., Proc]
+) -> None:
+    """With --concurrency, a Pod's slots are several RQ workers; the busy floor counts the Pod once."""
+    producer.enqueue_many([Task("worker.examples.sleep", (20,)) for _ in range(3)])
+    spawn("task-worker", "--concurrency", "3")
+    wait_for(lambda: sum(w.busy for w in registered(conn)) == 3, timeout=20, what="three busy slots")
+    autoscaler = Autoscaler(conn, ("default",), RecordingTarget(replicas=3), Bounds(0, 5, 10, 0.0))
+    observation, _, workers = autoscaler.observe()
+    assert len(workers) == 3
+    assert observation.busy_workers == 1
