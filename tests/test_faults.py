@@ -264,6 +264,11 @@ def test_a_job_that_ends_while_redis_is_down_runs_again_and_the_worker_lives(
     job.refresh()
     assert job.meta["attempt"] == 2  # run again: a task must be idempotent to be safe here
     assert [line["job_id"] for line in said(worker, END_LOST)] == [job.id]
+    # One line per run: the first says its end went unrecorded (not "failed"), the second that it finished.
+    assert [(line["outcome"], line["attempt"]) for line in said(worker, "job")] == [
+        ("end-unrecorded", 1),
+        ("finished", 2),
+    ]
     assert (len(said(worker, LOST)), len(said(worker, RECONNECTED))) == (1, 1), worker.output()[-3000:]
     assert worker.popen.poll() is None, worker.output()[-3000:]
 

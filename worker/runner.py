@@ -16,6 +16,8 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 from uuid import uuid4
@@ -133,6 +135,7 @@ class TaskWorker(SimpleWorker):
     ) -> None:
         super().__init__(*args, **kwargs)
         self._cold_stop = False
+        self._unrecorded: str | None = None  # "start" or "end": that bookkeeping of the running job lost Redis
         self._last_error: str | None = None
         # The worker's key and its running job's started entry live this long without a heartbeat; a
         # heartbeat comes every third of it, so only a dead worker lets them lapse (and the reaper act).
@@ -365,20 +368,16 @@ class TaskWorker(SimpleWorker):
         # own; here the start and the finish pipelines carry them.
         try:
             self.perform_job(job, queue)
-        except redis.ConnectionError as exc:  # the bookkeeping of the job's end: the job stays "started"
+        except redis.ConnectionError as exc:  # RQ's own failure bookkeeping, with Redis gone: the loop backs off
             self.outage.failed(exc)
-            log.warning(
-                "lost Redis before the end of the job was recorded; the reaper will run it again",
-                job_id=job.id,
-                queue=queue.name,
-            )
 
     def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
         """Start the job in one Lua call: what RQ's prepare_execution, prepare_job_execution and Job.perform
         write in three round trips. Every pop goes through an intermediate list here; the job leaves it now."""
         job.meta[ATTEMPT_META_KEY] = int(job.meta.get(ATTEMPT_META_KEY, 0)) + 1
         assert self._running_queue is not None  # set by perform_job
-        self.execution = self._fast.start(job, self._running_queue.intermediate_queue_key)
+        with self._recording("start"):
+            self.execution = self._fast.start(job, self._running_queue.intermediate_queue_key)
         with self._job_lock:
             self._running = job
 
@@ -397,15 +396,28 @@ class TaskWorker(SimpleWorker):
         queued at once. Dependents are then enqueued by RQ's own code, as are the uncommon cases.
         """
         result_ttl = job.get_result_ttl(self.default_result_ttl)
-        if self.execution is None or not can_finish_fast(job, result_ttl):
-            super().handle_job_success(job, queue, started_job_registry)
-            return
-        # The next job is popped in the same call, unless this worker is to take no more.
-        pop_keys = [] if self._stop_requested else self._pop_keys
-        dependents, self._prefetched = self._fast.finish(job, self.execution, result_ttl, pop_keys)
-        self.execution = None
-        if dependents:
-            queue.enqueue_dependents(job)
+        with self._recording("end"):
+            if self.execution is None or not can_finish_fast(job, result_ttl):
+                super().handle_job_success(job, queue, started_job_registry)
+                return
+            # The next job is popped in the same call, unless this worker is to take no more.
+            pop_keys = [] if self._stop_requested else self._pop_keys
+            dependents, self._prefetched = self._fast.finish(job, self.execution, result_ttl, pop_keys)
+            self.execution = None
+            if dependents:
+                queue.enqueue_dependents(job)
+
+    @contextmanager
+    def _recording(self, stage: str) -> Iterator[None]:
+        """Recording a job's start or end in Redis. Should Redis go away meanwhile, the job stays where Redis
+        has it (its queue's intermediate list, or started): the failure path leaves it there, for the reaper to
+        requeue, rather than record a failure the job did not have."""
+        try:
+            yield
+        except redis.ConnectionError as exc:
+            self._unrecorded = stage
+            self.outage.failed(exc)
+            raise
 
     def request_force_stop(self, signum: int, frame: FrameType | None) -> None:
         log.warning("cold shutdown: interrupting the running job", signal=signal.Signals(signum).name)
@@ -429,6 +441,8 @@ class TaskWorker(SimpleWorker):
         exc_string: str = "",
     ) -> None:
         self._last_error = exc_string
+        if self._unrecorded is not None:
+            return  # see _recording
         if not self._cold_stop:
             super().handle_job_failure(job, queue, started_job_registry=started_job_registry, exc_string=exc_string)
             return
@@ -452,12 +466,17 @@ class TaskWorker(SimpleWorker):
         self._last_error = None
         started = time.monotonic()
         self._running_queue, self._running_since = queue, started
+        self._unrecorded = None
         try:
             return super().perform_job(job, queue)
         finally:
             with self._job_lock:
                 self._running = None
             self._log_outcome(job, time.monotonic() - started)
+            if self._unrecorded is not None:
+                log.warning(
+                    f"lost Redis before the {self._unrecorded} of the job was recorded; the reaper will run it again"
+                )
             structlog.contextvars.clear_contextvars()
 
     def _beat(self) -> None:
@@ -476,13 +495,16 @@ class TaskWorker(SimpleWorker):
                 log.warning("heartbeat failed; will retry", error=str(exc).splitlines()[0])
 
     def _log_outcome(self, job: Job, seconds: float) -> None:
-        metrics.job_ended(job, seconds, interrupted=self._cold_stop)
+        """The job's one structured line and its metrics."""
+        requeued = self._cold_stop or self._unrecorded is not None
+        metrics.job_ended(job, seconds, interrupted=requeued)
         fields: dict[str, Any] = {
             "attempt": int(job.meta.get(ATTEMPT_META_KEY, 1)),
             "duration_ms": round(seconds * 1000, 2),
         }
-        if self._cold_stop:
-            log.warning("job", outcome="interrupted-requeued", **fields)
+        if requeued:
+            outcome = "interrupted-requeued" if self._cold_stop else f"{self._unrecorded}-unrecorded"
+            log.warning("job", outcome=outcome, **fields)
             return
         outcome = OUTCOMES.get(job.get_status(refresh=False), str(job.get_status(refresh=False)))
         if self._last_error is None:
