@@ -9,13 +9,16 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+from rq import Queue
 from rq.job import Job
 from rq.registry import FailedJobRegistry, StartedJobRegistry
+from rq.serializers import JSONSerializer
 
 from producer import Producer, Task
 from producer.local import LocalDeployment
@@ -271,6 +274,10 @@ def test_a_job_that_ends_while_redis_is_down_runs_again_and_the_worker_lives(
     ]
     assert (len(said(worker, LOST)), len(said(worker, RECONNECTED))) == (1, 1), worker.output()[-3000:]
     assert worker.popen.poll() is None, worker.output()[-3000:]
+    # RQ's scheduler process died of the outage; the worker starts it again at once (RQ would wait for its
+    # 10-minute maintenance pass), so a job due later is enqueued and run on time.
+    later = Queue(connection=conn, serializer=JSONSerializer).enqueue_in(timedelta(seconds=1), "worker.examples.noop")
+    wait_for(lambda: later.get_status(refresh=True) == "finished", timeout=20, what="the delayed job to run")
 
 
 # ----------------------------------------------------------------------- workers killed at random for a while

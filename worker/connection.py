@@ -185,11 +185,13 @@ class OutageLog:
         except redis.ConnectionError as exc:
             self.failed(exc)
 
-    def succeeded(self) -> None:
+    def succeeded(self) -> bool:
+        """Note a call that worked; True for the one that ends an outage."""
         if not self._lost:  # the common case: no lock, no log
-            return
+            return False
         with self._lock:
             if not self._lost:
-                return
+                return False
             self._lost = False
         log.info("reconnected to Redis")
+        return True

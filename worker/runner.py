@@ -231,9 +231,9 @@ class TaskWorker(SimpleWorker):
                     self._reaped_at = time.monotonic()
                     self.reaper.run()
                 result = self._pop(timeout)
-                self.outage.succeeded()
+                self._check_reconnected()
             except DequeueTimeout:
-                self.outage.succeeded()
+                self._check_reconnected()
                 if max_idle_time is not None and time.monotonic() - idle_since > max_idle_time:
                     return None
                 continue
@@ -255,6 +255,15 @@ class TaskWorker(SimpleWorker):
             self.reorder_queues(reference_queue=queue)
             return result
         return None
+
+    def _check_reconnected(self) -> None:
+        """After an outage, start RQ's scheduler again now if it died of it (RQ would wait for a maintenance pass,
+        up to 10 minutes, leaving due retries and ``enqueue_in`` jobs where they are)."""
+        if not self.outage.succeeded() or self.scheduler is None:
+            return
+        process = self.scheduler._process
+        if process is None or not process.is_alive():
+            self.scheduler.acquire_locks(auto_start=True)
 
     def get_heartbeat_ttl(self, job: Job) -> int:
         return self.abandon_after
