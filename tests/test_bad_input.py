@@ -42,7 +42,7 @@ from producer import (
     TaskProcessorError,
 )
 from producer.redis_server import LocalRedisServer, free_port
-from tests.conftest import BIN, Proc, wait_for
+from tests.conftest import BIN, Proc, run, wait_for
 from worker import examples
 from worker.settings import Settings
 
@@ -966,6 +966,15 @@ BAD_URLS = [
         id="db-out-of-range",
     ),
 ]
+
+
+def test_the_probe_fails_on_refused_credentials(auth_redis: LocalRedisServer, env: dict[str, str]) -> None:
+    """Unlike an outage (the probe passes: a restart cannot fix Redis), a refused password fails it: a restarted
+    container reads the Secret again, which is how a rotated password reaches the workers."""
+    result = run(["task-worker", "check"], {**env, "REDIS_URL": f"redis://:{WRONG}@127.0.0.1:{auth_redis.port}/0"})
+    assert result.returncode != 0
+    assert "refused the credentials" in one_error_line(result.stderr, "task-worker")
+    assert WRONG not in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("bad", BAD_URLS)

@@ -67,6 +67,16 @@ def _check(argv: list[str], settings: Settings) -> int:
     connection = connect(settings.redis_url)
     try:
         workers = healthy_workers(connection, settings.host, args.name)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        if isinstance(exc, redis.AuthenticationError):  # a rotated password: a restart reads the new Secret
+            raise describe_failure(settings.redis_url, exc) from exc
+        # A liveness probe must not restart healthy workers for an outage of Redis: restarting cannot fix it,
+        # and would interrupt every running job. The workers reconnect on their own.
+        print(
+            f"task-worker check: passing, {describe_failure(settings.redis_url, exc)} (workers reconnect)",
+            file=sys.stderr,
+        )
+        return 0
     except redis.RedisError as exc:
         raise describe_failure(settings.redis_url, exc) from exc
     if not workers:
