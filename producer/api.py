@@ -8,7 +8,6 @@ refused at enqueue, naming the argument, rather than failing later on a worker.
 from __future__ import annotations
 
 import inspect
-import itertools
 import math
 import re
 import sys
@@ -18,14 +17,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import redis
-from rq import Queue, Retry
+from rq import Queue
 from rq.job import Job, JobStatus, validate_job_id
 from rq.results import Result
 from rq.serializers import Serializer
-from rq.utils import utcformat
+from rq.utils import now
 
-from producer.atomic import CheckedRun
+from producer.atomic import BatchWriter
 from producer.errors import InvalidTaskError, RedisUnavailableError, TaskFailedError, WaitTimeoutError
+from producer.jobhash import JobFactory, QueuedJob
 from worker.connection import OutageLog, connect, describe_failure
 from worker.errors import ConfigError, TaskProcessorError
 from worker.observe import QueueCounts, list_workers, queue_counts
@@ -217,7 +217,8 @@ class Producer:
         self.max_payload = max_payload
         self.connection = connection or connect(redis_url)
         self._queues: dict[str, Queue] = {}
-        self._checked_run = CheckedRun(self.connection)
+        self._writer = BatchWriter(self.connection)
+        self._jobs = JobFactory(self.connection, SERIALIZERS[serializer])
         self.outage = OutageLog(announce_loss=False)  # callers get the loss as an error
 
     @classmethod
@@ -264,23 +265,16 @@ class Producer:
         connection is retried a few times (RETRY_ATTEMPTS) without ever writing the batch twice; then it raises
         RedisUnavailableError, and the batch may or may not have been written.
         """
-        tasks = list(tasks)
-        prepared = [(self.queue(task.queue), self.prepare(task)) for task in tasks]
-        if not prepared:
+        queued = [self.prepare(task) for task in tasks]
+        if not queued:
             return []
-        jobs: list[Job] = []
+        stamp = now()
         try:
-            with self.connection.pipeline() as pipe:
-                # One call per run of tasks for the same queue: RQ registers the queue once per call (and asks
-                # Redis only for its version, once).
-                for queue, run in itertools.groupby(prepared, key=lambda item: item[0]):
-                    jobs.extend(queue.enqueue_many([data for _, data in run], pipeline=pipe))
-                commands = list(pipe.command_stack)
-            self._checked_run.run(commands, receipt=(jobs[0].key, utcformat(jobs[0].created_at)))
+            self._writer.write(queued, stamp)
         except redis.RedisError as exc:
             raise self._failed(exc) from exc
         self.outage.succeeded()
-        return jobs
+        return self._jobs.jobs(queued, stamp)
 
     def _failed(self, exc: redis.RedisError) -> TaskProcessorError:
         network = isinstance(exc, redis.ConnectionError | redis.TimeoutError)
@@ -288,8 +282,8 @@ class Producer:
             self.outage.failed(exc)
         return describe_failure(self.redis_url, exc)
 
-    def prepare(self, task: Task) -> Any:
-        """Check ``task`` as ``enqueue`` does, writing nothing; returns what RQ enqueues for it.
+    def prepare(self, task: Task) -> QueuedJob:
+        """Check ``task`` as ``enqueue`` does, writing nothing; returns the job to write.
 
         Raises InvalidTaskError naming the problem; for checking many tasks before enqueueing any of them.
         """
@@ -312,23 +306,18 @@ class Producer:
         for name, value in (("retries", task.retries), ("retry_backoff", task.retry_backoff)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise InvalidTaskError(f"{path}: {name} {value!r} must be a whole number >= 0")
-        retry = (
-            Retry(max=task.retries, interval=backoff_intervals(task.retries, task.retry_backoff))
-            if task.retries
-            else None
+        serializer = SERIALIZERS[self.serializer_name]
+        return QueuedJob.build(
+            serializer,
+            path,
+            tuple(task.args),
+            dict(task.kwargs),
+            job_id=task.job_id,
+            queue=self.default_queue if task.queue is None else validate_queue_name(task.queue),
+            at_front=bool(task.at_front),
+            timeout=timeout,
+            retry_intervals=backoff_intervals(task.retries, task.retry_backoff) if task.retries else None,
         )
-        try:
-            return Queue.prepare_data(
-                path,
-                args=tuple(task.args),
-                kwargs=dict(task.kwargs),
-                timeout=timeout,
-                job_id=task.job_id,
-                at_front=task.at_front,
-                retry=retry,
-            )
-        except ValueError as exc:
-            raise InvalidTaskError(f"{path}: {exc}") from exc
 
     def wait(
         self,

@@ -1,0 +1,138 @@
+"""The producer writes jobs exactly as plain RQ does: the same hash fields and encodings, lists and queue set.
+
+``producer.jobhash`` builds RQ's job hash directly instead of through ``Job.create``/``Job.save``; these tests
+enqueue the same task with RQ and with the producer and compare what lands in Redis field by field (only the
+id and the two timestamps may differ, and the timestamps must be there and parse), then let RQ's own worker
+and ours run the producer's jobs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import redis
+from rq import Queue, Retry, SimpleWorker
+from rq.job import Job, JobStatus
+from rq.utils import utcparse
+
+from producer import Producer, Task
+from producer.api import backoff_intervals
+from tests.conftest import run
+from worker.settings import SERIALIZERS
+
+TIMESTAMPS = ("created_at", "enqueued_at")
+
+CASES: list[tuple[str, Task]] = [
+    ("no arguments", Task("worker.examples.noop")),
+    ("args and kwargs", Task("worker.examples.add", (1,), {"b": 2.5})),
+    ("nested data", Task("worker.examples.record", ("k", {"a": [1, None, "é"], "b": True}))),
+    ("timeout", Task("worker.examples.noop", timeout=42)),
+    ("retries with backoff", Task("worker.examples.fail", ("boom",), retries=3, retry_backoff=5)),
+    ("at front", Task("worker.examples.noop", at_front=True)),
+    ("own job id", Task("worker.examples.noop", job_id="my-job-1")),
+    ("other queue", Task("worker.examples.add", (2, 3), queue="high")),
+    ("long argument", Task("worker.examples.record", ("x" * 300,))),
+]
+
+
+def rq_retry(task: Task) -> Retry | None:
+    if not task.retries:
+        return None
+    return Retry(max=task.retries, interval=backoff_intervals(task.retries, task.retry_backoff))
+
+
+def rq_enqueue(conn: redis.Redis, serializer: str, task: Task, job_id: str | None) -> Job:
+    """What an application using plain RQ writes for ``task`` (``Queue.enqueue_call``)."""
+    queue = Queue(task.queue or "default", connection=conn, serializer=SERIALIZERS[serializer], default_timeout=180)
+    return queue.enqueue_call(
+        task.func,
+        args=tuple(task.args),
+        kwargs=dict(task.kwargs),
+        timeout=task.timeout,
+        job_id=job_id,
+        at_front=task.at_front,
+        retry=rq_retry(task),
+    )
+
+
+def snapshot(conn: redis.Redis, ids: list[str]) -> dict[str, Any]:
+    """Everything an enqueue wrote, with job ids replaced by their position in ``ids``."""
+    alias = {job_id.encode(): f"<job {i}>".encode() for i, job_id in enumerate(ids)}
+    hashes = {}
+    for i, job_id in enumerate(ids):
+        fields = conn.hgetall(Job.key_for(job_id))
+        for name in TIMESTAMPS:
+            utcparse(fields.pop(name.encode()).decode())  # present and parses
+        hashes[i] = fields
+    lists = {key: [alias.get(v, v) for v in conn.lrange(key, 0, -1)] for key in conn.keys("rq:queue:*")}
+    others = sorted(k for k in conn.scan_iter() if not k.startswith((b"rq:queue:", b"rq:job:")))
+    return {"hashes": hashes, "lists": lists, "rq:queues": conn.smembers("rq:queues"), "other keys": others}
+
+
+def comparable(job: Job) -> dict[str, Any]:
+    """A returned Job's state as RQ would save it, without id and timestamps."""
+    state = job.to_dict()
+    for name in TIMESTAMPS:
+        del state[name]
+    return state
+
+
+@pytest.mark.parametrize("serializer", ["json", "pickle"])
+def test_enqueue_writes_what_rq_enqueue_writes(redis_url: str, conn: redis.Redis, serializer: str) -> None:
+    producer = Producer(redis_url, serializer=serializer)
+    for name, task in CASES:
+        conn.flushall()
+        theirs = [rq_enqueue(conn, serializer, task, task.job_id)]
+        expected = snapshot(conn, [job.id for job in theirs])
+        conn.flushall()
+        ours = [producer.enqueue_many([task])[0]]
+        assert snapshot(conn, [job.id for job in ours]) == expected, name
+        assert comparable(ours[0]) == comparable(theirs[0]), f"{name}: the returned Job differs from RQ's"
+
+
+def test_enqueue_many_writes_what_rq_enqueue_many_writes(redis_url: str, conn: redis.Redis) -> None:
+    """A mixed batch across queues, against RQ's batch API (one ``Queue.enqueue_many`` per queue)."""
+    tasks = [task for _, task in CASES] + [Task("worker.examples.add", (i, i)) for i in range(3)]
+    with conn.pipeline() as pipe:
+        theirs = []
+        for task in tasks:
+            data = Queue.prepare_data(
+                task.func,
+                args=tuple(task.args),
+                kwargs=dict(task.kwargs),
+                timeout=task.timeout or 180,
+                job_id=task.job_id,
+                at_front=task.at_front,
+                retry=rq_retry(task),
+            )
+            queue = Queue(task.queue or "default", connection=conn, serializer=SERIALIZERS["json"])
+            theirs += queue.enqueue_many([data], pipeline=pipe)
+        pipe.execute()
+    expected = snapshot(conn, [job.id for job in theirs])
+    conn.flushall()
+    ours = Producer(redis_url).enqueue_many(tasks)
+    assert snapshot(conn, [job.id for job in ours]) == expected
+    assert [comparable(job) for job in ours] == [comparable(job) for job in theirs]
+
+
+def test_rq_and_our_worker_run_the_producers_jobs(
+    redis_url: str, conn: redis.Redis, env: dict[str, str], producer: Producer
+) -> None:
+    """RQ's SimpleWorker and task-worker both run them; RQ's reads (count, status, return value) see them."""
+    queue = Queue("default", connection=conn, serializer=SERIALIZERS["json"])
+    first = producer.enqueue_many([Task("worker.examples.add", (i, 1)) for i in range(3)])
+    assert queue.count == 3
+    assert queue.job_ids == [job.id for job in first]
+    assert {job.get_status() for job in first} == {JobStatus.QUEUED}
+    SimpleWorker([queue], connection=conn, serializer=SERIALIZERS["json"]).work(burst=True)
+    assert [job.return_value() for job in first] == [1, 2, 3]
+    assert queue.count == 0
+    assert {job.get_status() for job in first} == {JobStatus.FINISHED}
+
+    second = [producer.enqueue("worker.examples.add", 2, b=5), producer.enqueue("worker.examples.fail", "no")]
+    done = run(["task-worker", "--burst"], env)
+    assert done.returncode == 0, done.stderr
+    assert second[0].return_value() == 7
+    assert second[0].get_status() == JobStatus.FINISHED
+    assert second[1].get_status() == JobStatus.FAILED
