@@ -18,7 +18,7 @@ from worker.errors import ConfigError, TaskProcessorError
 from worker.settings import validate_queue_name
 
 BATCH = 500
-"""Tasks per ``enqueue_many`` call: one MULTI/EXEC round trip each, small enough to keep Redis responsive."""
+"""Tasks per ``enqueue_many`` call: one atomic round trip each, small enough to keep Redis responsive."""
 
 KEYS = {
     "func": str,

@@ -4,10 +4,10 @@ A Pod (or a local worker process) is already the isolation unit, so jobs run in 
 (RQ's ``SimpleWorker``); ``--max-jobs`` and ``--max-memory`` recycle the process to bound what a leaky task holds.
 
 RQ's SimpleWorker spends about 14 Redis round trips on one successful job. This worker writes the same keys and
-fields, in three: the pop (one Lua call moves the job into its queue's intermediate list and returns its hash),
-the start (one MULTI/EXEC: execution, started entry, worker and job state) and the finish (one MULTI/EXEC:
-result, finished entry, worker counters and state). Failures, retries, stops, repeats and dependents go through
-RQ's own code. One heartbeat thread, started with the worker, keeps the worker and its running job alive.
+fields in two Lua calls (``worker.fastpath``): the start (execution, started entry, worker and job state) and the
+finish (result, finished entry, worker counters and state), which also pops the next job into its queue's
+intermediate list and returns its hash. Failures, retries, stops, repeats and dependents go through RQ's own
+code. One heartbeat thread, started with the worker, keeps the worker and its running job alive.
 """
 
 from __future__ import annotations
