@@ -25,7 +25,7 @@ from rq.utils import now
 
 from producer.atomic import BatchWriter
 from producer.errors import InvalidTaskError, RedisUnavailableError, TaskFailedError, WaitTimeoutError
-from producer.jobhash import JobFactory, QueuedJob
+from producer.jobhash import JobFactory, QueuedJob, serialized_call
 from worker.connection import OutageLog, connect, describe_failure
 from worker.errors import ConfigError, TaskProcessorError
 from worker.observe import QueueCounts, list_workers, queue_counts
@@ -294,7 +294,6 @@ class Producer:
             raise InvalidTaskError(f"{path}: kwargs must be a mapping with string keys")
         if self.serializer_name == "json":
             check_json_arguments(path, task.args, task.kwargs)
-        check_payload_size(path, task.args, task.kwargs, SERIALIZERS[self.serializer_name], self.max_payload)
         if task.job_id is not None:
             try:
                 validate_job_id(task.job_id)
@@ -307,11 +306,16 @@ class Producer:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise InvalidTaskError(f"{path}: {name} {value!r} must be a whole number >= 0")
         serializer = SERIALIZERS[self.serializer_name]
+        args, kwargs = tuple(task.args), dict(task.kwargs)
+        call = serialized_call(serializer, path, args, kwargs)
+        if self.max_payload and len(call) > self.max_payload:
+            # The call holds the arguments and more, so only a call over the limit can have arguments over it.
+            check_payload_size(path, args, kwargs, serializer, self.max_payload)
         return QueuedJob.build(
-            serializer,
+            call,
             path,
-            tuple(task.args),
-            dict(task.kwargs),
+            args,
+            kwargs,
             job_id=task.job_id,
             queue=self.default_queue if task.queue is None else validate_queue_name(task.queue),
             at_front=bool(task.at_front),

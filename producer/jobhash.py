@@ -41,6 +41,11 @@ DESCRIPTION_ARG_LENGTH = 75
 """RQ's description shortens each argument's repr to this many characters (``Job.get_call_string``)."""
 
 
+def serialized_call(serializer: Serializer, func: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    """The call as RQ serializes it into ``Job.data`` (before compression)."""
+    return serializer.dumps((func, None, args, kwargs))
+
+
 @dataclass(frozen=True, slots=True)
 class QueuedJob:
     """What varies between two queued jobs; a checked task, ready to write."""
@@ -61,7 +66,7 @@ class QueuedJob:
     @classmethod
     def build(
         cls,
-        serializer: Serializer,
+        call: bytes,
         func: str,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
@@ -72,7 +77,8 @@ class QueuedJob:
         timeout: int,
         retry_intervals: list[int] | None,
     ) -> QueuedJob:
-        data = zlib.compress(serializer.dumps((func, None, args, kwargs)))
+        """``call`` is ``serialized_call(serializer, func, args, kwargs)``, made once by the caller's checks."""
+        data = zlib.compress(call)
         description = get_call_string(func, args, kwargs, max_length=DESCRIPTION_ARG_LENGTH) or ""
         job_id = job_id or str(uuid.uuid4())
         return cls(job_id, queue, at_front, func, args, kwargs, data, description, timeout, retry_intervals)
