@@ -28,7 +28,7 @@ from producer.errors import InvalidTaskError, RedisUnavailableError, TaskFailedE
 from producer.jobhash import JobFactory, QueuedJob, serialized_call
 from worker.connection import OutageLog, connect, describe_failure
 from worker.errors import ConfigError, TaskProcessorError
-from worker.observe import QueueCounts, list_workers, queue_counts
+from worker.observe import QueueCounts, WorkerInfo, list_workers, queue_counts
 from worker.settings import (
     DEFAULT_MAX_PAYLOAD,
     DEFAULT_QUEUE,
@@ -394,12 +394,16 @@ class Producer:
             job.id,
         )
 
-    def stats(self, queues: Iterable[str] | None = None) -> dict[str, QueueStats]:
-        """Counts per queue (every queue RQ knows, by default) with the workers listening on each."""
+    def stats(
+        self, queues: Iterable[str] | None = None, workers: Sequence[WorkerInfo] | None = None
+    ) -> dict[str, QueueStats]:
+        """Counts per queue (every queue RQ knows, by default) with the workers listening on each (``workers``:
+        already read by the caller, so that one read serves both views)."""
         try:
             names = sorted(queues) if queues is not None else self.known_queues()
             counts = queue_counts(self.connection, names)
-            workers = list_workers(self.connection)
+            if workers is None:
+                workers = list_workers(self.connection)
         except redis.RedisError as exc:
             raise describe_failure(self.redis_url, exc) from exc
         return {

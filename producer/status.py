@@ -79,9 +79,9 @@ def _autoscaler(producer: Producer, deployment: str) -> dict[str, Any] | None:
 
 def collect(producer: Producer, deployment: str) -> dict[str, Any]:
     """Every fact ``status`` shows, as plain data (what ``--json`` prints)."""
-    stats = producer.stats()
-    ages = oldest_queued_seconds(producer.connection, list(stats))
     workers = list_workers(producer.connection)
+    stats = producer.stats(workers=workers)  # the same workers in both views, read once
+    ages = oldest_queued_seconds(producer.connection, list(stats))
     busy = sum(w.busy for w in workers)
     return {
         "queues": {name: {**asdict(s), "oldest_queued_seconds": ages[name]} for name, s in stats.items()},
