@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Callable
 
 import redis
@@ -102,3 +103,16 @@ def test_name_and_concurrency_together_are_refused(env: dict[str, str]) -> None:
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1
     assert "--name names one worker" in result.stderr
+
+
+def test_many_slots_each_get_their_connections(
+    producer: Producer, conn: redis.Redis, spawn: Callable[..., Proc]
+) -> None:
+    """An idle slot holds a blocking pop and RQ's pubsub, and a heartbeat now and then: 60 idle slots need more
+    connections than redis-py's default pool of 100."""
+    worker = spawn("task-worker", "--concurrency", "60")
+    wait_for(lambda: len(list_workers(conn)) == 60, what="60 slots registered")
+    time.sleep(2)  # every slot idle in its blocking pop
+    jobs = producer.enqueue_many([Task("worker.examples.record", ("done", str(i), 0.5)) for i in range(60)])
+    assert producer.wait(jobs, timeout=60) == [str(i) for i in range(60)]
+    assert "Too many connections" not in worker.output()

@@ -7,6 +7,7 @@ import sys
 
 import redis
 
+from worker.batching import BatchedCalls
 from worker.connection import OutageLog, connect, describe_failure, ping
 from worker.errors import ConfigError, TaskProcessorError
 from worker.logs import configure_logging, get_logger
@@ -102,13 +103,13 @@ def _run(argv: list[str], settings: Settings) -> int:
     recycler = Recycler(args.max_jobs, args.max_memory or settings.max_memory_mib)
     configure_logging(settings.log_level, settings.log_format)
     serve_metrics(settings.metrics_port)
-    connection = connect(settings.redis_url)
+    connection = connect(settings.redis_url, workers=args.concurrency)
     ping(connection, settings.redis_url)
     quiet = "DEBUG" if settings.log_level == "DEBUG" else "WARNING"
     if args.concurrency > 1:
-        outage = OutageLog()
+        outage, calls = OutageLog(), BatchedCalls(connection)
         slots = [
-            build_worker(settings, connection, queues, worker_class=SlotWorker, outage=outage)
+            build_worker(settings, connection, queues, worker_class=SlotWorker, outage=outage, calls=calls)
             for _ in range(args.concurrency)
         ]
         names = [slot.name for slot in slots]

@@ -93,11 +93,19 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))
 
 
-def connect(url: str) -> redis.Redis:
-    """A client with bounded connect time, keepalive and retries: a restart of Redis costs a retry, not a crash."""
+CONNECTIONS_PER_WORKER = 4
+"""Connections an RQ worker may hold at once: its blocking pop, its heartbeat, RQ's command pubsub, and one spare."""
+
+
+def connect(url: str, workers: int = 1) -> redis.Redis:
+    """A client with bounded connect time, keepalive and retries: a restart of Redis costs a retry, not a crash.
+
+    Its pool holds enough connections for ``workers`` RQ workers in this process (the slots of ``--concurrency``),
+    plus redis-py's default of 100 for everything else."""
     try:
         client = Client.from_url(
             url,
+            max_connections=100 + CONNECTIONS_PER_WORKER * workers,
             socket_connect_timeout=CONNECT_TIMEOUT,
             socket_keepalive=True,
             health_check_interval=HEALTH_CHECK_INTERVAL,

@@ -23,6 +23,8 @@ from rq.results import Result
 from rq.utils import current_timestamp, now, utcformat
 from rq.worker import WorkerStatus
 
+from worker.batching import BatchedCalls
+
 if TYPE_CHECKING:
     from worker.runner import TaskWorker
 
@@ -117,15 +119,16 @@ class FastPath:
     """The pop, start and finish scripts, registered once per worker. Keys come from RQ's own key templates
     (building RQ's registry objects per job costs more than the rest of the Python side of a job)."""
 
-    def __init__(self, worker: TaskWorker) -> None:
+    def __init__(self, worker: TaskWorker, calls: BatchedCalls) -> None:
         self.worker = worker
+        self.calls = calls
         self._pop = worker.connection.register_script(_POP)
         self._start = worker.connection.register_script(_START)
         self._finish = worker.connection.register_script(_FINISH)
 
     def pop(self, keys: list[str]) -> Popped | None:
         """The next job of the queues in ``keys`` (see pop() above), or None when they are empty."""
-        return self._pop(keys=keys, args=[Job.redis_job_namespace_prefix])
+        return self.calls.call(self._pop, keys, [Job.redis_job_namespace_prefix])
 
     def start(self, job: Job, intermediate_key: str) -> Execution:
         """Mark the job started by this worker; returns its execution (RQ's prepare_execution and
@@ -140,11 +143,12 @@ class FastPath:
         job.worker_name = worker.name
         job._status = JobStatus.STARTED
         timestamp = current_timestamp()
-        self._start(
-            keys=[job.key, worker.key, StartedJobRegistry.key_template.format(job.origin), intermediate_key,
-                  execution.key, ExecutionRegistry.key_template.format(job.id)],
-            args=[job.id, execution.id, worker.name, execution.created_at.timestamp(), utcformat(started), ttl,
-                  timestamp + ttl, timestamp + ttl + 60, job.serializer.dumps(job.meta)],
+        self.calls.call(
+            self._start,
+            [job.key, worker.key, StartedJobRegistry.key_template.format(job.origin), intermediate_key,
+             execution.key, ExecutionRegistry.key_template.format(job.id)],
+            [job.id, execution.id, worker.name, execution.created_at.timestamp(), utcformat(started), ttl,
+             timestamp + ttl, timestamp + ttl + 60, job.serializer.dumps(job.meta)],
         )  # fmt: skip
         return execution
 
@@ -171,12 +175,12 @@ class FastPath:
             execution_ended_at=job.ended_at,
         )
         fields = [item for pair in result.serialize().items() for item in pair]
-        dependents, popped = self._finish(
-            keys=[job.key, worker.key, StartedJobRegistry.key_template.format(job.origin), execution.key,
-                  ExecutionRegistry.key_template.format(job.id),
-                  Result.get_key(job.id), FinishedJobRegistry.key_template.format(job.origin),
-                  job.dependents_key, *pop_keys],
-            args=[job.id, execution.id, (job.ended_at - job.started_at).total_seconds(), utcformat(job.ended_at),
-                  result_ttl, current_timestamp() + result_ttl, Job.redis_job_namespace_prefix, *fields],
+        dependents, popped = self.calls.call(
+            self._finish,
+            [job.key, worker.key, StartedJobRegistry.key_template.format(job.origin), execution.key,
+             ExecutionRegistry.key_template.format(job.id), Result.get_key(job.id),
+             FinishedJobRegistry.key_template.format(job.origin), job.dependents_key, *pop_keys],
+            [job.id, execution.id, (job.ended_at - job.started_at).total_seconds(), utcformat(job.ended_at),
+             result_ttl, current_timestamp() + result_ttl, Job.redis_job_namespace_prefix, *fields],
         )  # fmt: skip
         return dependents, popped

@@ -36,6 +36,7 @@ from rq.utils import now
 from rq.worker import SimpleWorker, WorkerStatus
 
 from worker import metrics
+from worker.batching import BatchedCalls
 from worker.connection import OutageLog
 from worker.errors import TaskProcessorError, undecodable_job
 from worker.fastpath import FastPath, Popped, can_finish_fast
@@ -131,6 +132,7 @@ class TaskWorker(SimpleWorker):
         abandon_after: int = 30,
         max_abandons: int = 3,
         outage: OutageLog | None = None,
+        calls: BatchedCalls | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -144,7 +146,8 @@ class TaskWorker(SimpleWorker):
         self.reaper = Reaper(self.connection, tuple(self.queue_names()), self.serializer, max_abandons)
         self._reaped_at = 0.0
         self.outage = outage or OutageLog()  # shared by the slots of one process: one pair of lines per outage
-        self._fast = FastPath(self)
+        # Shared by the slots of one process: their Lua calls made at the same time go in one round trip.
+        self._fast = FastPath(self, calls or BatchedCalls(self.connection))
         # rq:suspended, then each queue and its intermediate list, highest priority first: what a pop looks at.
         self._pop_keys = [WORKERS_SUSPENDED]
         self._pop_keys += [key for q in self._ordered_queues for key in (q.key, q.intermediate_queue_key)]
@@ -531,6 +534,7 @@ def build_worker(
     name: str | None = None,
     worker_class: type[TaskWorker] | None = None,
     outage: OutageLog | None = None,
+    calls: BatchedCalls | None = None,
 ) -> TaskWorker:
     worker = (worker_class or TaskWorker)(
         list(queues or settings.queues),
@@ -540,6 +544,7 @@ def build_worker(
         abandon_after=settings.abandon_after,
         max_abandons=settings.max_abandons,
         outage=outage,
+        calls=calls,
     )
     # RQ records socket.gethostname(); the Pod name is what the autoscaler matches Pods by.
     worker.hostname = settings.host
