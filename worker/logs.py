@@ -2,13 +2,19 @@
 
 JSON lines when the stream is not a terminal (what log collectors read), a readable console format on one.
 Context bound with ``structlog.contextvars`` (job id, queue, function) lands on every line of that job.
+
+Our own lines take structlog's native path (processors, then one write), not the standard library's: a worker
+writes a line per job, and ``logging``'s records, handlers and caller lookup cost several times the rendering.
+Lines of libraries that log through ``logging`` (RQ, redis-py) are rendered the same way and written to the same
+stream, under the same lock.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import TextIO
+import threading
+from typing import Any, TextIO
 
 import structlog
 
@@ -16,6 +22,52 @@ from worker.settings import LogFormat
 
 QUIET_LOGGERS = ("rq", "redis", "urllib3", "kubernetes")
 """Libraries whose INFO chatter repeats what our own lines say; they log at WARNING unless LOG_LEVEL=DEBUG."""
+
+
+class _Output:
+    """The stream every line goes to, one whole line at a time. ``configure_logging`` may swap the stream
+    (tests capture it); loggers made before then follow."""
+
+    def __init__(self) -> None:
+        self.stream: TextIO = sys.stdout
+        self.level = logging.INFO
+        self.lock = threading.Lock()
+
+    def write(self, line: str) -> None:
+        with self.lock:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+
+
+_output = _Output()
+
+
+class _Logger:
+    """What structlog hands a rendered line to: our output, under the logger's name."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def msg(self, line: str) -> None:
+        _output.write(line)
+
+    debug = info = warning = error = critical = exception = msg
+
+
+class _Handler(logging.Handler):
+    """The standard library's records, rendered by structlog's formatter onto the same output."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            _output.write(self.format(record))
+        except Exception:
+            self.handleError(record)
+
+
+def _below_level(logger: Any, method: str, event: structlog.typing.EventDict) -> structlog.typing.EventDict:
+    if logging.getLevelName(method.upper()) < _output.level:
+        raise structlog.DropEvent
+    return event
 
 
 def _shared_processors() -> list[structlog.typing.Processor]:
@@ -28,19 +80,24 @@ def _shared_processors() -> list[structlog.typing.Processor]:
 
 
 def configure_logging(level: str = "INFO", fmt: LogFormat = "auto", stream: TextIO | None = None) -> None:
-    """Route structlog and stdlib logging through one handler on ``stream`` (stdout by default)."""
-    stream = stream or sys.stdout
-    as_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
+    """Send our lines and the standard library's to ``stream`` (stdout by default), from ``level`` up."""
+    _output.stream = stream or sys.stdout
+    _output.level = logging.getLevelName(level)
+    as_json = fmt == "json" or (fmt == "auto" and not _output.stream.isatty())
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        structlog.processors.JSONRenderer()
+        if as_json
+        else structlog.dev.ConsoleRenderer(colors=_output.stream.isatty())
     )
-    final: list[structlog.typing.Processor] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta]
-    if as_json:
-        final.append(structlog.processors.dict_tracebacks)
-    final.append(renderer)
+    tracebacks = [structlog.processors.dict_tracebacks] if as_json else []
 
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(structlog.stdlib.ProcessorFormatter(foreign_pre_chain=_shared_processors(), processors=final))
+    handler = _Handler()
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=_shared_processors(),
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tracebacks, renderer],
+        )
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -50,15 +107,17 @@ def configure_logging(level: str = "INFO", fmt: LogFormat = "auto", stream: Text
 
     structlog.configure(
         processors=[
+            _below_level,
             *_shared_processors(),
             structlog.processors.StackInfoRenderer(),
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+            *tracebacks,
+            renderer,
         ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        logger_factory=_Logger,
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
         cache_logger_on_first_use=True,
     )
 
 
-def get_logger(name: str) -> structlog.stdlib.BoundLogger:
-    return structlog.stdlib.get_logger(name)
+def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:
+    return structlog.get_logger(name)  # type: ignore[no-any-return]
