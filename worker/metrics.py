@@ -1,8 +1,8 @@
 """Prometheus metrics of a worker process, and the HTTP endpoint both sides serve them on.
 
-Off unless METRICS_PORT is set. One registry per process: however many worker slots a process runs, one port
-serves them all; jobs are counted by queue and function, and ``task_processor_worker_busy`` counts the slots
-running a job right now.
+Off unless METRICS_PORT is set, and then not even counted (a job's metrics cost more than a short task). One
+registry per process: however many worker slots a process runs, one port serves them all; jobs are counted by
+queue and function, and ``task_processor_worker_busy`` counts the slots running a job right now.
 """
 
 from __future__ import annotations
@@ -81,13 +81,21 @@ def _labels(job: Job) -> tuple[str, str]:
     return job.origin, function
 
 
+_counting = False
+"""Whether this process serves its metrics (``serve`` with a port), and so counts jobs."""
+
+
 def job_started(job: Job) -> None:
+    if not _counting:
+        return
     JOBS_STARTED.labels(*_labels(job)).inc()
     BUSY.inc()
 
 
 def job_ended(job: Job, seconds: float, interrupted: bool = False) -> None:
     """Count one run's outcome from the status the job ended in (``interrupted``: requeued by a cold stop)."""
+    if not _counting:
+        return
     labels = _labels(job)
     counter = JOBS_RETRIED if interrupted else _ENDED.get(job.get_status(refresh=False), JOBS_FAILED)
     counter.labels(*labels).inc()
@@ -97,10 +105,12 @@ def job_ended(job: Job, seconds: float, interrupted: bool = False) -> None:
 
 def serve(port: int, registry: CollectorRegistry = REGISTRY) -> None:
     """Serve ``registry`` on ``http://0.0.0.0:port/metrics`` from a daemon thread; port 0 means off."""
+    global _counting
     if not port:
         return
     try:
         start_http_server(port, registry=registry)
+        _counting = True
     except (OSError, OverflowError) as exc:
         raise ConfigError(
             f"METRICS_PORT={port}: cannot listen there ({exc}): pick a free port, or 0 to turn metrics off"
