@@ -24,12 +24,10 @@ from rq import Queue
 from rq.job import Job
 from rq.utils import utcformat
 
-from producer.jobhash import QUEUED, UNSET_FIELDS, QueuedJob
+from producer.jobhash import QUEUED, QueuedJob
 
 PER_JOB = 8
 """Script arguments per job: its queue's index, then ``QueuedJob.varying_fields``."""
-
-_UNSET = ", ".join(f"'{name}', ''" for name in UNSET_FIELDS)
 
 # KEYS[1]: rq:queues; KEYS[2 .. 1 + nq]: the batch's queue lists; KEYS[2 + nq ..]: one job hash per job.
 # ARGV[1]: the batch's timestamp (created_at and enqueued_at of every job, and the receipt); ARGV[2]: nq;
@@ -54,7 +52,7 @@ for i = 2, 1 + nq do redis.call('SADD', KEYS[1], KEYS[i]) end
 local pos = 3 + nq
 for k = 2 + nq, #KEYS do
   local q = tonumber(ARGV[pos])
-  local fields = {{'status', '{QUEUED}', 'created_at', ARGV[1], 'data', ARGV[pos + 3], {_UNSET}}}
+  local fields = {{'status', '{QUEUED}', 'created_at', ARGV[1], 'data', ARGV[pos + 3]}}
   if ARGV[pos + 6] ~= '' then
     for _, value in ipairs({{'retries_left', ARGV[pos + 6], 'retry_intervals', ARGV[pos + 7]}}) do
       fields[#fields + 1] = value

@@ -2,12 +2,16 @@
 
 ``producer.jobhash`` builds RQ's job hash directly instead of through ``Job.create``/``Job.save``; these tests
 enqueue the same task with RQ and with the producer and compare what lands in Redis field by field (only the
-id and the two timestamps may differ, and the timestamps must be there and parse), then let RQ's own worker
-and ours run the producer's jobs.
+id and the two timestamps may differ, and the timestamps must be there and parse), and what RQ reads back from
+each; then let RQ's own worker and ours run the producer's jobs.
+
+The producer leaves out the fields RQ writes empty and stores a short call uncompressed (``producer.jobhash``):
+the comparison reads an empty field as a missing one and the call decompressed, as ``Job.restore`` does.
 """
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 import pytest
@@ -56,12 +60,22 @@ def rq_enqueue(conn: redis.Redis, serializer: str, task: Task, job_id: str | Non
     )
 
 
+def stored_call(data: bytes) -> bytes:
+    """The serialized call in a job's ``data`` field, compressed or not (``Job.restore``'s reading)."""
+    try:
+        return zlib.decompress(data)
+    except zlib.error:
+        return data
+
+
 def snapshot(conn: redis.Redis, ids: list[str]) -> dict[str, Any]:
-    """Everything an enqueue wrote, with job ids replaced by their position in ``ids``."""
+    """Everything an enqueue wrote, with job ids replaced by their position in ``ids``; a job hash as RQ reads
+    it (an empty field is a missing one, the call decompressed)."""
     alias = {job_id.encode(): f"<job {i}>".encode() for i, job_id in enumerate(ids)}
     hashes = {}
     for i, job_id in enumerate(ids):
-        fields = conn.hgetall(Job.key_for(job_id))
+        fields = {name: value for name, value in conn.hgetall(Job.key_for(job_id)).items() if value != b""}
+        fields[b"data"] = stored_call(fields[b"data"])
         for name in TIMESTAMPS:
             utcparse(fields.pop(name.encode()).decode())  # present and parses
         hashes[i] = fields
@@ -85,10 +99,13 @@ def test_enqueue_writes_what_rq_enqueue_writes(redis_url: str, conn: redis.Redis
         conn.flushall()
         theirs = [rq_enqueue(conn, serializer, task, task.job_id)]
         expected = snapshot(conn, [job.id for job in theirs])
+        read_back = comparable(Job.fetch(theirs[0].id, connection=conn, serializer=SERIALIZERS[serializer]))
         conn.flushall()
         ours = [producer.enqueue_many([task])[0]]
         assert snapshot(conn, [job.id for job in ours]) == expected, name
         assert comparable(ours[0]) == comparable(theirs[0]), f"{name}: the returned Job differs from RQ's"
+        fetched = Job.fetch(ours[0].id, connection=conn, serializer=SERIALIZERS[serializer])
+        assert comparable(fetched) == read_back, f"{name}: RQ reads our job differently from its own"
 
 
 def test_enqueue_many_writes_what_rq_enqueue_many_writes(redis_url: str, conn: redis.Redis) -> None:
