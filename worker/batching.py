@@ -20,50 +20,61 @@ from redis.exceptions import NoScriptError
 
 
 class _Call:
-    __slots__ = ("args", "error", "keys", "reply", "script", "sent")
+    __slots__ = ("args", "error", "keys", "reply", "script", "sent", "wake")
 
     def __init__(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> None:
         self.script, self.keys, self.args = script, keys, args
         self.reply: Any = None
         self.error: BaseException | None = redis.ConnectionError("the batch carrying this call was interrupted")
         self.sent = False
+        self.wake = threading.Event()  # set when the call was sent, or when its thread is to send the next batch
+
+    def outcome(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.reply
 
 
 class BatchedCalls:
     """Lua script calls from any thread, those made at the same time sent in one pipeline.
 
     The calls go out on a connection of their own, written and read directly: redis-py's per-command path (pool
-    checkout, argument checks, command lookup) costs more than a short task."""
+    checkout, argument checks, command lookup) costs more than a short task. Each waiting thread sleeps on an
+    event of its own, woken once: when its call was sent, or when the lead passes to it."""
 
     def __init__(self, connection: redis.Redis) -> None:
         self.connection = connection
         self._wire_connection = connection.connection_pool.make_connection()
         self._queued: list[_Call] = []
-        self._sending = False  # a batch is on the wire
-        self._changed = threading.Condition()
+        self._sending = False  # a thread is sending a batch; calls made meanwhile wait in _queued
+        self._lock = threading.Lock()
 
     def call(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """Run ``script`` and return its reply (or raise its error), as ``script(keys, args)`` would."""
         call = _Call(script, keys, args)
-        with self._changed:
+        with self._lock:
             self._queued.append(call)
-            while self._sending and not call.sent:
-                self._changed.wait()
-            batch = None
-            if not call.sent:  # the wire is free: send everything queued, this call included
-                batch, self._queued, self._sending = self._queued, [], True
-        if batch is not None:
-            try:
-                self._send(batch)
-            finally:
-                with self._changed:
-                    for sent in batch:
-                        sent.sent = True
+            leads, self._sending = not self._sending, True
+        if not leads:
+            call.wake.wait()
+            if call.sent:
+                return call.outcome()
+        # This thread sends everything queued, its own call included, then passes the lead to the first call
+        # that queued meanwhile (or frees the wire).
+        with self._lock:
+            batch, self._queued = self._queued, []
+        try:
+            self._send(batch)
+        finally:
+            for sent in batch:
+                sent.sent = True
+                sent.wake.set()
+            with self._lock:
+                if self._queued:
+                    self._queued[0].wake.set()
+                else:
                     self._sending = False
-                    self._changed.notify_all()
-        if call.error is not None:
-            raise call.error
-        return call.reply
+        return call.outcome()
 
     def _send(self, batch: list[_Call]) -> None:
         wire = self._wire_connection
