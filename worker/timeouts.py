@@ -9,6 +9,7 @@ one long C call (a socket read without a timeout, one long ``time.sleep``) is st
 from __future__ import annotations
 
 import ctypes
+import functools
 import threading
 import time
 from typing import Any
@@ -67,22 +68,28 @@ class _Watchdog:
 _WATCHDOG = _Watchdog()
 
 
+@functools.cache
+def _timeout_exception(exception: type[BaseException], timeout: float) -> type[BaseException]:
+    """PyThreadState_SetAsyncExc raises a class, so the message travels in a subclass made for this timeout (once
+    per timeout value: making a class costs more than a short task)."""
+    message = f"Task exceeded maximum timeout value ({timeout} seconds)"
+    return type(
+        exception.__name__,
+        (exception,),
+        {
+            "__init__": lambda self: exception.__init__(self, message),
+            "__module__": exception.__module__,
+            "__qualname__": exception.__qualname__,
+        },
+    )
+
+
 class ThreadDeathPenalty(BaseDeathPenalty):
     """RQ's death-penalty interface (``with penalty(timeout, exception):``) for a job running in a thread."""
 
     def __init__(self, timeout: float, exception: type[BaseException] = JobTimeoutException, **kwargs: Any) -> None:
         super().__init__(timeout, exception, **kwargs)
-        # PyThreadState_SetAsyncExc raises a class, so the message travels in a subclass made for this timeout.
-        message = f"Task exceeded maximum timeout value ({timeout} seconds)"
-        self._exception = type(
-            exception.__name__,
-            (exception,),
-            {
-                "__init__": lambda self: exception.__init__(self, message),
-                "__module__": exception.__module__,
-                "__qualname__": exception.__qualname__,
-            },
-        )
+        self._exception = _timeout_exception(exception, timeout)
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: Any) -> bool:
         if kind is self._exception:
