@@ -88,20 +88,28 @@ def test_a_killed_workers_job_is_requeued_and_finished_by_another(
     print(f"requeued {recovered:.1f}s after SIGKILL (TASK_ABANDON_AFTER={settings.abandon_after})")
 
 
-def test_a_job_popped_by_a_worker_that_died_before_starting_it_is_not_lost(
-    redis_url: str, producer: Producer, conn: redis.Redis, spawn: Callable[..., Proc]
+@pytest.mark.parametrize("own_meta", [False, True], ids=["started-by-the-pop", "left-for-python-to-start"])
+def test_a_job_popped_by_a_worker_that_died_before_running_it_is_not_lost(
+    redis_url: str, producer: Producer, conn: redis.Redis, spawn: Callable[..., Proc], own_meta: bool
 ) -> None:
-    """The worst moment for a multi-queue worker: the job left the queue, the worker dies before registering it.
+    """The worst moment for a multi-queue worker: the job left the queue, the worker dies before running it.
 
     RQ pops from several queues with BLPOP, so the job would exist only in the dead process's memory. Here the
-    pop moves it into the queue's intermediate list in one step; the test stops right there, as a SIGKILL would.
+    pop moves the job in one step either into the worker's hands in Redis (started, with an execution that
+    expires without heartbeats: the common case) or, for a job whose meta holds more than our attempt count,
+    into the queue's intermediate list. The test stops right there, as a SIGKILL would.
     """
     job = producer.enqueue("worker.examples.record", "done", "popped", queue="low")
-    dying = build_worker(Settings(redis_url=redis_url), conn, ("high", "low"))
+    if own_meta:
+        conn.hset(job.key, "meta", '{"owner": "billing"}')
+    dying = build_worker(Settings(redis_url=redis_url, abandon_after=3), conn, ("high", "low"))
     popped, queue = dying._pop(timeout=None)
     assert (popped.id, queue.name) == (job.id, "low")
     assert conn.llen("rq:queue:low") == 0
-    assert conn.lrange("rq:queue:low:intermediate", 0, -1) == [job.id.encode()]  # in Redis, not only in memory
+    in_intermediate = conn.lrange("rq:queue:low:intermediate", 0, -1)
+    started = StartedJobRegistry("low", connection=conn).get_job_ids()
+    # In Redis, not only in memory:
+    assert (in_intermediate, started) == (([job.id.encode()], []) if own_meta else ([], [job.id]))
     spawn("task-worker", "--queue", "high", "--queue", "low", extra_env=FAST)
     assert producer.wait([job], timeout=INTERMEDIATE_GRACE + 20) == ["popped"]
     assert recorded(conn, "done") == ["popped"]

@@ -213,11 +213,19 @@ def test_bad_settings_are_one_line_errors(env: dict[str, str], variable: str, va
 
 
 def test_max_jobs_recycles_the_process(producer: Producer, conn: redis.Redis, spawn: Callable[..., Proc]) -> None:
-    producer.enqueue_many([Task("worker.examples.noop") for _ in range(5)])
+    jobs = producer.enqueue_many([Task("worker.examples.noop") for _ in range(5)])
     worker = spawn("task-worker", "--max-jobs", "2")
     assert worker.wait(timeout=30) == 0
-    assert conn.llen("rq:queue:default") == 3
-    assert Job.fetch  # the remaining jobs stay queued for the next process
+    # The second job's finish had already popped and started the third: it goes back to the front, as it was.
+    assert conn.lrange("rq:queue:default", 0, -1) == [job.id.encode() for job in jobs[2:]]
+    for job in jobs[2:]:
+        stored = Job.fetch(job.id, connection=conn, serializer="json")
+        assert (stored.get_status(), stored.meta) == (JobStatus.QUEUED, {})  # no attempt counted
+    assert StartedJobRegistry("default", connection=conn).get_job_ids() == []
+    assert conn.keys("rq:execution*") == []
+    assert conn.llen("rq:queue:default:intermediate") == 0
+    spawn("task-worker", "--burst").wait(timeout=30)
+    assert [Job.fetch(j.id, connection=conn, serializer="json").meta for j in jobs] == [{"attempt": 1}] * 5
 
 
 @pytest.mark.parametrize("how", ["option", "environment"])

@@ -4,10 +4,10 @@ A Pod (or a local worker process) is already the isolation unit, so jobs run in 
 (RQ's ``SimpleWorker``); ``--max-jobs`` and ``--max-memory`` recycle the process to bound what a leaky task holds.
 
 RQ's SimpleWorker spends about 14 Redis round trips on one successful job. This worker writes the same keys and
-fields in two Lua calls (``worker.fastpath``): the start (execution, started entry, worker and job state) and the
-finish (result, finished entry, worker counters and state), which also pops the next job into its queue's
-intermediate list and returns its hash. Failures, retries, stops, repeats and dependents go through RQ's own
-code. One heartbeat thread, started with the worker, keeps the worker and its running job alive.
+fields in Lua calls (``worker.fastpath``): the finish of a job (result, finished entry, worker counters and state)
+also pops the next job and starts it (execution, started entry, worker and job state), so a job in a busy queue
+costs one call. Failures, retries, stops, repeats and dependents go through RQ's own code. One heartbeat thread,
+started with the worker, keeps the worker and its running job alive.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from redis.client import Pipeline
 from rq import Queue, get_current_job
 from rq.defaults import DEFAULT_FAILURE_TTL
 from rq.exceptions import DequeueTimeout, DeserializationError, NoSuchJobError, StopRequested
+from rq.executions import Execution, ExecutionRegistry
 from rq.job import Job, JobStatus, _job_stack
 from rq.registry import StartedJobRegistry
 from rq.suspension import WORKERS_SUSPENDED
@@ -39,7 +40,7 @@ from worker import metrics
 from worker.batching import BatchedCalls
 from worker.connection import OutageLog
 from worker.errors import TaskProcessorError, undecodable_job
-from worker.fastpath import FastPath, Popped, can_finish_fast
+from worker.fastpath import SUSPENDED, FastPath, Popped, can_finish_fast
 from worker.logs import get_logger
 from worker.reaper import Reaper
 from worker.recycle import Recycler
@@ -148,10 +149,14 @@ class TaskWorker(SimpleWorker):
         self.outage = outage or OutageLog()  # shared by the slots of one process: one pair of lines per outage
         # Shared by the slots of one process: their Lua calls made at the same time go in one round trip.
         self._fast = FastPath(self, calls or BatchedCalls(self.connection))
-        # rq:suspended, then each queue and its intermediate list, highest priority first: what a pop looks at.
+        # rq:suspended, then each queue, its intermediate list and its started registry, highest priority first:
+        # what a pop looks at.
         self._pop_keys = [WORKERS_SUSPENDED]
-        self._pop_keys += [key for q in self._ordered_queues for key in (q.key, q.intermediate_queue_key)]
-        self._prefetched: Popped | None = None
+        self._pop_keys += [
+            key for q in self._ordered_queues for key in (q.key, q.intermediate_queue_key, q.started_job_registry.key)
+        ]
+        self._prefetched: Popped | str | None = None
+        self._started_by_pop: Execution | None = None  # the popped job's execution, when the pop started it
         # The running job, for the heartbeat thread; the lock keeps a heartbeat from reviving a job's execution
         # entries while the job's final bookkeeping removes them.
         self._running: Job | None = None
@@ -253,7 +258,7 @@ class TaskWorker(SimpleWorker):
                 return None  # burst mode and every queue is empty
             job, queue = result
             if self._stop_requested:
-                self._give_back(queue, job.id)
+                self._give_back(queue, job)
                 return None
             self.reorder_queues(reference_queue=queue)
             return result
@@ -308,39 +313,47 @@ class TaskWorker(SimpleWorker):
             self.last_cleaned_at = now()
 
     def _pop(self, timeout: int | None) -> tuple[Job, Queue] | None:
-        """The next job, highest priority first, moved atomically into its queue's intermediate list (by the
-        previous job's finish when it could, else now)."""
+        """The next job, highest priority first, moved atomically into its queue's intermediate list, and
+        started in the same step when it could (by the previous job's finish when it could, else now)."""
         queues = {q.key: q for q in self._ordered_queues}
         while True:
             hit, self._prefetched = self._prefetched, None
             if hit is None:
                 hit = self._fast.pop(self._pop_keys)
-            if hit == b"suspended":
+            if hit == SUSPENDED:
                 self.check_for_suspension(burst=timeout is None)  # RQ's: waits for `rq resume`
                 continue
             if hit is None and timeout is not None:
                 first = self._ordered_queues[0]
                 wait = DEQUEUE_POLL if len(queues) == 1 else LOWER_PRIORITY_POLL
                 job_id = self.connection.blmove(first.key, first.intermediate_queue_key, wait)
-                hit = None if job_id is None else [first.key.encode(), job_id, None]
+                hit = None if job_id is None else Popped(first.key, job_id, None, None)
             if hit is None:
                 if timeout is None:
                     return None  # burst mode and every queue is empty
                 raise DequeueTimeout(timeout, list(queues))
-            queue, raw_id, fields = queues[hit[0].decode()], hit[1], hit[2]
-            try:
-                job = self._load(raw_id.decode(errors="replace"), fields)
-            except NoSuchJobError:
-                self.connection.lrem(queue.intermediate_queue_key, 1, raw_id)  # a job deleted while queued
-                continue
-            except redis.ConnectionError:
-                raise
-            except Exception as exc:  # a job hash no RQ code could have written: never let it stop the worker
-                self._quarantine(queue, raw_id, exc)
-                continue
-            # RQ keeps its bookkeeping on the queue named in the job; the job runs from where it was popped.
-            job.origin = queue.name
-            return job, queue
+            assert isinstance(hit, Popped)
+            taken = self._take(hit)
+            if taken is not None:
+                return taken
+
+    def _take(self, hit: Popped) -> tuple[Job, Queue] | None:
+        """The popped job, ready to run; None when the entry was no job any RQ code could run (cleared away)."""
+        queue = next(q for q in self._ordered_queues if q.key == hit.queue_key)
+        try:
+            job = self._load(hit.job_id.decode(errors="replace"), hit.fields)
+        except NoSuchJobError:
+            self.connection.lrem(queue.intermediate_queue_key, 1, hit.job_id)  # a job deleted while queued
+            return None
+        except redis.ConnectionError:
+            raise
+        except Exception as exc:  # a job hash no RQ code could have written: never let it stop the worker
+            self._quarantine(queue, hit, exc)
+            return None
+        # RQ keeps its bookkeeping on the queue named in the job; the job runs from where it was popped.
+        job.origin = queue.name
+        self._started_by_pop = hit.execution
+        return job, queue
 
     def _load(self, job_id: str, fields: list[bytes] | None) -> Job:
         """The job, from the hash the pop returned (RQ's ``Job.fetch`` without its round trip) when it did."""
@@ -350,30 +363,49 @@ class TaskWorker(SimpleWorker):
         job.restore(dict(zip(fields[::2], fields[1::2], strict=True)))
         return job
 
-    def _quarantine(self, queue: Queue, raw_id: bytes, exc: Exception) -> None:
-        """Take an unreadable job entry out of the way, into the failed registry when it is a job hash."""
-        job_id = raw_id.decode(errors="replace")
+    def _quarantine(self, queue: Queue, hit: Popped, exc: Exception) -> None:
+        """Take an unreadable job entry out of the way, into the failed registry when it is a job hash (and out
+        of this worker's hands when the pop started it)."""
+        job_id = hit.job_id.decode(errors="replace")
         reason = f"unreadable job entry {job_id!r} in queue {queue.name!r} ({type(exc).__name__}: {exc})"
         with self.connection.pipeline() as pipeline:
-            pipeline.lrem(queue.intermediate_queue_key, 1, raw_id)
+            pipeline.lrem(queue.intermediate_queue_key, 1, hit.job_id)
+            if hit.execution is not None:
+                pipeline.zrem(queue.started_job_registry.key, hit.execution.composite_key)
+                pipeline.delete(hit.execution.key)
+                pipeline.zrem(ExecutionRegistry.key_template.format(job_id), hit.execution.id)
+                self.set_current_job_id(None, pipeline=pipeline)
+                self.set_state(WorkerStatus.IDLE, pipeline=pipeline)
             if self.connection.type(Job.key_for(job_id)) == b"hash":
                 pipeline.hset(Job.key_for(job_id), mapping={"status": JobStatus.FAILED.value, "exc_info": reason})
                 pipeline.zadd(f"rq:failed:{queue.name}", {job_id: time.time() + DEFAULT_FAILURE_TTL})
             pipeline.execute()
         log.error("set aside an unreadable job entry", job_id=job_id, queue=queue.name, error=reason)
 
-    def _give_back(self, queue: Queue, job_id: str | bytes) -> None:
-        """A job popped after a stop request goes back to the front of its queue untouched."""
-        with self.connection.pipeline() as pipeline:
-            pipeline.lrem(queue.intermediate_queue_key, 1, job_id)
-            pipeline.lpush(queue.key, job_id)
-            pipeline.execute()
+    def _give_back(self, queue: Queue, job: Job) -> None:
+        """A job popped after a stop request goes back to the front of its queue, as it was: when the pop had
+        started it, the start is undone (its attempt did not happen)."""
+        execution, self._started_by_pop = self._started_by_pop, None
+        if execution is None:
+            with self.connection.pipeline() as pipeline:
+                pipeline.lrem(queue.intermediate_queue_key, 1, job.id)
+                pipeline.lpush(queue.key, job.id)
+                pipeline.execute()
+            return
+        attempts = int(job.meta.pop(ATTEMPT_META_KEY, 1)) - 1
+        if attempts:
+            job.meta[ATTEMPT_META_KEY] = attempts
+        elif not job.meta:
+            self.connection.hdel(job.key, "meta")  # RQ's save below writes no meta for an empty one
+        self.execution = execution
+        self.requeue_interrupted(job, queue)
 
     def _return_prefetched(self) -> None:
         """The job the last finish popped, when the worker stops before running it, goes back too."""
         hit, self._prefetched = self._prefetched, None
-        if isinstance(hit, list):
-            self._give_back(next(q for q in self._ordered_queues if q.key == hit[0].decode()), hit[1])
+        if isinstance(hit, Popped) and (taken := self._take(hit)) is not None:
+            job, queue = taken
+            self._give_back(queue, job)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         # RQ's SimpleWorker registers the execution and, after the job, the idle state in round trips of their
@@ -385,11 +417,16 @@ class TaskWorker(SimpleWorker):
 
     def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
         """Start the job in one Lua call: what RQ's prepare_execution, prepare_job_execution and Job.perform
-        write in three round trips. Every pop goes through an intermediate list here; the job leaves it now."""
-        job.meta[ATTEMPT_META_KEY] = int(job.meta.get(ATTEMPT_META_KEY, 0)) + 1
-        assert self._running_queue is not None  # set by perform_job
-        with self._recording("start"):
-            self.execution = self._fast.start(job, self._running_queue.intermediate_queue_key)
+        write in three round trips (unless the pop that took the job started it already, attempt counted).
+        Every pop goes through an intermediate list here; the job leaves it now."""
+        execution, self._started_by_pop = self._started_by_pop, None
+        if execution is None:
+            job.meta[ATTEMPT_META_KEY] = int(job.meta.get(ATTEMPT_META_KEY, 0)) + 1
+            assert self._running_queue is not None  # set by perform_job
+            with self._recording("start"):
+                execution = self._fast.start(job, self._running_queue.intermediate_queue_key)
+        self._fast.busy(execution)
+        self.execution = execution
         with self._job_lock:
             self._running = job
 
