@@ -42,6 +42,7 @@ def _ours(url: str) -> System:
             "1 process": [["task-worker"]],
             "2 processes": [["task-worker"]] * 2,
             "2 processes --concurrency 8": [["task-worker", "--concurrency", "8"]] * 2,
+            "2 processes --concurrency 16": [["task-worker", "--concurrency", "16"]] * 2,
         },
     )
 
