@@ -41,6 +41,7 @@ from worker.batching import BatchedCalls
 from worker.connection import OutageLog
 from worker.errors import TaskProcessorError, undecodable_job
 from worker.fastpath import SUSPENDED, FastPath, Popped, can_finish_fast
+from worker.jobs import JobTemplate
 from worker.logs import get_logger
 from worker.reaper import Reaper
 from worker.recycle import Recycler
@@ -155,6 +156,7 @@ class TaskWorker(SimpleWorker):
         self._pop_keys += [
             key for q in self._ordered_queues for key in (q.key, q.intermediate_queue_key, q.started_job_registry.key)
         ]
+        self._jobs = JobTemplate(self.job_class, self.connection, self.serializer)
         self._prefetched: Popped | str | None = None
         self._started_by_pop: Execution | None = None  # the popped job's execution, when the pop started it
         # The running job, for the heartbeat thread; the lock keeps a heartbeat from reviving a job's execution
@@ -359,7 +361,7 @@ class TaskWorker(SimpleWorker):
         """The job, from the hash the pop returned (RQ's ``Job.fetch`` without its round trip) when it did."""
         if fields is None:
             return self.job_class.fetch(job_id, connection=self.connection, serializer=self.serializer)
-        job = self.job_class(job_id, connection=self.connection, serializer=self.serializer)
+        job = self._jobs.new(job_id)
         job.restore(dict(zip(fields[::2], fields[1::2], strict=True)))
         return job
 
