@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import math
 import threading
 import time
 from typing import Any
@@ -29,14 +30,17 @@ class _Watchdog:
         self._fired: set[int] = set()
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._wakes_at = math.inf  # when the watchdog looks at the deadlines next
 
     def arm(self, seconds: float, exception: type[BaseException]) -> None:
+        deadline = time.monotonic() + seconds
         with self._changed:
-            self._deadlines[threading.get_ident()] = (time.monotonic() + seconds, exception)
+            self._deadlines[threading.get_ident()] = (deadline, exception)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="job-timeouts", daemon=True)
                 self._thread.start()
-            self._changed.notify()
+            if deadline < self._wakes_at:  # else the watchdog wakes in time anyway: no wake-up per job
+                self._changed.notify()
 
     def disarm(self) -> None:
         """Cancel this thread's deadline; a timeout that fired but has not landed yet is withdrawn."""
@@ -61,8 +65,8 @@ class _Watchdog:
                         del self._deadlines[thread_id]
                         self._fired.add(thread_id)
                         _raise_in(thread_id, exception)
-                soonest = min((deadline for deadline, _ in self._deadlines.values()), default=None)
-                self._changed.wait(None if soonest is None else max(0.0, soonest - now))
+                self._wakes_at = min((deadline for deadline, _ in self._deadlines.values()), default=math.inf)
+                self._changed.wait(None if self._wakes_at == math.inf else max(0.0, self._wakes_at - now))
 
 
 _WATCHDOG = _Watchdog()
