@@ -28,14 +28,15 @@ from producer.redis_server import LocalRedisServer
 ROOT = Path(__file__).resolve().parent.parent
 
 SIZES = {
-    "task-processor": 10_000,
+    "task-processor": 20_000,
     "RQ SimpleWorker": 2_000,
     "RQ Worker (fork)": 500,
     "Celery": 6_000,
-    "Dramatiq": 5_000,
-    "raw redis-py (RPUSH/BLMOVE)": 30_000,
+    "Dramatiq": 15_000,
+    "raw redis-py (RPUSH/BLMOVE)": 60_000,
 }
-"""Tasks per drain, so that each drain takes a few seconds whatever the system's speed."""
+"""Tasks per drain, so that each drain takes a few seconds whatever the system's speed (a drain of a second or
+two would count the start-up of a fleet's later workers and threads, which begin after the first pop)."""
 
 DEPTHS = (10_000, 1_000_000)
 """Queue depths at which one task-worker's pop rate is compared (the deep one is 100 k with --quick)."""
@@ -99,12 +100,13 @@ def run(quick: bool, repeat: int) -> dict[str, Any]:
                     print(f"    {label}: {rate:,.0f} tasks/s", flush=True)
         ours = systems[0]
         worker = ours.workers["1 process"][0]
-        for depth in DEPTHS:
-            depth //= 10 if quick and depth > 10_000 else 1
-            print(f"task-processor with {depth:,} queued", flush=True)
-            rates = measure.pop_rates(connection, ours, worker, env, depth, DEPTH_WINDOW, DEPTH_WINDOWS)
-            samples[("task-processor", f"depth:{depth}")].append(statistics.median(rates))
-            results.setdefault("depths", []).append(depth)
+        depths = [depth // (10 if quick and depth > 10_000 else 1) for depth in DEPTHS]
+        results["depths"] = depths
+        for rep in range(repeat):
+            for depth in depths:
+                print(f"[{rep + 1}/{repeat}] task-processor with {depth:,} queued", flush=True)
+                rates = measure.pop_rates(connection, ours, worker, env, depth, DEPTH_WINDOW, DEPTH_WINDOWS)
+                samples[("task-processor", f"depth:{depth}")].append(statistics.median(rates))
     results["figures"] = {f"{name}|{what}": _median(values) for (name, what), values in samples.items()}
     return results
 
