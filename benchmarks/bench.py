@@ -38,6 +38,10 @@ SIZES = {
 """Tasks per drain, so that each drain takes a few seconds whatever the system's speed (a drain of a second or
 two would count the start-up of a fleet's later workers and threads, which begin after the first pop)."""
 
+ENQUEUES = 10_000
+"""Tasks enqueued one by one per measurement: a few seconds for every system (a second-long sample on a shared
+2-CPU machine moved the ratio to RQ between 1.5x and 2.5x from one sample to the next)."""
+
 DEPTHS = (10_000, 1_000_000)
 """Queue depths at which one task-worker's pop rate is compared (the deep one is 100 k with --quick)."""
 
@@ -85,7 +89,9 @@ def run(quick: bool, repeat: int) -> dict[str, Any]:
             for system in systems:
                 n = SIZES[system.name] // scale
                 print(f"[{rep + 1}/{repeat}] {system.name}", flush=True)
-                samples[(system.name, "enqueue")].append(measure.enqueue_rate(connection, system, 4000 // scale, False))
+                samples[(system.name, "enqueue")].append(
+                    measure.enqueue_rate(connection, system, ENQUEUES // scale, False)
+                )
                 samples[(system.name, "enqueue_batch")].append(
                     measure.enqueue_rate(connection, system, 20_000 // scale, True)
                 )
