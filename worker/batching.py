@@ -43,7 +43,6 @@ class BatchedCalls:
     event of its own, woken once: when its call was sent, or when the lead passes to it."""
 
     def __init__(self, connection: redis.Redis) -> None:
-        self.connection = connection
         self._wire_connection = connection.connection_pool.make_connection()
         self._queued: list[_Call] = []
         self._sending = False  # a thread is sending a batch; calls made meanwhile wait in _queued

@@ -104,8 +104,8 @@ end
 """
 )
 
-# KEYS and ARGV[1] as for pop(1, ARGV[1], a); ARGV[2] is 8 when the start's arguments follow, else 0.
-_POP = _POP_FUNCTION + "return pop(1, ARGV[1], ARGV[2] == '8' and 3 or nil)"
+# KEYS and ARGV[1] as for pop(1, ARGV[1], a); ARGV[2] is the number of the start's arguments that follow (8 or 0).
+_POP = _POP_FUNCTION + "return pop(1, ARGV[1], tonumber(ARGV[2]) > 0 and 3 or nil)"
 
 # KEYS: job, started registry (rq:wip:<q>), intermediate list. ARGV: job id, job meta, then the start's arguments.
 _START = _START_FUNCTION + "start(KEYS[1], ARGV[1], KEYS[2], KEYS[3], ARGV[2], 3)"
