@@ -6,6 +6,7 @@ serializer; a mismatch there is the classic way to make a queue look stuck.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -36,6 +37,12 @@ queued task in memory and every worker reads it whole, so big data belongs elsew
 
 QUEUE_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 """Queue names end up inside Redis keys (``rq:queue:<q>``); ':' or spaces there would collide or confuse."""
+
+MODULE_NAME_PATTERN = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+"""A module's dotted name, as TASK_MODULES lists them."""
+
+DEFAULT_METRICS_BIND = "127.0.0.1"
+"""Where /metrics listens when METRICS_BIND is not set: this machine only (the chart sets the Pod's address)."""
 
 SERIALIZERS: dict[str, Serializer] = {"json": JSONSerializer, "pickle": PickleSerializer}
 """JSON by default: pickle executes code on load, so it crosses the trust boundary only when chosen."""
@@ -68,6 +75,28 @@ def _parse_queues(raw: str) -> tuple[str, ...]:
     return names
 
 
+def parse_modules(raw: str, source: str = "TASK_MODULES") -> tuple[str, ...]:
+    """The comma-separated module names of TASK_MODULES, each checked as a dotted module name."""
+    names = tuple(dict.fromkeys(part.strip() for part in raw.split(",") if part.strip()))
+    for name in names:
+        if not MODULE_NAME_PATTERN.fullmatch(name):
+            raise ConfigError(
+                f"{source}: {name!r} is not a module name: list dotted module names such as 'myapp.tasks', "
+                "comma-separated"
+            )
+    return names
+
+
+def _bind_address(name: str, raw: str) -> str:
+    try:
+        ipaddress.ip_address(raw)
+    except ValueError:
+        raise ConfigError(
+            f"{name}={raw!r} is not an IP address: use 127.0.0.1 (this machine only), the Pod's IP, or 0.0.0.0"
+        ) from None
+    return raw
+
+
 def _number(name: str, raw: str, kind: Callable[[str], T], minimum: float) -> T:
     try:
         value = kind(raw)
@@ -98,6 +127,7 @@ class Settings:
     redis_url_set: bool = False
     queues: tuple[str, ...] = (DEFAULT_QUEUE,)
     serializer_name: str = "json"
+    task_modules: tuple[str, ...] = ()
     task_timeout: int = DEFAULT_TASK_TIMEOUT
     max_payload: int = DEFAULT_MAX_PAYLOAD
     abandon_after: int = 30
@@ -115,6 +145,7 @@ class Settings:
     log_format: LogFormat = "auto"
     log_level: str = "INFO"
     metrics_port: int = 0
+    metrics_bind: str = DEFAULT_METRICS_BIND
 
     @property
     def serializer(self) -> Serializer:
@@ -131,6 +162,7 @@ class Settings:
             **os.environ,
             "TASK_QUEUES": ",".join(self.queues),
             "TASK_SERIALIZER": self.serializer_name,
+            "TASK_MODULES": ",".join(self.task_modules),
             **overrides,
         }
 
@@ -163,6 +195,7 @@ class Settings:
             redis_url_set=redis_url is not None,
             queues=opt("TASK_QUEUES", lambda _, raw: _parse_queues(raw), d.queues),
             serializer_name=opt("TASK_SERIALIZER", one_of(tuple(SERIALIZERS), str.lower), d.serializer_name),
+            task_modules=opt("TASK_MODULES", lambda name, raw: parse_modules(raw, name), d.task_modules),
             task_timeout=opt("TASK_TIMEOUT", integer(1), d.task_timeout),
             max_payload=opt("TASK_MAX_PAYLOAD", integer(0), d.max_payload),
             abandon_after=opt("TASK_ABANDON_AFTER", integer(3), d.abandon_after),
@@ -180,4 +213,5 @@ class Settings:
             log_format=opt("LOG_FORMAT", one_of(LOG_FORMATS, str.lower), d.log_format),  # type: ignore[arg-type]
             log_level=opt("LOG_LEVEL", one_of(LOG_LEVELS, str.upper), d.log_level),
             metrics_port=opt("METRICS_PORT", integer(0), d.metrics_port),
+            metrics_bind=opt("METRICS_BIND", _bind_address, d.metrics_bind),
         )
