@@ -7,10 +7,6 @@ refused at enqueue, naming the argument, rather than failing later on a worker.
 
 from __future__ import annotations
 
-import inspect
-import math
-import re
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -20,10 +16,10 @@ import redis
 from rq import Queue
 from rq.job import Job, JobStatus, validate_job_id
 from rq.results import Result
-from rq.serializers import Serializer
 from rq.utils import now
 
 from producer.atomic import BatchWriter
+from producer.checks import backoff_intervals, check_json_arguments, check_payload_size, func_path
 from producer.errors import InvalidTaskError, RedisUnavailableError, TaskFailedError, WaitTimeoutError
 from producer.jobhash import JobFactory, QueuedJob, serialized_call
 from worker.connection import OutageLog, connect, describe_failure
@@ -36,17 +32,13 @@ from worker.settings import (
     DEFAULT_TASK_TIMEOUT,
     SERIALIZERS,
     Settings,
+    parse_modules,
     validate_queue_name,
 )
-
-FUNC_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
-"""A dotted path with at least a module and a name: what a worker can import."""
+from worker.taskmodules import outside_modules
 
 RETRY_BACKOFF = 1
 """Seconds before the first retry; each further retry waits twice as long (capped by RETRY_BACKOFF_CAP)."""
-
-RETRY_BACKOFF_CAP = 3600
-"""Longest wait between two attempts, in seconds."""
 
 WAIT_POLL_MIN, WAIT_POLL_MAX = 0.01, 0.5
 """``wait`` polls job statuses starting fast (short tasks return quickly) and backing off to this ceiling."""
@@ -77,124 +69,6 @@ class QueueStats(QueueCounts):
     busy_workers: int = 0
 
 
-def func_path(func: str | Callable[..., Any]) -> str:
-    """The dotted import path a worker will resolve, refusing what no worker could import."""
-    if callable(func) and not isinstance(func, str):
-        module, qualname = getattr(func, "__module__", None), getattr(func, "__qualname__", "")
-        path = f"{module}.{qualname}"
-        if not module or module == "__main__" or inspect.ismethod(func) or not FUNC_PATH.fullmatch(path):
-            raise InvalidTaskError(
-                f"{func!r} cannot be imported by a worker (a lambda, method, partial, callable object, nested or "
-                "__main__ function): define a function at module level, or pass its dotted path as a string"
-            )
-        return path
-    if not isinstance(func, str) or not FUNC_PATH.fullmatch(func):
-        raise InvalidTaskError(
-            f"task function {func!r} is not a dotted path like 'myapp.tasks.resize': "
-            "give the module path and the function name"
-        )
-    return func
-
-
-MAX_JSON_DEPTH = 500
-"""Deepest nesting of lists and dicts an argument may have: JSON carries it, and a worker decodes it safely."""
-
-_LEAVING = object()
-"""Marks, on the walk's stack, the point where a container's children are done (it is no longer an ancestor)."""
-
-
-def _render(node: tuple[Any, str]) -> str:
-    """A path like ``argument 1[0]['x']`` from a chain of (parent, step); a long one keeps its ends."""
-    steps: list[str] = []
-    while node is not None:
-        node, step = node
-        steps.append(step)
-    steps.reverse()
-    if len(steps) > 12:
-        steps = [*steps[:8], f"...({len(steps) - 11} more)...", *steps[-3:]]
-    return "".join(steps)
-
-
-def _json_problem(value: Any, where: str) -> str | None:
-    """Describe the first part of ``value`` that JSON would refuse or silently change, or None.
-
-    A walk with its own stack rather than recursion, so a circular or very deep argument is named, not a
-    RecursionError; children are visited in order, so the first problem found is the first in the argument.
-    """
-    max_digits = sys.get_int_max_str_digits()
-    ancestors: set[int] = set()
-    stack: list[tuple[Any, Any, int]] = [(value, (None, where), 0)]
-    while stack:
-        item, node, depth = stack.pop()
-        if item is _LEAVING:
-            ancestors.discard(node)
-        elif item is None or isinstance(item, str | bool):
-            continue
-        elif isinstance(item, int):
-            if max_digits and item.bit_length() > 3 * max_digits and abs(item) >= 10**max_digits:
-                return f"{_render(node)} is an integer of more than {max_digits} digits, which JSON cannot carry"
-        elif isinstance(item, float):
-            if not math.isfinite(item):
-                return f"{_render(node)} is {item!r}, which JSON cannot carry"
-        elif isinstance(item, list | tuple | dict):
-            if id(item) in ancestors:
-                return f"{_render(node)} contains itself (a circular reference), which JSON cannot carry"
-            if depth >= MAX_JSON_DEPTH:
-                return f"{_render(node)} nests deeper than {MAX_JSON_DEPTH} levels of lists and dicts"
-            ancestors.add(id(item))
-            stack.append((_LEAVING, id(item), depth))
-            if isinstance(item, dict):
-                for key in item:
-                    if not isinstance(key, str):
-                        kind = type(key).__name__
-                        return f"{_render(node)} has the key {key!r} of type {kind}; JSON keys must be strings"
-                children = [(child, (node, f"[{key!r}]"), depth + 1) for key, child in item.items()]
-            else:
-                children = [(child, (node, f"[{i}]"), depth + 1) for i, child in enumerate(item)]
-            stack.extend(reversed(children))
-        else:
-            return f"{_render(node)} is a {type(item).__name__}, which JSON cannot carry"
-    return None
-
-
-def _named(args: Sequence[Any], kwargs: Mapping[str, Any]) -> list[tuple[str, Any]]:
-    """Each argument with the name an error message gives it."""
-    return [(f"argument {i + 1}", v) for i, v in enumerate(args)] + [
-        (f"keyword argument {k!r}", v) for k, v in kwargs.items()
-    ]
-
-
-def check_json_arguments(path: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
-    for where, value in _named(args, kwargs):
-        if problem := _json_problem(value, where):
-            raise InvalidTaskError(
-                f"{path}: {problem}: pass plain data (str, int, float, bool, None, lists, dicts with string "
-                "keys), or set TASK_SERIALIZER=pickle on producers and workers"
-            )
-
-
-def check_payload_size(
-    path: str, args: Sequence[Any], kwargs: Mapping[str, Any], serializer: Serializer, limit: int
-) -> None:
-    """Refuse arguments whose serialized size is over ``limit`` bytes (0: no limit), naming the largest."""
-    if not limit:
-        return
-    size = len(serializer.dumps([list(args), dict(kwargs)]))
-    if size <= limit:
-        return
-    sizes = [(where, len(serializer.dumps(value))) for where, value in _named(args, kwargs)]
-    largest, largest_size = max(sizes, key=lambda pair: pair[1])
-    raise InvalidTaskError(
-        f"{path}: the arguments are too large: {size} bytes serialized ({largest} alone is {largest_size}), over "
-        f"the limit TASK_MAX_PAYLOAD={limit}: pass a reference (a path, URL or key) to the data instead, or "
-        "raise TASK_MAX_PAYLOAD"
-    )
-
-
-def backoff_intervals(retries: int, base: int) -> list[int]:
-    return [min(base * 2**i, RETRY_BACKOFF_CAP) for i in range(retries)]
-
-
 class Producer:
     """Enqueue tasks onto RQ queues in Redis; one instance per application is enough (it is thread-safe)."""
 
@@ -206,8 +80,11 @@ class Producer:
         serializer: str = "json",
         default_timeout: int = DEFAULT_TASK_TIMEOUT,
         max_payload: int = DEFAULT_MAX_PAYLOAD,
+        modules: Iterable[str] | str | None = None,
         connection: redis.Redis | None = None,
     ) -> None:
+        """``modules``: the modules whose functions the workers run (TASK_MODULES); when given, a task naming a
+        path outside them is refused here, before anything is written. The workers check again either way."""
         if serializer not in SERIALIZERS:
             raise ConfigError(f"serializer {serializer!r} is not supported: use one of {', '.join(SERIALIZERS)}")
         self.redis_url = redis_url
@@ -215,6 +92,8 @@ class Producer:
         self.serializer_name = serializer
         self.default_timeout = default_timeout
         self.max_payload = max_payload
+        names = modules if isinstance(modules, str) else ",".join(modules or ())
+        self.modules = parse_modules(names, "modules")
         self.connection = connection or connect(redis_url)
         self._queues: dict[str, Queue] = {}
         self._writer = BatchWriter(self.connection)
@@ -223,7 +102,8 @@ class Producer:
 
     @classmethod
     def from_env(cls, settings: Settings | None = None) -> Producer:
-        """Configured from REDIS_URL, TASK_QUEUES (the first is where tasks go), TASK_SERIALIZER, TASK_TIMEOUT."""
+        """Configured from REDIS_URL, TASK_QUEUES (the first is where tasks go), TASK_SERIALIZER, TASK_TIMEOUT,
+        TASK_MAX_PAYLOAD and TASK_MODULES."""
         settings = settings or Settings.from_env()
         return cls(
             settings.redis_url,
@@ -231,6 +111,7 @@ class Producer:
             serializer=settings.serializer_name,
             default_timeout=settings.task_timeout,
             max_payload=settings.max_payload,
+            modules=settings.task_modules,
         )
 
     def queue(self, name: str | None = None) -> Queue:
@@ -288,6 +169,8 @@ class Producer:
         Raises InvalidTaskError naming the problem; for checking many tasks before enqueueing any of them.
         """
         path = func_path(task.func)
+        if self.modules and (problem := outside_modules(path, self.modules)):
+            raise InvalidTaskError(problem)
         if isinstance(task.args, str | bytes) or not isinstance(task.args, Sequence):
             raise InvalidTaskError(f"{path}: args must be a list or tuple of arguments, not {type(task.args).__name__}")
         if not isinstance(task.kwargs, Mapping) or not all(isinstance(k, str) for k in task.kwargs):

@@ -36,6 +36,9 @@ SCALE_DOWN_GRACE = 30.0
 
 FAILED = {JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
 
+DEMO_MODULE = "worker.examples"
+"""The demo workload's tasks: run-local's own workers may run them, on top of TASK_MODULES."""
+
 
 @dataclass(frozen=True)
 class RunLocalOptions:
@@ -50,14 +53,14 @@ class RunLocalOptions:
 
 def demo_tasks(count: int, rng: random.Random) -> list[Task]:
     """Mostly quick tasks, a fifth slow ones, and one that fails twice before it succeeds on a retry."""
-    tasks = [Task("worker.examples.flaky", (2,), retries=3, retry_backoff=1)] if count else []
+    tasks = [Task(f"{DEMO_MODULE}.flaky", (2,), retries=3, retry_backoff=1)] if count else []
     for i in range(count - len(tasks)):
         if rng.random() < 0.2:
-            tasks.append(Task("worker.examples.sleep", (round(rng.uniform(0.1, 0.6), 2),)))
+            tasks.append(Task(f"{DEMO_MODULE}.sleep", (round(rng.uniform(0.1, 0.6), 2),)))
         elif i % 2:
-            tasks.append(Task("worker.examples.compute", (rng.randint(1_000, 20_000),)))
+            tasks.append(Task(f"{DEMO_MODULE}.compute", (rng.randint(1_000, 20_000),)))
         else:
-            tasks.append(Task("worker.examples.add", (i, i)))
+            tasks.append(Task(f"{DEMO_MODULE}.add", (i, i)))
     return tasks
 
 
@@ -91,6 +94,7 @@ def _describe(event: ScaleEvent) -> str:
 
 
 def run_local(settings: Settings, options: RunLocalOptions, out: TextIO) -> int:
+    modules = tuple(dict.fromkeys((*settings.task_modules, DEMO_MODULE)))
     bounds = Bounds(options.minimum, options.maximum, settings.jobs_per_worker, options.scale_down_delay)
     with redis_for_run(settings, options.private_redis, out) as url:
         connection = connect(url)
@@ -99,7 +103,7 @@ def run_local(settings: Settings, options: RunLocalOptions, out: TextIO) -> int:
         deployment = LocalDeployment(
             connection,
             # The workers share this machine: only this process serves METRICS_PORT (the autoscaler's metrics).
-            settings.child_env(REDIS_URL=url, LOG_FORMAT="json", METRICS_PORT="0"),
+            settings.child_env(REDIS_URL=url, LOG_FORMAT="json", METRICS_PORT="0", TASK_MODULES=",".join(modules)),
             settings.queues,
             replicas=options.minimum,
             log_file=log_dir / "workers.log",
@@ -119,7 +123,7 @@ def run_local(settings: Settings, options: RunLocalOptions, out: TextIO) -> int:
         loop.start()
         try:
             code = _demo(
-                Producer(url, settings.queues[0], serializer=settings.serializer_name),
+                Producer(url, settings.queues[0], serializer=settings.serializer_name, modules=modules),
                 options,
                 autoscaler,
                 deployment,
@@ -129,7 +133,8 @@ def run_local(settings: Settings, options: RunLocalOptions, out: TextIO) -> int:
             if options.keep_running:
                 print(
                     "Workers keep running and scaling; enqueue with "
-                    f"`REDIS_URL={redact_url(url)} task-producer enqueue worker.examples.add 1 2`. "
+                    f"`REDIS_URL={redact_url(url)} task-producer enqueue {DEMO_MODULE}.add 1 2` (tasks of your own: "
+                    "start run-local with TASK_MODULES naming their modules). "
                     "Ctrl-C stops.",
                     file=out,
                 )

@@ -24,6 +24,9 @@ from producer.redis_server import LocalRedisServer
 
 BIN = Path(sys.executable).parent
 
+TASK_MODULES = "worker.examples"
+"""What the tests' workers may run: the demo tasks (``worker.examples.*``)."""
+
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
     """Poll ``predicate`` until it returns something truthy; fail the test naming ``what`` on time-out."""
@@ -70,7 +73,13 @@ def producer(redis_url: str) -> Producer:
 def env(redis_url: str) -> dict[str, str]:
     """Environment for the project's commands: the test Redis, JSON logs, this venv first on PATH."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "TASK_", "AUTOSCALE_", "LOG_"))}
-    return {**base, "REDIS_URL": redis_url, "LOG_FORMAT": "json", "PATH": f"{BIN}{os.pathsep}{base['PATH']}"}
+    return {
+        **base,
+        "REDIS_URL": redis_url,
+        "LOG_FORMAT": "json",
+        "TASK_MODULES": TASK_MODULES,
+        "PATH": f"{BIN}{os.pathsep}{base['PATH']}",
+    }
 
 
 class Proc:

@@ -271,32 +271,40 @@ def test_any_text_as_function_is_refused_or_stored_exactly(producer: Producer, c
     assert Job.fetch(job.id, connection=conn, serializer="json").func_name == path
 
 
-UNIMPORTABLE_PATHS = [
+OUTSIDE_PATHS = [
     "nosuchapp.tasks.resize",
-    "worker.examples.nosuch",
     "worker.nosuchmodule.run",
     "os.nosuchfunc",
     "a.class",  # a keyword: well-formed for the producer, never importable
     "a.b²",  # a Unicode word character that is not valid in an identifier
 ]
+"""Paths outside TASK_MODULES (worker.examples): refused without importing anything."""
+
+UNIMPORTABLE_PATHS = ["worker.examples.nosuch", "worker.examples.nosuchmodule.run"]
+"""Paths inside TASK_MODULES that name nothing: the import fails."""
 
 
 def test_unimportable_functions_fail_their_job_and_the_next_ones_run(
     producer: Producer, conn: redis.Redis, spawn: Callable[..., Proc]
 ) -> None:
     bad, good = {}, []
-    for i, path in enumerate(UNIMPORTABLE_PATHS):
+    for i, path in enumerate(OUTSIDE_PATHS + UNIMPORTABLE_PATHS):
         bad[path] = producer.enqueue(path, "arg")
         good.append(producer.enqueue("worker.examples.record", "ran", str(i)))
     worker = spawn("task-worker", "--burst")
     assert worker.wait(timeout=30) == 0, worker.output()[-3000:]
-    assert recorded(conn, "ran") == [str(i) for i in range(len(UNIMPORTABLE_PATHS))]
+    assert recorded(conn, "ran") == [str(i) for i in range(len(bad))]
     failed = set(FailedJobRegistry("default", connection=conn).get_job_ids())
     lines = {line["job_id"]: line for line in job_lines(worker)}
     for path, job in bad.items():
         assert job.id in failed, path
+        if path in OUTSIDE_PATHS:
+            assert lines[job.id]["outcome"] == "refused"
+            assert lines[job.id]["error"].startswith(f"refused to run {path!r}: ")
+            assert lines[job.id]["error"] == job.latest_result().exc_string
+            continue
         assert lines[job.id]["outcome"] == "failed"
-        assert lines[job.id]["error"].startswith("worker.runner.TaskNotFoundError: ")
+        assert lines[job.id]["error"].startswith("worker.taskmodules.TaskNotFoundError: ")
         assert f"cannot import task function {path!r}" in lines[job.id]["error"]
         assert f"cannot import task function {path!r}" in job.latest_result().exc_string
     assert all(line.startswith("{") for line in worker.output().splitlines() if line.strip())
@@ -317,16 +325,22 @@ def test_non_callable_function_fails_with_an_error_naming_it(
 
 
 @hypothesis_settings(25)
-@given(path=dotted_paths)
+@given(path=dotted_paths, inside=st.booleans())
 def test_any_well_formed_unimportable_function_fails_cleanly_on_a_live_worker(
-    producer: Producer, conn: redis.Redis, live_worker: Proc, path: str
+    producer: Producer, conn: redis.Redis, live_worker: Proc, path: str, inside: bool
 ) -> None:
-    assume(not top_level_importable(path))
+    if inside:  # a name under the allowed module: the import fails
+        path = f"worker.examples.{path}"
+        assume(not hasattr(examples, path.split(".")[2]))
+    else:
+        assume(not top_level_importable(path))
     bad = producer.enqueue(path)
     good = producer.enqueue("worker.examples.add", 1, 2)
     assert producer.wait([good], timeout=15) == [3]
     assert bad.get_status(refresh=True) == JobStatus.FAILED
-    assert f"cannot import task function {path!r}" in bad.latest_result().exc_string
+    importable_name = inside and all(part.isidentifier() for part in path.split("."))
+    expected = f"cannot import task function {path!r}" if importable_name else f"refused to run {path!r}"
+    assert expected in bad.latest_result().exc_string
     assert live_worker.popen.poll() is None, live_worker.output()[-3000:]
 
 

@@ -39,7 +39,7 @@ def test_enqueue_prints_the_job_id_and_parses_arguments(env: dict[str, str], con
             "--retries",
             "2",
         ],
-        env,
+        {**env, "TASK_MODULES": "myapp.tasks"},
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == "resize-1\n"

@@ -23,7 +23,7 @@ from rq.serializers import JSONSerializer
 from producer import Producer, Task
 from producer.local import LocalDeployment
 from producer.redis_server import LocalRedisServer
-from tests.conftest import Proc, wait_for
+from tests.conftest import TASK_MODULES, Proc, wait_for
 from tests.producer_loop import RUNS_KEY
 from worker.observe import list_workers
 from worker.reaper import ABANDONED_FIELD, INTERMEDIATE_GRACE, Reaper
@@ -102,7 +102,8 @@ def test_a_job_popped_by_a_worker_that_died_before_running_it_is_not_lost(
     job = producer.enqueue("worker.examples.record", "done", "popped", queue="low")
     if own_meta:
         conn.hset(job.key, "meta", '{"owner": "billing"}')
-    dying = build_worker(Settings(redis_url=redis_url, abandon_after=3), conn, ("high", "low"))
+    settings = Settings(redis_url=redis_url, abandon_after=3, task_modules=(TASK_MODULES,))
+    dying = build_worker(settings, conn, ("high", "low"))
     popped, queue = dying._pop(timeout=None)
     assert (popped.id, queue.name) == (job.id, "low")
     assert conn.llen("rq:queue:low") == 0
@@ -121,7 +122,7 @@ def test_a_poison_task_fails_after_max_abandons_and_spares_the_fleet(
 ) -> None:
     poison = producer.enqueue("worker.examples.crash")
     good = producer.enqueue("worker.examples.add", 1, 2)
-    settings = Settings(redis_url=redis_url)
+    settings = Settings(redis_url=redis_url, task_modules=(TASK_MODULES,))
     env = settings.child_env(REDIS_URL=redis_url, LOG_FORMAT="json", TASK_ABANDON_AFTER="3", TASK_MAX_ABANDONS="1")
     fleet = LocalDeployment(conn, env, ("default",), replicas=1, log_file=tmp_path / "w.log").start()
     try:

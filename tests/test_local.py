@@ -18,14 +18,14 @@ from producer.autoscaler import Autoscaler, TargetState
 from producer.local import LocalDeployment
 from producer.policy import Bounds
 from producer.status import collect
-from tests.conftest import Proc, wait_for
+from tests.conftest import TASK_MODULES, Proc, wait_for
 from worker.observe import WorkerInfo, list_workers
 from worker.settings import Settings
 
 
 @pytest.fixture
 def deployment(redis_url: str, conn: redis.Redis, tmp_path: Path) -> Iterator[LocalDeployment]:
-    settings = Settings(redis_url=redis_url)
+    settings = Settings(redis_url=redis_url, task_modules=(TASK_MODULES,))
     local = LocalDeployment(
         conn, settings.child_env(REDIS_URL=redis_url, LOG_FORMAT="json"), ("default",), log_file=tmp_path / "w.log"
     ).start()

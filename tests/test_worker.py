@@ -99,7 +99,8 @@ def test_unknown_function_fails_the_job_with_a_clear_error(
 ) -> None:
     job = producer.enqueue("nosuchapp.tasks.resize", "a.png")
     after = producer.enqueue("worker.examples.add", 1, 2)
-    worker = spawn("task-worker", "--burst")
+    # An allowed module that is not installed where the worker runs.
+    worker = spawn("task-worker", "--burst", extra_env={"TASK_MODULES": "worker.examples,nosuchapp"})
     assert worker.wait(timeout=60) == 0, worker.output()[-2000:]
     assert job.id in FailedJobRegistry("default", connection=conn).get_job_ids()
     assert "cannot import task function 'nosuchapp.tasks.resize'" in job.latest_result().exc_string

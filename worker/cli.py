@@ -17,6 +17,7 @@ from worker.recycle import Recycler
 from worker.runner import build_worker
 from worker.settings import Settings, validate_queue_name
 from worker.slots import SlotPool, SlotWorker
+from worker.taskmodules import TaskModules
 
 log = get_logger("task_processor.worker")
 
@@ -88,6 +89,19 @@ def _check(argv: list[str], settings: Settings) -> int:
     return 0
 
 
+def _task_modules(settings: Settings) -> TaskModules:
+    """The worker's trust boundary, its modules imported up front so that a typo shows at start-up."""
+    modules = TaskModules(settings.task_modules)
+    if not modules.modules:
+        log.warning(
+            "TASK_MODULES is not set: this worker refuses every job; set it to the modules of your tasks "
+            "(e.g. TASK_MODULES=myapp.tasks)"
+        )
+    for problem in modules.preload():
+        log.warning("cannot import a module of TASK_MODULES; its jobs will fail until it can", problem=problem)
+    return modules
+
+
 def _run(argv: list[str], settings: Settings) -> int:
     args = _parser().parse_args(argv)
     for option, value in (
@@ -102,23 +116,27 @@ def _run(argv: list[str], settings: Settings) -> int:
     queues = tuple(validate_queue_name(q, "--queue") for q in args.queue) if args.queue else settings.queues
     recycler = Recycler(args.max_jobs, args.max_memory or settings.max_memory_mib)
     configure_logging(settings.log_level, settings.log_format)
-    serve_metrics(settings.metrics_port)
+    serve_metrics(settings.metrics_port, settings.metrics_bind)
     connection = connect(settings.redis_url, workers=args.concurrency)
     ping(connection, settings.redis_url)
     quiet = "DEBUG" if settings.log_level == "DEBUG" else "WARNING"
+    modules = _task_modules(settings)
+    started = {"queues": list(queues), "serializer": settings.serializer_name, "task_modules": list(modules.modules)}
     if args.concurrency > 1:
         outage, calls = OutageLog(), BatchedCalls(connection)
         slots = [
-            build_worker(settings, connection, queues, worker_class=SlotWorker, outage=outage, calls=calls)
+            build_worker(
+                settings, connection, queues, worker_class=SlotWorker, outage=outage, calls=calls, modules=modules
+            )
             for _ in range(args.concurrency)
         ]
         names = [slot.name for slot in slots]
-        log.info("worker starting", workers=names, queues=list(queues), serializer=settings.serializer_name)
+        log.info("worker starting", workers=names, **started)
         code = SlotPool(slots).run(burst=args.burst, logging_level=quiet, recycler=recycler)  # type: ignore[arg-type]
         log.info("worker stopped", workers=names)
         return code
-    worker = build_worker(settings, connection, queues, args.name)
-    log.info("worker starting", worker=worker.name, queues=list(queues), serializer=settings.serializer_name)
+    worker = build_worker(settings, connection, queues, args.name, modules=modules)
+    log.info("worker starting", worker=worker.name, **started)
     worker.work(burst=args.burst, with_scheduler=True, logging_level=quiet, recycler=recycler)
     log.info("worker stopped", worker=worker.name)
     return 1 if worker.cold_stopped else 0

@@ -39,13 +39,14 @@ from rq.worker import SimpleWorker, WorkerStatus
 from worker import metrics
 from worker.batching import BatchedCalls
 from worker.connection import OutageLog
-from worker.errors import TaskProcessorError, undecodable_job
+from worker.errors import undecodable_job
 from worker.fastpath import SUSPENDED, FastPath, Popped, can_finish_fast
 from worker.jobs import JobTemplate
 from worker.logs import get_logger
 from worker.reaper import Reaper
 from worker.recycle import Recycler
 from worker.settings import Settings
+from worker.taskmodules import TaskModules, TaskRefusedError
 
 ATTEMPT_META_KEY = "attempt"
 """``job.meta`` field counting how many times a worker has started the job (1 on the first run)."""
@@ -68,10 +69,6 @@ OUTCOMES = {
 log = get_logger("task_processor.worker")
 
 
-class TaskNotFoundError(TaskProcessorError, ImportError):
-    """The job names a function the worker cannot import."""
-
-
 def current_attempt() -> int:
     """Which attempt of the current job this is (1-based); for tasks that behave differently on retries."""
     job = get_current_job()
@@ -84,20 +81,60 @@ def worker_name(host: str) -> str:
 
 
 class TaskJob(Job):
-    """An RQ job that counts its attempts and explains a function it cannot import."""
+    """An RQ job that runs only code inside TASK_MODULES, counts its attempts and explains what it cannot run.
+
+    Its function and callbacks resolve through ``modules`` (see ``worker.taskmodules``) instead of RQ's
+    ``import_attribute``, which imports any module a job names. A worker makes its own subclass with
+    ``allowing``; this base class allows nothing.
+    """
+
+    modules = TaskModules(())
+    _refusal: str | None = None
+
+    @classmethod
+    def allowing(cls, modules: TaskModules) -> type[TaskJob]:
+        """This job class with ``modules`` as its trust boundary."""
+        return type(cls.__name__, (cls,), {"modules": modules, "__module__": cls.__module__})
+
+    @property
+    def refusal(self) -> str | None:
+        """Why the job was refused (one line), once it was."""
+        return self._refusal
 
     @property
     def func(self) -> Any:
+        if self.func_name is None:
+            return None
+        if self.instance is not None:
+            raise self.modules.refuse(self.func_name, "it is bound to an instance carried in the job")
+        return self.modules.resolve(self.func_name)
+
+    def _callback(self, name: str | None) -> Any:
+        if name is None or self._refusal is not None:
+            return None  # a refused job runs no callback either
+        return self.modules.resolve(name)
+
+    @property
+    def success_callback(self) -> Any:
+        return self._callback(self._success_callback_name)
+
+    @property
+    def failure_callback(self) -> Any:
+        return self._callback(self._failure_callback_name)
+
+    @property
+    def stopped_callback(self) -> Any:
+        return self._callback(self._stopped_callback_name)
+
+    def check_allowed(self) -> None:
+        """Resolve the function and every callback before any of them runs: one refused refuses the job."""
         try:
-            func = super().func
-        except (ImportError, AttributeError, ValueError) as exc:
-            raise TaskNotFoundError(
-                f"cannot import task function {self.func_name!r} ({exc}): check the dotted path and that "
-                "its module is installed where the workers run"
-            ) from exc
-        if not callable(func):
-            raise TaskNotFoundError(f"task function {self.func_name!r} is a {type(func).__name__}, not a function")
-        return func
+            self.func  # noqa: B018
+            for name in (self._success_callback_name, self._failure_callback_name, self._stopped_callback_name):
+                self._callback(name)
+        except TaskRefusedError as exc:
+            self._refusal = str(exc)
+            raise
 
     def _deserialize_data(self) -> None:
         try:
@@ -108,6 +145,7 @@ class TaskJob(Job):
     def perform(self) -> Any:
         # RQ's perform() first removes any expiry from the job hash, in a round trip of its own; the worker's
         # start pipeline has done that already.
+        self.check_allowed()
         _job_stack.push(self)
         try:
             self._result = self._execute()
@@ -491,6 +529,10 @@ class TaskWorker(SimpleWorker):
         started_job_registry: StartedJobRegistry | None = None,
         exc_string: str = "",
     ) -> None:
+        if isinstance(job, TaskJob) and job.refusal is not None:
+            # Refused code will never be allowed by a retry: the job fails now, with the one line that says why.
+            exc_string = job.refusal
+            job.retries_left = 0
         self._last_error = exc_string
         if self._unrecorded is not None:
             return  # see _recording
@@ -558,6 +600,9 @@ class TaskWorker(SimpleWorker):
             log.warning("job", outcome=outcome, **fields)
             return
         outcome = OUTCOMES.get(job.get_status(refresh=False), str(job.get_status(refresh=False)))
+        if isinstance(job, TaskJob) and job.refusal is not None:
+            log.error("job", outcome="refused", error=job.refusal, **fields)
+            return
         if self._last_error is None:
             log.info("job", outcome=outcome, **fields)
             return
@@ -574,9 +619,12 @@ def build_worker(
     worker_class: type[TaskWorker] | None = None,
     outage: OutageLog | None = None,
     calls: BatchedCalls | None = None,
+    modules: TaskModules | None = None,
 ) -> TaskWorker:
+    """A worker on ``settings``; the slots of one process share ``outage``, ``calls`` and ``modules``."""
     worker = (worker_class or TaskWorker)(
         list(queues or settings.queues),
+        job_class=TaskJob.allowing(modules or TaskModules(settings.task_modules)),
         name=name or worker_name(settings.host),
         connection=connection,
         serializer=settings.serializer,
