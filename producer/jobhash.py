@@ -30,9 +30,6 @@ from rq.utils import get_call_string
 
 from worker.jobs import JobTemplate
 
-QUEUED = JobStatus.QUEUED.value
-"""The status of a job waiting in its queue."""
-
 DESCRIPTION_ARG_LENGTH = 75
 """RQ's description shortens each argument's repr to this many characters (``Job.get_call_string``)."""
 

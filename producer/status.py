@@ -13,10 +13,13 @@ from datetime import UTC
 from typing import Any, TextIO
 
 import redis
+from rq import Queue
+from rq.job import Job
 from rq.utils import utcparse
 
 from producer.api import Producer
 from producer.autoscaler import STATUS_KEY
+from task_processor import scripts
 from worker.observe import list_workers
 
 COLUMNS = ("queued", "started", "failed", "finished", "scheduled", "deferred", "workers", "busy_workers")
@@ -24,29 +27,14 @@ COLUMNS = ("queued", "started", "failed", "finished", "scheduled", "deferred", "
 CLEAR_SCREEN = "\x1b[H\x1b[2J"
 """Cursor home, then erase the screen: ``--watch`` redraws in place on a terminal."""
 
-# KEYS: the queues' lists. Returns each head job's enqueued_at ('' when the queue is empty, is not a list, or its
-# head is not a job hash): the age of the oldest queued job of every queue in one round trip, read-only.
-_HEAD_ENQUEUED_AT = """
-local out = {}
-for i, key in ipairs(KEYS) do
-  local value = ''
-  if redis.call('TYPE', key)['ok'] == 'list' then
-    local id = redis.call('LINDEX', key, 0)
-    if id and redis.call('TYPE', 'rq:job:' .. id)['ok'] == 'hash' then
-      value = redis.call('HGET', 'rq:job:' .. id, 'enqueued_at') or ''
-    end
-  end
-  out[i] = value
-end
-return out
-"""
-
 
 def oldest_queued_seconds(connection: redis.Redis, queues: list[str]) -> dict[str, float | None]:
     """Seconds the job at the head of each queue has waited (None for an empty queue or an unreadable head)."""
     if not queues:
         return {}
-    heads = connection.register_script(_HEAD_ENQUEUED_AT)(keys=[f"rq:queue:{q}" for q in queues])
+    heads = scripts.register(connection, "queue_heads")(
+        keys=[Queue.redis_queue_namespace_prefix + q for q in queues], args=[Job.redis_job_namespace_prefix]
+    )
     now = time.time()
     ages: dict[str, float | None] = {}
     for queue, raw in zip(queues, heads, strict=True):

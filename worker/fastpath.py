@@ -28,118 +28,11 @@ from rq.serializers import JSONSerializer
 from rq.utils import current_timestamp, now, utcformat
 from rq.worker import WorkerStatus
 
+from task_processor import scripts
 from worker.batching import BatchedCalls
 
 if TYPE_CHECKING:
     from worker.runner import TaskWorker
-
-# start(job, id, wip, intermediate, meta, a): what RQ's prepare_execution, prepare_job_execution and Job.perform
-# write when a job starts. ARGV[a ..] are the start's own arguments, chosen before the job is known: worker key,
-# worker name, execution id, execution created_at, ISO now, heartbeat ttl, started score, executions score.
-_START_FUNCTION = """
-local function start(job, id, wip, intermediate, meta, a)
-  local worker, name, execution_id, created, iso, ttl = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3],
-                                                        ARGV[a + 4], ARGV[a + 5]
-  local execution = 'rq:execution:' .. id .. ':' .. execution_id
-  local executions = 'rq:executions:' .. id
-  -- Execution.create: the execution hash, the job's execution registry, the started registry
-  redis.call('HSET', execution, 'id', execution_id, 'created_at', created, 'last_heartbeat', created,
-             'worker_name', name)
-  redis.call('EXPIRE', execution, ttl)
-  redis.call('ZADD', executions, ARGV[a + 7], execution_id)
-  redis.call('EXPIRE', executions, ttl + 60)
-  redis.call('ZADD', wip, ARGV[a + 6], id .. ':' .. execution_id)
-  -- Worker.set_state, set_current_job_id, set_current_job_working_time, heartbeat
-  redis.call('HSET', worker, 'state', 'busy', 'current_job', id, 'current_job_working_time', 0, 'last_heartbeat', iso)
-  redis.call('EXPIRE', worker, ttl)
-  -- Job.prepare_for_execution (and our attempt count in meta), Job.perform's PERSIST
-  redis.call('HSET', job, 'meta', meta, 'last_heartbeat', iso, 'status', 'started', 'started_at', iso,
-             'worker_name', name)
-  redis.call('PERSIST', job)
-  -- prepare_job_execution: the job leaves the intermediate list it was popped into
-  redis.call('LREM', intermediate, 1, id)
-end
-"""
-
-# pop(first, prefix, a): KEYS[first] is rq:suspended, then come each queue, its intermediate list and its started
-# registry, highest priority first. Returns 'suspended' while `rq suspend` is in force, false when every queue is
-# empty, else {queue key, job id, the job's hash as a flat list (false when its key is not a hash), 1 when the pop
-# started the job}. The job moves into its queue's intermediate list: a popped job always exists in Redis. With
-# ``a`` (the start's arguments, see start()), a queued job whose meta holds no more than our attempt count (JSON,
-# the common case) is started in the same step, its attempt counted; any other job is left for Python to start.
-# A queue key that is not a list (foreign data) is passed over, so it cannot stop the other queues.
-_POP_FUNCTION = (
-    _START_FUNCTION
-    + """
-local function next_meta(meta)
-  if not meta or meta == '{}' then return '{"attempt": 1}' end
-  local attempt = string.match(meta, '^{"attempt": (%d+)}$')
-  if attempt then return '{"attempt": ' .. (tonumber(attempt) + 1) .. '}' end
-  return nil
-end
-
-local function pop(first, prefix, a)
-  if redis.call('EXISTS', KEYS[first]) == 1 then return 'suspended' end
-  for i = first + 1, #KEYS, 3 do
-    if redis.call('TYPE', KEYS[i])['ok'] == 'list' then
-      local id = redis.call('LMOVE', KEYS[i], KEYS[i + 1], 'LEFT', 'RIGHT')
-      if id then
-        local job = prefix .. id
-        if redis.call('TYPE', job)['ok'] ~= 'hash' then return {KEYS[i], id, false, 0} end
-        local started = 0
-        if a then
-          local state = redis.call('HMGET', job, 'status', 'meta')
-          local meta = state[1] == 'queued' and next_meta(state[2])
-          if meta then
-            start(job, id, KEYS[i + 2], KEYS[i + 1], meta, a)
-            started = 1
-          end
-        end
-        return {KEYS[i], id, redis.call('HGETALL', job), started}
-      end
-    end
-  end
-  return false
-end
-"""
-)
-
-# KEYS and ARGV[1] as for pop(1, ARGV[1], a); ARGV[2] is the number of the start's arguments that follow (8 or 0).
-_POP = _POP_FUNCTION + "return pop(1, ARGV[1], tonumber(ARGV[2]) > 0 and 3 or nil)"
-
-# KEYS: job, started registry (rq:wip:<q>), intermediate list. ARGV: job id, job meta, then the start's arguments.
-_START = _START_FUNCTION + "start(KEYS[1], ARGV[1], KEYS[2], KEYS[3], ARGV[2], 3)"
-
-# KEYS: job, worker, started registry, execution, the job's executions, results stream, finished registry,
-# dependents, then (to pop the next job) the keys of pop(9, ...). ARGV: job id, execution id, seconds worked, ISO
-# ended_at, result ttl, finished score, job key prefix, the number of the start's arguments (8 or 0), those, then
-# the result's fields and values. Returns the job's dependents (read in the same atomic step as its status) and
-# the next job, as pop() returns it.
-_FINISH = (
-    _POP_FUNCTION
-    + """
-local job_id, execution_id, ttl, starts = ARGV[1], ARGV[2], ARGV[5], tonumber(ARGV[8])
--- Worker.increment_successful_job_count, increment_total_working_time, set_current_job_id(None), set_state
-redis.call('HINCRBY', KEYS[2], 'successful_job_count', 1)
-redis.call('HINCRBYFLOAT', KEYS[2], 'total_working_time', ARGV[3])
-redis.call('HDEL', KEYS[2], 'current_job')
-redis.call('HSET', KEYS[2], 'state', 'idle')
--- Execution.delete: the execution hash, its started entry, its entry in the job's execution registry
-redis.call('DEL', KEYS[4])
-redis.call('ZREM', KEYS[3], job_id .. ':' .. execution_id)
-redis.call('ZREM', KEYS[5], execution_id)
--- Job._handle_success: status, ended_at; Result.create; FinishedJobRegistry.add; Job.cleanup
-redis.call('HSET', KEYS[1], 'status', 'finished', 'ended_at', ARGV[4])
-redis.call('XADD', KEYS[6], 'MAXLEN', '~', 10, '*', unpack(ARGV, 9 + starts))
-redis.call('EXPIRE', KEYS[6], ttl)
-redis.call('ZADD', KEYS[7], ARGV[6], job_id)
-redis.call('EXPIRE', KEYS[1], ttl)
-redis.call('EXPIRE', KEYS[8], ttl)
-local dependents = redis.call('SMEMBERS', KEYS[8])
-if #KEYS > 8 then return {dependents, pop(9, ARGV[7], starts > 0 and 9 or nil)} end
-return {dependents, false}
-"""
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,14 +65,14 @@ class FastPath:
     def __init__(self, worker: TaskWorker, calls: BatchedCalls) -> None:
         self.worker = worker
         self.calls = calls
-        self._pop = worker.connection.register_script(_POP)
-        self._start = worker.connection.register_script(_START)
-        self._finish = worker.connection.register_script(_FINISH)
+        self._pop = scripts.register(worker.connection, "pop")
+        self._start = scripts.register(worker.connection, "start")
+        self._finish = scripts.register(worker.connection, "finish")
         # The pop's start writes the attempt count into meta as JSON; with another serializer Python starts jobs.
         self.starts_on_pop = worker.serializer is JSONSerializer
 
     def pop(self, keys: list[str]) -> Popped | str | None:
-        """The next job of the queues in ``keys`` (see pop() above), SUSPENDED, or None when they are empty."""
+        """The next job of the queues in ``keys`` (lua/lib/pop.lua), SUSPENDED, or None when they are empty."""
         start = self._start_args() if self.starts_on_pop else None
         reply = self.calls.call(self._pop, keys, [Job.redis_job_namespace_prefix, *self._start_part(start)])
         return self._popped(reply, start)
@@ -204,7 +97,7 @@ class FastPath:
         self, job: Job, execution: Execution, result_ttl: int, pop_keys: list[str]
     ) -> tuple[list[bytes], Popped | str | None]:
         """Record the job's success (RQ's handle_job_success) and, with ``pop_keys``, pop the next job (and start
-        it, as pop() does).
+        it, as a pop does): lua/finish.lua.
 
         Returns the ids of the job's dependents, and what the pop found."""
         worker = self.worker
@@ -237,7 +130,7 @@ class FastPath:
         return dependents, self._popped(popped, start)
 
     def _start_args(self) -> _Start:
-        """A start's execution id, time and script arguments (see start() above), chosen before the job is known."""
+        """A start's execution id, time and script arguments (lua/lib/start.lua), chosen before the job is known."""
         worker = self.worker
         ttl = worker.abandon_after
         execution_id, started, timestamp = uuid4().hex, now(), current_timestamp()

@@ -23,6 +23,7 @@ from rq.queue import Queue
 from rq.serializers import Serializer
 from rq.worker_registration import REDIS_WORKER_KEYS
 
+from task_processor import scripts
 from worker.logs import get_logger
 
 ABANDONED_FIELD = "abandoned"
@@ -36,38 +37,6 @@ SEEN_KEY = "task-processor:intermediate-seen:{queue}"
 
 FOREIGN_KEY = "task-processor:foreign:{key}"
 """Where data of the wrong type found under one of RQ's keys a worker writes is moved, so RQ can use the key."""
-
-# KEYS: wip, queue, job hash, execution hash. ARGV: wip member, job id, max abandons.
-# Returns -1 when someone else got there first, -2 when the job no longer exists, else the abandon count
-# (the job is back at the front of its queue unless the count exceeds the maximum).
-_REQUEUE_ABANDONED = """
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return -1 end
-redis.call('DEL', KEYS[4])
-if redis.call('EXISTS', KEYS[3]) == 0 then return -2 end
-local count = redis.call('HINCRBY', KEYS[3], 'abandoned', 1)
-if count <= tonumber(ARGV[3]) then
-  redis.call('HSET', KEYS[3], 'status', 'queued')
-  redis.call('LPUSH', KEYS[2], ARGV[2])
-end
-return count
-"""
-
-# KEYS: intermediate list, queue, seen hash. ARGV: job id. Returns 1 when this call moved the job.
-# The seen entry is the claim: a reaper that read it before another one moved the job (and a worker popped it
-# again) finds it gone and leaves the job alone, so it is not put back while it runs.
-_REQUEUE_STRANDED = """
-if redis.call('HDEL', KEYS[3], ARGV[1]) == 0 then return 0 end
-if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
-redis.call('LPUSH', KEYS[2], ARGV[1])
-return 1
-"""
-
-# KEYS: the key, where to move it. ARGV: the type it was seen holding. Returns 1 when it moved the key.
-_SET_ASIDE = """
-if redis.call('TYPE', KEYS[1])['ok'] ~= ARGV[1] then return 0 end
-redis.call('RENAME', KEYS[1], KEYS[2])
-return 1
-"""
 
 log = get_logger("task_processor.reaper")
 
@@ -88,9 +57,9 @@ class Reaper:
         self.queues = queues
         self.serializer = serializer
         self.max_abandons = max_abandons
-        self._requeue_abandoned = connection.register_script(_REQUEUE_ABANDONED)
-        self._requeue_stranded = connection.register_script(_REQUEUE_STRANDED)
-        self._set_aside = connection.register_script(_SET_ASIDE)
+        self._requeue_abandoned = scripts.register(connection, "requeue_abandoned")
+        self._requeue_stranded = scripts.register(connection, "requeue_stranded")
+        self._set_aside = scripts.register(connection, "set_aside")
         # The keys RQ's worker writes with SADD/ZADD: foreign data there would stop it (register, start a job).
         self._typed_keys = {REDIS_WORKER_KEYS: b"set"}
         for name in queues:

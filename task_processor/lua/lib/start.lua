@@ -1,0 +1,48 @@
+-- lib/start.lua: start(), shared by pop.lua, start.lua and finish.lua (each lists it on an include line).
+--
+-- start(job, id, wip, intermediate, meta, s) marks a job started by a worker, writing exactly what RQ's
+-- Worker.prepare_execution, Worker.prepare_job_execution and Job.perform write, in one atomic step, so that a
+-- job is never popped without being started (or started without being out of its intermediate list).
+--   job, id       the job's hash key (rq:job:<id>) and its id
+--   wip           the started registry of its queue (rq:wip:<q>)
+--   intermediate  the intermediate list it was popped into (rq:queue:<q>:intermediate)
+--   meta          the job's new meta (JSON), with our attempt count
+--   s             the start's own arguments, read by start_args(): chosen by the worker before the job is known
+-- Keys written besides those: the execution hash rq:execution:<id>:<execution id>, the job's execution
+-- registry rq:executions:<id>, and the worker's hash (s.worker).
+
+-- The eight start arguments from ARGV[at ..]: the order in which the worker sends them.
+local function start_args(at)
+  return {
+    worker = ARGV[at],               -- the worker's hash key, rq:worker:<name>
+    name = ARGV[at + 1],             -- the worker's name
+    execution_id = ARGV[at + 2],
+    created = ARGV[at + 3],          -- the execution's created_at, a UNIX timestamp
+    iso = ARGV[at + 4],              -- the same moment as RQ writes dates
+    ttl = ARGV[at + 5],              -- the heartbeat ttl: the keys lapse when the worker dies
+    started_score = ARGV[at + 6],    -- the started registry's score (when the entry lapses)
+    executions_score = ARGV[at + 7], -- the job's execution registry score
+  }
+end
+
+local function start(job, id, wip, intermediate, meta, s)
+  local execution = 'rq:execution:' .. id .. ':' .. s.execution_id
+  local executions = 'rq:executions:' .. id
+  -- Execution.create: the execution hash, the job's execution registry, the started registry
+  redis.call('HSET', execution, 'id', s.execution_id, 'created_at', s.created, 'last_heartbeat', s.created,
+             'worker_name', s.name)
+  redis.call('EXPIRE', execution, s.ttl)
+  redis.call('ZADD', executions, s.executions_score, s.execution_id)
+  redis.call('EXPIRE', executions, s.ttl + 60)
+  redis.call('ZADD', wip, s.started_score, id .. ':' .. s.execution_id)
+  -- Worker.set_state, set_current_job_id, set_current_job_working_time, heartbeat
+  redis.call('HSET', s.worker, 'state', 'busy', 'current_job', id, 'current_job_working_time', 0,
+             'last_heartbeat', s.iso)
+  redis.call('EXPIRE', s.worker, s.ttl)
+  -- Job.prepare_for_execution (and our attempt count in meta), Job.perform's PERSIST
+  redis.call('HSET', job, 'meta', meta, 'last_heartbeat', s.iso, 'status', 'started', 'started_at', s.iso,
+             'worker_name', s.name)
+  redis.call('PERSIST', job)
+  -- prepare_job_execution: the job leaves the intermediate list it was popped into
+  redis.call('LREM', intermediate, 1, id)
+end
