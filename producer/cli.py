@@ -112,10 +112,15 @@ def _parser() -> argparse.ArgumentParser:
         "dashboard",
         help="run rq-dashboard on this Redis with this serializer (the dashboard extra)",
         description="rq-dashboard on REDIS_URL, reading jobs and workers with TASK_SERIALIZER. Basic auth from "
-        "RQ_DASHBOARD_USERNAME and RQ_DASHBOARD_PASSWORD.",
+        "RQ_DASHBOARD_USERNAME and RQ_DASHBOARD_PASSWORD, required to listen on any address but loopback.",
     )
     dashboard.add_argument("--bind", default="127.0.0.1", help="address to listen on (default %(default)s)")
     dashboard.add_argument("--port", type=int, default=9181, help="port to listen on (default %(default)s)")
+    dashboard.add_argument(
+        "--read-only",
+        action="store_true",
+        help="serve views and data reads only: delete, requeue, empty, compact and any other write answer 403",
+    )
 
     requeue = commands.add_parser(
         "requeue",
@@ -262,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
                     private_redis=args.private_redis,
                     seed=args.seed,
                 )
-                serve_metrics(settings.metrics_port, metrics.REGISTRY)
+                serve_metrics(settings.metrics_port, settings.metrics_bind, metrics.REGISTRY)
                 return run_local(settings, options, sys.stdout)
             if args.command == "enqueue":
                 return _enqueue(args, settings)
@@ -270,14 +275,14 @@ def main(argv: list[str] | None = None) -> int:
                 # Only this command needs the Kubernetes client (the `kube` extra).
                 from producer.cluster import autoscale
 
-                serve_metrics(settings.metrics_port, metrics.REGISTRY)
+                serve_metrics(settings.metrics_port, settings.metrics_bind, metrics.REGISTRY)
                 return autoscale(settings, args.kubeconfig)
             if args.command == "requeue":
                 return _requeue(args, settings)
             if args.command == "wait":
                 return _wait(args, settings)
             if args.command == "dashboard":
-                return run_dashboard(settings, args.bind, args.port)
+                return run_dashboard(settings, args.bind, args.port, args.read_only)
             return _status(args, settings)
         except redis.RedisError as exc:
             raise describe_failure(settings.redis_url, exc) from exc

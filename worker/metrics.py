@@ -7,6 +7,8 @@ queue and function, and ``task_processor_worker_busy`` counts the slots running 
 
 from __future__ import annotations
 
+import errno
+
 from prometheus_client import (
     GC_COLLECTOR,
     PLATFORM_COLLECTOR,
@@ -103,16 +105,26 @@ def job_ended(job: Job, seconds: float, interrupted: bool = False) -> None:
     BUSY.dec()
 
 
-def serve(port: int, registry: CollectorRegistry = REGISTRY) -> None:
-    """Serve ``registry`` on ``http://0.0.0.0:port/metrics`` from a daemon thread; port 0 means off."""
+def serve(port: int, bind: str, registry: CollectorRegistry = REGISTRY) -> None:
+    """Serve ``registry`` on ``http://bind:port/metrics`` from a daemon thread; port 0 means off.
+
+    ``bind`` is METRICS_BIND: loopback by default, because /metrics names queues and task functions and
+    answers anyone who can reach it; the chart binds the Pod's own IP so that Prometheus (and nothing in the Pod
+    network namespace's other interfaces) reaches it.
+    """
     global _counting
     if not port:
         return
     try:
-        start_http_server(port, registry=registry)
+        start_http_server(port, addr=bind, registry=registry)
         _counting = True
     except (OSError, OverflowError) as exc:
+        if isinstance(exc, OSError) and exc.errno == errno.EADDRNOTAVAIL:
+            raise ConfigError(
+                f"METRICS_BIND={bind}: cannot listen there ({exc}): use an address of this machine, such as "
+                "127.0.0.1 or the Pod's IP"
+            ) from exc
         raise ConfigError(
             f"METRICS_PORT={port}: cannot listen there ({exc}): pick a free port, or 0 to turn metrics off"
         ) from exc
-    log.info("serving Prometheus metrics", port=port, path="/metrics")
+    log.info("serving Prometheus metrics", address=bind, port=port, path="/metrics")
