@@ -26,6 +26,7 @@ from producer.policy import Bounds
 from producer.progress import ProgressBar
 from producer.redis_server import LocalRedisServer
 from worker.connection import connect, describe_failure, ping, redact_url
+from worker.jobs import ATTEMPT_META_KEY
 from worker.settings import Settings
 
 POLL_INTERVAL = 0.2
@@ -195,7 +196,7 @@ def _demo(
         time.sleep(POLL_INTERVAL)
     show_events()
 
-    retries = sum(max(0, int(job.meta.get("attempt", 1)) - 1) for job in _refetch(producer, jobs))
+    retries = sum(max(0, int(job.meta.get(ATTEMPT_META_KEY, 1)) - 1) for job in _refetch(producer, jobs))
     counters = deployment.counters
     history = " -> ".join(str(n) for n in [options.minimum, *(e.desired for e in autoscaler.events)])
     print("Summary", file=out)

@@ -104,8 +104,9 @@ def test_a_job_popped_by_a_worker_that_died_before_running_it_is_not_lost(
         conn.hset(job.key, "meta", '{"owner": "billing"}')
     settings = Settings(redis_url=redis_url, abandon_after=3, task_modules=(TASK_MODULES,))
     dying = build_worker(settings, conn, ("high", "low"))
-    popped, queue = dying._pop(timeout=None)
-    assert (popped.id, queue.name) == (job.id, "low")
+    taken = dying._dequeue.take(timeout=None)
+    assert taken is not None
+    assert (taken.job.id, taken.queue.name) == (job.id, "low")
     assert conn.llen("rq:queue:low") == 0
     in_intermediate = conn.lrange("rq:queue:low:intermediate", 0, -1)
     started = StartedJobRegistry("low", connection=conn).get_job_ids()

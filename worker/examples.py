@@ -8,7 +8,7 @@ import time
 
 from rq import get_current_job
 
-from worker.runner import current_attempt
+from worker.taskjob import current_attempt
 
 
 def noop() -> None:

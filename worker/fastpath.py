@@ -15,24 +15,30 @@ retry, stop, ``result_ttl`` 0 or -1, repeats, dependents) goes through RQ's own 
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
 from uuid import uuid4
 
+import redis
 from rq.executions import Execution, ExecutionRegistry
 from rq.job import Job, JobStatus
 from rq.registry import FinishedJobRegistry, StartedJobRegistry
 from rq.results import Result
-from rq.serializers import JSONSerializer
 from rq.utils import current_timestamp, now, utcformat
-from rq.worker import WorkerStatus
 
 from task_processor import scripts
 from worker.batching import BatchedCalls
 
-if TYPE_CHECKING:
-    from worker.runner import TaskWorker
+
+class Suspended(enum.Enum):
+    """What a pop returns instead of a job while `rq suspend` is in force."""
+
+    SUSPENDED = "suspended"
+
+
+SUSPENDED = Suspended.SUSPENDED
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,11 +52,26 @@ class Popped:
     execution: Execution | None
 
 
-SUSPENDED = "suspended"
-"""What a pop returns instead of a job while `rq suspend` is in force."""
+PopResult = Popped | Literal[Suspended.SUSPENDED] | None
+"""A job, SUSPENDED, or None when every queue was empty."""
 
-_Start = tuple[str, datetime, list[Any]]
-"""A start's execution id, its time, and its arguments to the scripts."""
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """What a finish returns: the finished job's dependents, and the next job when it popped one."""
+
+    dependents: list[bytes]
+    popped: PopResult
+
+
+@dataclass(frozen=True, slots=True)
+class _Start:
+    """A start's execution id and time, and its arguments to the scripts (lua/lib/start.lua), chosen before the
+    job is known."""
+
+    execution_id: str
+    started: datetime
+    args: list[Any]
 
 
 def can_finish_fast(job: Job, result_ttl: int) -> bool:
@@ -59,19 +80,30 @@ def can_finish_fast(job: Job, result_ttl: int) -> bool:
 
 
 class FastPath:
-    """The pop, start and finish scripts, registered once per worker. Keys come from RQ's own key templates
-    (building RQ's registry objects per job costs more than the rest of the Python side of a job)."""
+    """The pop, start and finish scripts of one worker, registered once. Keys come from RQ's own key templates
+    (building RQ's registry objects per job costs more than the rest of the Python side of a job).
 
-    def __init__(self, worker: TaskWorker, calls: BatchedCalls) -> None:
-        self.worker = worker
+    It writes the worker's hash in Redis as RQ does; the worker applies the same state to its Python side."""
+
+    def __init__(
+        self,
+        connection: redis.Redis,
+        calls: BatchedCalls,
+        worker_key: str,
+        worker_name: str,
+        ttl: int,
+        starts_on_pop: bool,
+    ) -> None:
+        self.connection = connection
         self.calls = calls
-        self._pop = scripts.register(worker.connection, "pop")
-        self._start = scripts.register(worker.connection, "start")
-        self._finish = scripts.register(worker.connection, "finish")
+        self.worker_key, self.worker_name, self.ttl = worker_key, worker_name, ttl
+        self._pop = scripts.register(connection, "pop")
+        self._start = scripts.register(connection, "start")
+        self._finish = scripts.register(connection, "finish")
         # The pop's start writes the attempt count into meta as JSON; with another serializer Python starts jobs.
-        self.starts_on_pop = worker.serializer is JSONSerializer
+        self.starts_on_pop = starts_on_pop
 
-    def pop(self, keys: list[str]) -> Popped | str | None:
+    def pop(self, keys: list[str]) -> PopResult:
         """The next job of the queues in ``keys`` (lua/lib/pop.lua), SUSPENDED, or None when they are empty."""
         start = self._start_args() if self.starts_on_pop else None
         reply = self.calls.call(self._pop, keys, [Job.redis_job_namespace_prefix, *self._start_part(start)])
@@ -79,38 +111,31 @@ class FastPath:
 
     def start(self, job: Job, intermediate_key: str) -> Execution:
         """Mark the job started by this worker; returns its execution (RQ's prepare_execution and
-        prepare_job_execution, with the same state on the Python objects)."""
+        prepare_job_execution, with the same state on the job object)."""
         start = self._start_args()
-        _, started, args = start
         execution = self._started(start, job.id)
-        job.last_heartbeat = job.started_at = started
-        job.worker_name = self.worker.name
+        job.last_heartbeat = job.started_at = start.started
+        job.worker_name = self.worker_name
         job._status = JobStatus.STARTED
         self.calls.call(
             self._start,
             [job.key, StartedJobRegistry.key_template.format(job.origin), intermediate_key],
-            [job.id, job.serializer.dumps(job.meta), *args],
+            [job.id, job.serializer.dumps(job.meta), *start.args],
         )
         return execution
 
-    def finish(
-        self, job: Job, execution: Execution, result_ttl: int, pop_keys: list[str]
-    ) -> tuple[list[bytes], Popped | str | None]:
+    def finish(self, job: Job, execution: Execution, result_ttl: int, pop_keys: list[str]) -> Finished:
         """Record the job's success (RQ's handle_job_success) and, with ``pop_keys``, pop the next job (and start
-        it, as a pop does): lua/finish.lua.
-
-        Returns the ids of the job's dependents, and what the pop found."""
-        worker = self.worker
+        it, as a pop does): lua/finish.lua."""
         assert job.started_at is not None
         assert job.ended_at is not None
         job._status = JobStatus.FINISHED
-        worker._state = WorkerStatus.IDLE
         result = Result(
             job_id=job.id,
             type=Result.Type.SUCCESSFUL,
-            connection=worker.connection,
+            connection=self.connection,
             return_value=job._result,
-            worker_name=worker.name,
+            worker_name=self.worker_name,
             serializer=job.serializer,
             execution_id=execution.id,
             execution_started_at=execution.created_at,
@@ -120,47 +145,38 @@ class FastPath:
         start = self._start_args() if pop_keys and self.starts_on_pop else None
         dependents, popped = self.calls.call(
             self._finish,
-            [job.key, worker.key, StartedJobRegistry.key_template.format(job.origin), execution.key,
+            [job.key, self.worker_key, StartedJobRegistry.key_template.format(job.origin), execution.key,
              ExecutionRegistry.key_template.format(job.id), Result.get_key(job.id),
              FinishedJobRegistry.key_template.format(job.origin), job.dependents_key, *pop_keys],
             [job.id, execution.id, (job.ended_at - job.started_at).total_seconds(), utcformat(job.ended_at),
              result_ttl, current_timestamp() + result_ttl, Job.redis_job_namespace_prefix,
              *self._start_part(start), *fields],
         )  # fmt: skip
-        return dependents, self._popped(popped, start)
+        return Finished(dependents, self._popped(popped, start))
 
     def _start_args(self) -> _Start:
-        """A start's execution id, time and script arguments (lua/lib/start.lua), chosen before the job is known."""
-        worker = self.worker
-        ttl = worker.abandon_after
+        ttl = self.ttl
         execution_id, started, timestamp = uuid4().hex, now(), current_timestamp()
-        args = [worker.key, worker.name, execution_id, started.timestamp(), utcformat(started), ttl,
+        args = [self.worker_key, self.worker_name, execution_id, started.timestamp(), utcformat(started), ttl,
                 timestamp + ttl, timestamp + ttl + 60]  # fmt: skip
-        return execution_id, started, args
+        return _Start(execution_id, started, args)
 
     @staticmethod
     def _start_part(start: _Start | None) -> list[Any]:
-        return [len(start[2]), *start[2]] if start else [0]
+        return [len(start.args), *start.args] if start else [0]
 
     def _started(self, start: _Start, job_id: str) -> Execution:
         """The execution a start wrote, on the Python side."""
-        execution_id, started, _ = start
-        worker = self.worker
-        execution = Execution(id=execution_id, job_id=job_id, connection=worker.connection, worker_name=worker.name)
-        execution.created_at = execution.last_heartbeat = started
+        execution = Execution(
+            id=start.execution_id, job_id=job_id, connection=self.connection, worker_name=self.worker_name
+        )
+        execution.created_at = execution.last_heartbeat = start.started
         return execution
 
-    def busy(self, execution: Execution) -> None:
-        """The worker's state after a start, on the Python side (once it runs the job the start was for)."""
-        worker = self.worker
-        worker._state = WorkerStatus.BUSY
-        worker.current_job_working_time = 0
-        worker.last_heartbeat = execution.created_at
-
-    def _popped(self, reply: Any, start: _Start | None) -> Popped | str | None:
+    def _popped(self, reply: Any, start: _Start | None) -> PopResult:
         if not reply:
             return None
-        if reply == SUSPENDED.encode():
+        if reply == SUSPENDED.value.encode():
             return SUSPENDED
         queue_key, job_id, fields, started = reply
         execution = self._started(start, job_id.decode()) if started and start else None

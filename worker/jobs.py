@@ -15,12 +15,17 @@ from rq.serializers import Serializer
 
 J = TypeVar("J", bound=Job)
 
+ATTEMPT_META_KEY = "attempt"
+"""``job.meta`` field counting how many times a worker has started the job (1 on the first run); the pop script
+(lua/lib/pop.lua) writes the same field."""
+
 
 class JobTemplate(Generic[J]):
     """Blank jobs of ``job_class`` on ``connection``, in ``serializer``."""
 
     def __init__(self, job_class: type[J], connection: redis.Redis, serializer: Serializer) -> None:
         self.job_class = job_class
+        self.serializer = serializer
         self._state = vars(job_class(connection=connection, serializer=serializer))
         self._containers = [name for name, value in self._state.items() if isinstance(value, list | dict | set)]
 

@@ -47,15 +47,14 @@ class SlotWorker(TaskWorker):
     def interrupt(self) -> None:
         """Cold stop, from the main thread: requeue the running job at the front, and log its line."""
         self._cold_stop = True
-        with self._job_lock:
-            job, self._running = self._running, None
+        job = self._heartbeat.idle()
         if job is None:
             return
         queue = self._running_queue
         assert queue is not None
         self.requeue_interrupted(job, queue)
         with structlog.contextvars.bound_contextvars(job_id=job.id, queue=queue.name, func=job.func_name):
-            self._log_outcome(job, time.monotonic() - self._running_since)
+            self.log_job(job, time.monotonic() - self._running_since)
 
 
 class SlotPool:

@@ -1,0 +1,142 @@
+"""Taking the next job: highest priority first, atomically out of its queue, and never lost on the way.
+
+Every pop moves the job into its queue's intermediate list in the same atomic step (RQ pops from several queues
+with BLPOP, which leaves a job only in the worker's memory), and starts it there when it can (lua/lib/pop.lua). A
+finish pops the next job in its own call; that job waits here, prefetched, until the worker asks for it. An entry
+no RQ code could run (a deleted job, a hash of foreign data) is cleared out of the way, never allowed to stop the
+worker.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import redis
+from rq import Queue
+from rq.defaults import DEFAULT_FAILURE_TTL
+from rq.exceptions import DequeueTimeout, NoSuchJobError
+from rq.executions import Execution, ExecutionRegistry
+from rq.job import Job, JobStatus
+from rq.suspension import WORKERS_SUSPENDED
+from rq.worker import WorkerStatus
+
+from worker.fastpath import SUSPENDED, FastPath, Popped, PopResult
+from worker.jobs import JobTemplate
+from worker.logs import get_logger
+
+DEQUEUE_POLL = 1
+"""Seconds one blocking pop waits before the worker looks at its stop flag again (the warm-stop latency)."""
+
+LOWER_PRIORITY_POLL = 0.2
+"""With several queues, seconds a blocking pop waits on the first before the others are tried again."""
+
+log = get_logger("task_processor.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class Taken:
+    """A job ready to run, from ``queue``; the pop started it (its attempt counted) when ``execution`` is set."""
+
+    job: Job
+    queue: Queue
+    execution: Execution | None
+
+
+class Dequeuer:
+    """The pops of one worker over its queues, in priority order."""
+
+    def __init__(
+        self,
+        connection: redis.Redis,
+        queues: Sequence[Queue],
+        fast: FastPath,
+        jobs: JobTemplate[Job],
+        wait_while_suspended: Callable[[bool], None],
+    ) -> None:
+        self.connection = connection
+        self.queues = tuple(queues)
+        self.fast = fast
+        self.jobs = jobs
+        self.wait_while_suspended = wait_while_suspended  # RQ's check_for_suspension: waits for `rq resume`
+        # rq:suspended, then each queue, its intermediate list and its started registry: what a pop looks at.
+        self.pop_keys = [WORKERS_SUSPENDED]
+        self.pop_keys += [
+            key for q in self.queues for key in (q.key, q.intermediate_queue_key, q.started_job_registry.key)
+        ]
+        self.prefetched: PopResult = None
+        """The job a finish popped for this worker (see FastPath.finish), until it is taken."""
+
+    def take(self, timeout: int | None) -> Taken | None:
+        """The next job (the prefetched one first), moved atomically into its queue's intermediate list, and
+        started in the same step when it could. ``timeout`` None: None when every queue is empty (burst);
+        else a short blocking pop, raising DequeueTimeout when nothing came."""
+        while True:
+            hit, self.prefetched = self.prefetched, None
+            if hit is None:
+                hit = self.fast.pop(self.pop_keys)
+            if hit is SUSPENDED:
+                self.wait_while_suspended(timeout is None)
+                continue
+            if hit is None and timeout is not None:
+                first = self.queues[0]
+                wait = DEQUEUE_POLL if len(self.queues) == 1 else LOWER_PRIORITY_POLL
+                job_id = self.connection.blmove(first.key, first.intermediate_queue_key, wait)
+                hit = None if job_id is None else Popped(first.key, job_id, None, None)
+            if hit is None:
+                if timeout is None:
+                    return None
+                raise DequeueTimeout(timeout, [q.key for q in self.queues])
+            taken = self._ready(hit)
+            if taken is not None:
+                return taken
+
+    def take_prefetched(self) -> Taken | None:
+        """The prefetched job, if any (for a stopping worker to give back)."""
+        hit, self.prefetched = self.prefetched, None
+        return self._ready(hit) if isinstance(hit, Popped) else None
+
+    def _ready(self, hit: Popped) -> Taken | None:
+        """The popped job, ready to run; None when the entry was no job any RQ code could run (cleared away)."""
+        queue = next(q for q in self.queues if q.key == hit.queue_key)
+        try:
+            job = self._load(hit.job_id.decode(errors="replace"), hit.fields)
+        except NoSuchJobError:
+            self.connection.lrem(queue.intermediate_queue_key, 1, hit.job_id)  # a job deleted while queued
+            return None
+        except redis.ConnectionError:
+            raise
+        except Exception as exc:  # a job hash no RQ code could have written: never let it stop the worker
+            self._quarantine(queue, hit, exc)
+            return None
+        # RQ keeps its bookkeeping on the queue named in the job; the job runs from where it was popped.
+        job.origin = queue.name
+        return Taken(job, queue, hit.execution)
+
+    def _load(self, job_id: str, fields: list[bytes] | None) -> Job:
+        """The job, from the hash the pop returned (RQ's ``Job.fetch`` without its round trip) when it did."""
+        if fields is None:
+            return self.jobs.job_class.fetch(job_id, connection=self.connection, serializer=self.jobs.serializer)
+        job = self.jobs.new(job_id)
+        job.restore(dict(zip(fields[::2], fields[1::2], strict=True)))
+        return job
+
+    def _quarantine(self, queue: Queue, hit: Popped, exc: Exception) -> None:
+        """Take an unreadable job entry out of the way, into the failed registry when it is a job hash (and out
+        of this worker's hands when the pop started it: RQ's set_current_job_id(None) and set_state(idle))."""
+        job_id = hit.job_id.decode(errors="replace")
+        reason = f"unreadable job entry {job_id!r} in queue {queue.name!r} ({type(exc).__name__}: {exc})"
+        with self.connection.pipeline() as pipeline:
+            pipeline.lrem(queue.intermediate_queue_key, 1, hit.job_id)
+            if hit.execution is not None:
+                pipeline.zrem(queue.started_job_registry.key, hit.execution.composite_key)
+                pipeline.delete(hit.execution.key)
+                pipeline.zrem(ExecutionRegistry.key_template.format(job_id), hit.execution.id)
+                pipeline.hdel(self.fast.worker_key, "current_job")
+                pipeline.hset(self.fast.worker_key, "state", WorkerStatus.IDLE.value)
+            if self.connection.type(Job.key_for(job_id)) == b"hash":
+                pipeline.hset(Job.key_for(job_id), mapping={"status": JobStatus.FAILED.value, "exc_info": reason})
+                pipeline.zadd(queue.failed_job_registry.key, {job_id: time.time() + DEFAULT_FAILURE_TTL})
+            pipeline.execute()
+        log.error("set aside an unreadable job entry", job_id=job_id, queue=queue.name, error=reason)
