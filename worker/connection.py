@@ -9,7 +9,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
@@ -83,14 +83,39 @@ class Client(redis.Redis):
             raise
 
 
+PASSWORD_IN_QUERY = re.compile(r"([?&][^=&#]*password=)[^&#]*", re.IGNORECASE)
+"""redis-py also takes the password as a query argument (``?password=...``, ``&sentinel_password=...``)."""
+
+
 def redact_url(url: str) -> str:
-    """The URL with any password replaced, safe to print and log (any port text and IPv6 brackets kept)."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """The URL with any password replaced, safe to print and log (any port text and IPv6 brackets kept).
+
+    Everything between ``://`` and the LAST ``@`` is the user information, even where urlsplit would see a path
+    or a fragment: a password with an unencoded ``/``, ``?`` or ``#`` must be hidden too (it is what makes the
+    URL malformed, so it is exactly the URL an error shows). The user name before the first ``:`` stays.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
         return url
-    userinfo, _, hostport = parts.netloc.rpartition("@")
-    user = userinfo.partition(":")[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))
+    userinfo, at, hostpart = rest.rpartition("@")
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        rest = f"{user}:***@{hostpart}" if colon else f"***@{hostpart}"
+    return f"{scheme}://" + PASSWORD_IN_QUERY.sub(r"\1***", rest)
+
+
+def scrub(text: str, url: str) -> str:
+    """``text`` (a library's error message) without any piece of the password in ``url``, which it may quote:
+    redis-py's "Port could not be cast to integer value as 'pa'" quotes the start of a password holding a '/'."""
+    rest = url.partition("://")[2]
+    secrets = [m[1] for m in PASSWORD_IN_QUERY.finditer(rest)]
+    userinfo = rest.rpartition("@")[0]
+    secrets.append(userinfo.partition(":")[2] if ":" in userinfo else userinfo)
+    for secret in secrets:
+        for piece in sorted({secret, *re.split(r"[/?#@:&=]+", secret)}, key=len, reverse=True):
+            if len(piece) >= 3:  # shorter pieces would garble the message and give away next to nothing
+                text = text.replace(piece, "***")
+    return text
 
 
 CONNECTIONS_PER_WORKER = 4
@@ -112,7 +137,12 @@ def connect(url: str, workers: int = 1) -> redis.Redis:
             retry=Retry(ExponentialWithJitterBackoff(base=RETRY_BACKOFF_BASE, cap=RETRY_BACKOFF_CAP), RETRY_ATTEMPTS),
         )
     except ValueError as exc:
-        raise RedisUnavailableError(f"REDIS_URL {redact_url(url)!r} is malformed ({exc}): fix REDIS_URL") from exc
+        userinfo = url.partition("://")[2].rpartition("@")[0]
+        hint = " (percent-encode any '/', '?', '#' or '@' in the password)" if set(userinfo) & set("/?#@") else ""
+        # `from None`: redis-py's own error may quote part of the password (scrubbed here, not in a traceback).
+        raise RedisUnavailableError(
+            f"REDIS_URL {redact_url(url)!r} is malformed ({scrub(str(exc), url)}): fix REDIS_URL{hint}"
+        ) from None
     if client.connection_pool.connection_class is redis.SSLConnection:
         client.connection_pool.connection_class = TLSCheckedConnection
     return client
@@ -121,7 +151,7 @@ def connect(url: str, workers: int = 1) -> redis.Redis:
 def describe_failure(url: str, exc: redis.RedisError) -> TaskProcessorError:
     """Turn a redis-py error into one line that says what is wrong and what to do."""
     where = redact_url(url)
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    text = scrub(str(exc).splitlines()[0], url) if str(exc) else type(exc).__name__
     if isinstance(exc, PlainServerError):
         return RedisUnavailableError(
             f"Redis at {where} does not speak TLS (the TLS handshake got no answer, plain Redis did): use redis:// "

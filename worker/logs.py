@@ -20,6 +20,12 @@ import structlog
 
 from worker.settings import LogFormat
 
+EXCEPTIONS_WITHOUT_LOCALS = structlog.processors.ExceptionRenderer(
+    structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+)
+"""structlog's ``dict_tracebacks`` without the locals of each frame, which it shows by default: redis-py's
+``on_connect`` holds the AUTH arguments, so a refused password would put the password in the log."""
+
 QUIET_LOGGERS = ("rq", "redis", "urllib3", "kubernetes")
 """Libraries whose INFO chatter repeats what our own lines say; they log at WARNING unless LOG_LEVEL=DEBUG."""
 
@@ -89,7 +95,7 @@ def configure_logging(level: str = "INFO", fmt: LogFormat = "auto", stream: Text
         if as_json
         else structlog.dev.ConsoleRenderer(colors=_output.stream.isatty())
     )
-    tracebacks = [structlog.processors.dict_tracebacks] if as_json else []
+    tracebacks = [EXCEPTIONS_WITHOUT_LOCALS] if as_json else []
 
     handler = _Handler()
     handler.setFormatter(
