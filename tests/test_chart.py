@@ -295,6 +295,8 @@ def test_service_monitor_scrapes_the_workers_and_the_autoscalers(helm: Helm) -> 
         (container,) = pod["spec"]["containers"]
         assert {"name": "metrics", "containerPort": 9100, "protocol": "TCP"} in container["ports"]
         assert env_of(container)["METRICS_PORT"]["value"] == "9100"
+        # The Pod's IP, where the Service sends the scrape (the default, 127.0.0.1, would refuse it).
+        assert env_of(container)["METRICS_BIND"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
     assert "ServiceMonitor" not in {
         d["kind"] for d in helm.docs("serviceMonitor.enabled=false", "metrics.enabled=true")
     }
@@ -303,7 +305,7 @@ def test_service_monitor_scrapes_the_workers_and_the_autoscalers(helm: Helm) -> 
     for deployment in ("task-processor", "task-processor-producer"):
         (container,) = find(off, "Deployment", deployment)["spec"]["template"]["spec"]["containers"]
         assert "ports" not in container
-        assert "METRICS_PORT" not in env_of(container)
+        assert not {"METRICS_PORT", "METRICS_BIND"} & env_of(container).keys()
 
 
 # --- secure pods ------------------------------------------------------------------------------------------------
@@ -436,6 +438,7 @@ def test_settings_reach_the_containers_under_the_readme_names(helm: Helm) -> Non
     docs = helm.docs(
         "config.queues={high,default}",
         "config.serializer=pickle",
+        "config.taskModules={myapp.tasks,billing.jobs}",
         "config.logLevel=DEBUG",
         "autoscale.min=1",
         "autoscale.max=20",
@@ -449,6 +452,7 @@ def test_settings_reach_the_containers_under_the_readme_names(helm: Helm) -> Non
     expected = {
         "TASK_QUEUES": "high,default",
         "TASK_SERIALIZER": "pickle",
+        "TASK_MODULES": "myapp.tasks,billing.jobs",
         "LOG_FORMAT": "json",
         "LOG_LEVEL": "DEBUG",
         "AUTOSCALE_MIN": "1",
@@ -460,11 +464,27 @@ def test_settings_reach_the_containers_under_the_readme_names(helm: Helm) -> Non
     }
     wrong = {name: values.get(name) for name, want in expected.items() if values.get(name) != want}
     assert not wrong, f"the autoscaler's environment does not follow the values: {wrong}"
-    for name in ("TASK_QUEUES", "TASK_SERIALIZER", "TASK_TIMEOUT", "LOG_FORMAT", "LOG_LEVEL"):
+    for name in ("TASK_QUEUES", "TASK_SERIALIZER", "TASK_MODULES", "TASK_TIMEOUT", "LOG_FORMAT", "LOG_LEVEL"):
         assert worker[name] == producer[name], f"{name} differs between workers and autoscaler"
     helper = {"REDIS_PASSWORD"}  # only expanded into REDIS_URL
     unknown = (set(worker) | set(producer)) - readme_variables() - helper
     assert not unknown, f"the chart sets variables the README's configuration table does not list: {unknown}"
+
+
+@pytest.mark.parametrize("modules", ["{myapp.tasks,billing.jobs}", r"myapp.tasks\, billing.jobs"])
+def test_task_modules_reach_workers_autoscalers_and_the_test_pod(helm: Helm, modules: str) -> None:
+    """config.taskModules, a list or a comma string, is the same TASK_MODULES wherever tasks run or are enqueued."""
+    docs = helm.docs(f"config.taskModules={modules}")
+    seen = {}
+    for where, spec, owner in pod_specs(docs):
+        if component(owner) in ("worker", "producer", "test"):
+            (container,) = spec["containers"]
+            seen[where] = env_of(container)["TASK_MODULES"].get("value")
+    assert len(seen) == 3, seen
+    assert set(seen.values()) == {"myapp.tasks,billing.jobs"}, seen
+    assert env_of(the_container(helm.docs(), "Deployment", "task-processor"))["TASK_MODULES"]["value"] == (
+        "worker.examples"
+    ), "the default is the demo module, which the helm test runs"
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -638,6 +658,7 @@ def test_the_network_policy_admits_only_the_release_pods_to_redis(helm: Helm) ->
         ("config.logFormat=xml", "/config/logFormat"),
         ("config.taskTimeout=0", "/config/taskTimeout"),
         ("config.queues={bad:name}", "/config/queues"),
+        ("config.taskModules=my-app.tasks", "/config/taskModules"),
         ("worker.replicas=two", "/worker/replicas"),
     ],
 )

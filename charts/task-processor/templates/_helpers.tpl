@@ -161,7 +161,8 @@ password is never in values or in the manifest. External Redis: the whole URL co
 {{- end }}
 
 {{/*
-The settings both sides read (README, Configuration), plus POD_NAME from the downward API.
+The settings both sides read (README, Configuration), plus POD_NAME (and METRICS_BIND) from the downward API.
+config.taskModules is a list or a comma string; TASK_MODULES is the comma string either way.
 */}}
 {{- define "task-processor.commonEnv" -}}
 {{ include "task-processor.redisEnv" . | trim }}
@@ -169,6 +170,8 @@ The settings both sides read (README, Configuration), plus POD_NAME from the dow
   value: {{ join "," .Values.config.queues | quote }}
 - name: TASK_SERIALIZER
   value: {{ .Values.config.serializer | quote }}
+- name: TASK_MODULES
+  value: {{ join "," .Values.config.taskModules | nospace | quote }}
 - name: TASK_TIMEOUT
   value: {{ int .Values.config.taskTimeout | quote }}
 - name: LOG_FORMAT
@@ -182,6 +185,11 @@ The settings both sides read (README, Configuration), plus POD_NAME from the dow
 {{- if .Values.metrics.enabled }}
 - name: METRICS_PORT
   value: {{ int .Values.metrics.port | quote }}
+{{- /* The Pod's IP: the Services (and Prometheus) reach /metrics there; the default, 127.0.0.1, they could not. */}}
+- name: METRICS_BIND
+  valueFrom:
+    fieldRef:
+      fieldPath: status.podIP
 {{- end }}
 {{- end }}
 
