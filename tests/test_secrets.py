@@ -220,7 +220,6 @@ def test_python_api_errors_show_no_password(server: SecretRedis) -> None:
     assert_no_secret(f"{producer!r} {producer.connection!r}", "repr of a Producer")
 
 
-@pytest.mark.xfail(strict=True, reason="Settings is a dataclass whose repr shows REDIS_URL (worker/settings.py)")
 def test_the_settings_repr_shows_no_password(server: SecretRedis) -> None:
     assert_no_secret(repr(Settings.from_env({"REDIS_URL": server.url()})), "repr of Settings")
 

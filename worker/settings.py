@@ -12,7 +12,7 @@ import os
 import re
 import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
 from rq.serializers import JSONSerializer, PickleSerializer, Serializer
@@ -123,7 +123,7 @@ def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
 class Settings:
     """Everything configurable through the environment; the README's table lists the same names."""
 
-    redis_url: str = DEFAULT_REDIS_URL
+    redis_url: str = field(default=DEFAULT_REDIS_URL, repr=False)  # may carry a password: never in a repr
     redis_url_set: bool = False
     queues: tuple[str, ...] = (DEFAULT_QUEUE,)
     serializer_name: str = "json"
