@@ -511,13 +511,27 @@ def redis_url_sources(docs: list[dict[str, Any]]) -> Iterator[tuple[str, list[di
                 yield f"{where} container {c['name']}", c["env"]
 
 
+REDIS_ROLES = {
+    "Deployment/task-processor container worker": "worker",
+    "Deployment/task-processor-producer container autoscaler": "autoscaler",
+    "Pod/task-processor-test container queue": "producer",
+    "Deployment/task-processor-dashboard container dashboard": "dashboard",
+}
+"""The Redis ACL user (templates/redis/_acl.tpl) each container logs in as; tests/test_acl.py runs their jobs."""
+
+REDIS_USERS = ("admin", "worker", "autoscaler", "producer", "dashboard")
+"""Every Redis user; the Secret holds "<user>-password" for each."""
+
+
 @pytest.mark.parametrize("variant", ["defaults", "all-on"])
 def test_redis_url_comes_from_the_secret_and_no_password_is_in_plain_text(helm: Helm, variant: str) -> None:
     rendered = helm.template(*VARIANTS[variant])
     docs = [d for d in yaml.safe_load_all(rendered) if d]
-    password = secret_value(docs, "task-processor-redis", "redis-password")
-    assert re.fullmatch(r"[A-Za-z0-9]{32}", password), "the generated password must be URL-safe"
-    secrets = {"Redis password": password}
+    secrets = {}
+    for role in REDIS_USERS:
+        secrets[f"Redis password of {role}"] = password = secret_value(docs, "task-processor-redis", f"{role}-password")
+        assert re.fullmatch(r"[A-Za-z0-9]{32}", password), "the generated password must be URL-safe"
+    assert len(set(secrets.values())) == 5, "two Redis users share a password"
     if variant == "all-on":
         secrets["dashboard password"] = secret_value(docs, "task-processor-dashboard", "password")
     for what, value in secrets.items():
@@ -526,16 +540,19 @@ def test_redis_url_comes_from_the_secret_and_no_password_is_in_plain_text(helm: 
         holders = [d["metadata"]["name"] for d in docs if encoded in yaml.safe_dump(d)]
         assert len(holders) == 1, f"the {what} is in more than its Secret: {holders}"
     users = dict(redis_url_sources(docs))
-    assert any("Deployment/task-processor container worker" in u for u in users), users
+    expected = {"worker", "autoscaler", "producer"} | ({"dashboard"} if variant == "all-on" else set())
+    assert {REDIS_ROLES.get(where) for where in users} == expected, users
     for where, env in users.items():
-        names = [e["name"] for e in env]
+        names, role = [e["name"] for e in env], REDIS_ROLES[where]
         url = env[names.index("REDIS_URL")]
-        assert url["value"] == "redis://:$(REDIS_PASSWORD)@task-processor-redis:6379/0", where
+        assert url["value"] == f"redis://{role}:$(REDIS_PASSWORD)@task-processor-redis:6379/0", where
         assert "REDIS_PASSWORD" in names[: names.index("REDIS_URL")], f"{where}: $(REDIS_PASSWORD) defined too late"
         ref = env[names.index("REDIS_PASSWORD")]["valueFrom"]["secretKeyRef"]
-        assert ref == {"name": "task-processor-redis", "key": "redis-password"}, where
+        assert ref == {"name": "task-processor-redis", "key": f"{role}-password"}, where
     redis = the_container(docs, "StatefulSet", "task-processor-redis")
-    assert redis["args"][redis["args"].index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
+    assert redis["args"][redis["args"].index("--aclfile") + 1] == "/acl/users.acl"
+    assert not [a for a in redis["args"] if "PASSWORD" in a or a == "--requirepass"], "a password on the command line"
+    assert env_of(redis)["REDISCLI_AUTH"]["valueFrom"]["secretKeyRef"]["key"] == "admin-password", "probes as admin"
     assert {"--appendonly", "yes", "--appendfsync", "always"} <= set(redis["args"])
 
 
@@ -547,27 +564,53 @@ def test_notes_never_show_a_password(helm: Helm) -> None:
     for hint in ("task-producer enqueue", "kubectl -n default scale deployment task-processor", "port-forward"):
         assert hint in notes, f"NOTES do not mention {hint!r}:\n{notes}"
     assert "task-processor.io/autoscale=paused" in notes, "NOTES should say how to pause the autoscaler"
-    for name, key in (("task-processor-redis", "redis-password"), ("task-processor-dashboard", "password")):
+    redis_keys = [("task-processor-redis", f"{role}-password") for role in REDIS_USERS]
+    for name, key in (*redis_keys, ("task-processor-dashboard", "password")):
         value = secret_value(docs, name, key)
         assert value not in notes, f"the password of {name} is in NOTES"
         assert base64.b64encode(value.encode()).decode() not in notes, f"the password of {name} is in NOTES"
 
 
-def test_external_redis_url_comes_from_the_users_secret(helm: Helm) -> None:
-    docs = helm.docs(*EXTERNAL_REDIS, "dashboard.enabled=true")
+@pytest.mark.parametrize("worker_key", [None, "worker-url"])
+def test_external_redis_url_comes_from_the_users_secret(helm: Helm, worker_key: str | None) -> None:
+    per_role = [f"externalRedis.roleSecretKeys.worker={worker_key}"] if worker_key else []
+    docs = helm.docs(*EXTERNAL_REDIS, "dashboard.enabled=true", *per_role)
     assert not [d for d in docs if component(d) == "redis"], "external Redis still renders in-chart Redis objects"
     for where, env in redis_url_sources(docs):
         (url,) = [e for e in env if e["name"] == "REDIS_URL"]
-        assert url["valueFrom"]["secretKeyRef"] == {"name": "my-redis", "key": "redis-url"}, where
+        key = worker_key if worker_key and REDIS_ROLES[where] == "worker" else "redis-url"
+        assert url["valueFrom"]["secretKeyRef"] == {"name": "my-redis", "key": key}, where
         assert "REDIS_PASSWORD" not in {e["name"] for e in env}, where
 
 
 def test_an_existing_redis_secret_is_used_and_none_is_generated(helm: Helm) -> None:
-    docs = helm.docs("redis.auth.existingSecret=mine", "redis.auth.existingSecretKey=pw")
+    docs = helm.docs("redis.auth.existingSecret=mine")
     assert "Secret" not in {d["kind"] for d in docs}
     for where, env in redis_url_sources(docs):
         (password,) = [e for e in env if e["name"] == "REDIS_PASSWORD"]
-        assert password["valueFrom"]["secretKeyRef"] == {"name": "mine", "key": "pw"}, where
+        assert password["valueFrom"]["secretKeyRef"] == {"name": "mine", "key": f"{REDIS_ROLES[where]}-password"}
+    (init,) = find(docs, "StatefulSet")["spec"]["template"]["spec"]["initContainers"]
+    refs = {e["valueFrom"]["secretKeyRef"]["key"] for e in init["env"] if "valueFrom" in e}
+    assert {e["valueFrom"]["secretKeyRef"]["name"] for e in init["env"] if "valueFrom" in e} == {"mine"}
+    assert refs == {f"{role}-password" for role in REDIS_USERS}
+
+
+def test_the_acl_follows_its_values_and_a_change_restarts_redis(helm: Helm) -> None:
+    """redis.acl.extraRules lands on its role's line only; the ACL is read at start, so a change rolls the Pod."""
+
+    def acl(*sets: str) -> tuple[dict[str, str], str]:
+        docs = helm.docs(*sets)
+        lines = find(docs, "ConfigMap", "task-processor-redis-acl")["data"]["users.acl"].splitlines()
+        pod = find(docs, "StatefulSet")["spec"]["template"]["metadata"]["annotations"]
+        return {line.split()[1]: line for line in lines}, pod["checksum/acl"]
+
+    plain, checksum = acl()
+    extra, extra_checksum = acl("redis.acl.extraRules.worker=~myapp:*")
+    assert extra["worker"] == plain["worker"] + " ~myapp:*"
+    assert {**extra, "worker": ""} == {**plain, "worker": ""}, "another role's line changed"
+    writable, writable_checksum = acl("dashboard.readOnly=false")
+    assert ("+@write" in writable["dashboard"], "+@write" in plain["dashboard"]) == (True, False)
+    assert len({checksum, extra_checksum, writable_checksum}) == 3
 
 
 def test_the_dashboard_runs_from_the_producer_image_with_the_task_serializer(helm: Helm) -> None:
@@ -591,7 +634,7 @@ def test_the_dashboard_runs_as_rendered(helm: Helm, redis_url: str, spawn: Calla
     docs = helm.docs("dashboard.enabled=true", f"dashboard.port={port}")
     container = the_container(docs, "Deployment", "task-processor-dashboard")
     env = {e["name"]: e.get("value") for e in container["env"]}
-    assert env["REDIS_URL"].startswith("redis://:$(REDIS_PASSWORD)@")  # expanded by Kubernetes from the Secret
+    assert env["REDIS_URL"].startswith("redis://dashboard:$(REDIS_PASSWORD)@")  # expanded from the Secret
     producer = Producer(redis_url)
     producer.enqueue("worker.examples.noop", queue="chart-check")
     busy = producer.enqueue("worker.examples.sleep", 30, queue="chart-busy")
@@ -660,6 +703,8 @@ def test_the_network_policy_admits_only_the_release_pods_to_redis(helm: Helm) ->
         ("config.queues={bad:name}", "/config/queues"),
         ("config.taskModules=my-app.tasks", "/config/taskModules"),
         ("worker.replicas=two", "/worker/replicas"),
+        ("redis.auth.existingSecretKey=pw", "existingSecretKey"),  # one key per Redis user now
+        ("redis.acl.extraRules.admin=+@all", "admin"),
     ],
 )
 def test_the_schema_refuses_a_bad_value(helm: Helm, setting: str, complaint: str) -> None:
@@ -749,12 +794,12 @@ def test_the_manifest_applies_and_reapplying_keeps_the_autoscaled_replicas(kube_
     path = kube_api.workdir / "served.yaml"
     path.write_text(yaml.safe_dump_all(served))
 
-    # What the manifest's header asks for first: the Redis password Secret.
+    # What the manifest's header asks for first: the Secret with the Redis users' passwords.
     secret = {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {"name": "task-processor-redis"},
-        "stringData": {"redis-password": "0123456789abcdef"},
+        "stringData": {f"{role}-password": "0123456789abcdef" for role in REDIS_USERS},
     }
     created = kube_api.kubectl("apply", "--validate=false", "-f", "-", input=yaml.safe_dump(secret))
     assert created.returncode == 0, created.stderr

@@ -105,18 +105,10 @@ An image reference; call with (dict "image" .Values.worker.image "ctx" $).
 {{- end }}
 
 {{/*
-The Secret and key holding the in-chart Redis password.
+The Secret holding the in-chart Redis users' passwords, one key "<role>-password" per user (templates/redis/_acl.tpl).
 */}}
 {{- define "task-processor.redisSecretName" -}}
 {{- default (include "task-processor.redisName" .) .Values.redis.auth.existingSecret }}
-{{- end }}
-
-{{- define "task-processor.redisSecretKey" -}}
-{{- if .Values.redis.auth.existingSecret }}
-{{- .Values.redis.auth.existingSecretKey }}
-{{- else -}}
-redis-password
-{{- end }}
 {{- end }}
 
 {{/*
@@ -138,34 +130,37 @@ Refuse inconsistent values with one line naming the fix (what a JSON schema cann
 {{- end }}
 
 {{/*
-REDIS_URL for every container that talks to Redis. In-chart Redis: the password comes from the Secret as
-REDIS_PASSWORD and Kubernetes expands $(REDIS_PASSWORD) into the URL when the container starts, so the
-password is never in values or in the manifest. External Redis: the whole URL comes from the user's Secret.
+REDIS_URL for a container of one role; call with (dict "ctx" $ "role" "worker"). Roles: worker, autoscaler,
+producer (and the helm test Pod), dashboard. In-chart Redis: the container logs in as the Redis user of its role;
+that user's password comes from the Secret as REDIS_PASSWORD and Kubernetes expands $(REDIS_PASSWORD) into the
+URL when the container starts, so no password is in values or in the manifest. External Redis: the whole URL comes
+from the user's Secret, under externalRedis.roleSecretKeys.<role> when set, else externalRedis.existingSecretKey.
 */}}
 {{- define "task-processor.redisEnv" -}}
-{{- if .Values.redis.enabled }}
+{{- $values := .ctx.Values }}
+{{- if $values.redis.enabled }}
 - name: REDIS_PASSWORD
   valueFrom:
     secretKeyRef:
-      name: {{ include "task-processor.redisSecretName" . }}
-      key: {{ include "task-processor.redisSecretKey" . }}
+      name: {{ include "task-processor.redisSecretName" .ctx }}
+      key: {{ printf "%s-password" .role }}
 - name: REDIS_URL
-  value: {{ printf "redis://:$(REDIS_PASSWORD)@%s:6379/0" (include "task-processor.redisName" .) | quote }}
+  value: {{ printf "redis://%s:$(REDIS_PASSWORD)@%s:6379/0" .role (include "task-processor.redisName" .ctx) | quote }}
 {{- else }}
 - name: REDIS_URL
   valueFrom:
     secretKeyRef:
-      name: {{ .Values.externalRedis.existingSecret }}
-      key: {{ .Values.externalRedis.existingSecretKey }}
+      name: {{ $values.externalRedis.existingSecret }}
+      key: {{ (index ($values.externalRedis.roleSecretKeys | default dict) .role) | default $values.externalRedis.existingSecretKey }}
 {{- end }}
 {{- end }}
 
 {{/*
 The settings both sides read (README, Configuration), plus POD_NAME (and METRICS_BIND) from the downward API.
+REDIS_URL is not among them: it depends on the container's role (redisEnv, included beside this).
 config.taskModules is a list or a comma string; TASK_MODULES is the comma string either way.
 */}}
 {{- define "task-processor.commonEnv" -}}
-{{ include "task-processor.redisEnv" . | trim }}
 - name: TASK_QUEUES
   value: {{ join "," .Values.config.queues | quote }}
 - name: TASK_SERIALIZER
