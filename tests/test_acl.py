@@ -197,7 +197,7 @@ def test_an_empty_password_stops_the_init_container(acl: AclRedis, tmp_path: Pat
 
 @pytest.mark.parametrize("role", ROLES[1:])
 @pytest.mark.parametrize("command", ADMIN_ONLY, ids=lambda c: "-".join(c[:2]))
-def test_only_admin_runs_admin_commands(acl: AclRedis, role: str, command: tuple[str, ...]) -> None:
+def test_only_admin_runs_admin_commands(acl: AclRedis, role: str, command: list[str]) -> None:
     acl.admin.set("rq:queue:kept", "x")
     assert refused(acl.client(role), *command), f"{role} may run {' '.join(command)}"
     assert acl.admin.get("rq:queue:kept") == b"x", "the data went"
