@@ -300,6 +300,6 @@ class Producer:
 
     def known_queues(self) -> list[str]:
         """The producer's default queue and every queue RQ has registered in Redis."""
-        keys = self.connection.smembers(Queue.redis_queues_keys)
+        keys: set[bytes] = self.connection.smembers(Queue.redis_queues_keys)  # type: ignore[assignment]
         names = {k.decode(errors="replace").removeprefix(Queue.redis_queue_namespace_prefix) for k in keys}
         return sorted(names | {self.default_queue})

@@ -43,8 +43,8 @@ ADMIN_ONLY += [["SCAN", "0"]]
 """What only admin may run: the brief's list, plus what would list every connection, drop every script, or walk
 every key name (SCAN is KEYS in installments: key patterns do not filter it)."""
 
-TOLERATED = {("worker", "command", "client|list")}
-"""Refusals a role gets over: RQ's worker asks CLIENT LIST once for its own address, "unknown" when refused."""
+TOLERATED: set[tuple[str, str, str]] = set()
+"""Refusals a role gets over: none (the worker learns its address with CLIENT INFO, not RQ's CLIENT LIST)."""
 
 
 class AclRedis:

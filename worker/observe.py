@@ -61,8 +61,10 @@ def queue_counts(connection: Redis, queues: tuple[str, ...] | list[str]) -> dict
     }
 
 
-def _text(value: bytes | None) -> str:
+def _text(value: bytes | str | None) -> str:
     # Foreign bytes under RQ's keys must not make `status` or the autoscaler crash.
+    if isinstance(value, str):
+        return value
     return value.decode(errors="replace") if value else ""
 
 

@@ -47,6 +47,16 @@ class ResilientWorker(SimpleWorker):
         self._reaped_at = 0.0
         self.outage = outage or OutageLog()  # shared by the slots of one process: one pair of lines per outage
 
+    def _set_ip_address(self, connection: redis.Redis) -> None:
+        # RQ lists every client of the server (CLIENT LIST, an admin command a worker's ACL user is refused) to
+        # find its own address; CLIENT INFO tells this connection's alone.
+        try:
+            connection.client_setname(self.name)
+            address = connection.client_info().get("addr")
+        except redis.ResponseError:
+            address = None
+        self.ip_address = address.decode() if isinstance(address, bytes) else address or "unknown"
+
     def maintain(self) -> None:
         """Between pops: RQ's maintenance when due, and a reaper pass every heartbeat interval (so idle workers
         requeue a dead worker's job within seconds)."""
@@ -102,4 +112,4 @@ class ResilientWorker(SimpleWorker):
             # Foreign data under a queue's keys: RQ's pass gives up on it, the worker must not. The reaper
             # has already done the part that matters here (abandoned and stranded jobs).
             log.error("RQ's registry cleanup failed; skipped until the next pass", error=str(exc).splitlines()[0])
-            self.last_cleaned_at = now()
+            self.last_cleaned_at = now()  # type: ignore[assignment]  # RQ annotates it None, sets a datetime

@@ -102,7 +102,8 @@ class TaskModules:
         where = f"{func.__module__}.{func.__qualname__}"
         if not isinstance(func.__module__, str) or not covers(self.modules, func.__module__):
             raise self.refuse(path, f"it resolves to {where}, defined outside TASK_MODULES")
-        return obj
+        resolved: Callable[..., Any] = obj
+        return resolved
 
     def _step(self, path: str, obj: Any, part: str) -> Any:
         """One attribute further along ``path``: a submodule is imported only when its own name is allowed."""

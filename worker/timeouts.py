@@ -98,7 +98,7 @@ class ThreadDeathPenalty(BaseDeathPenalty):
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: Any) -> bool:
         if kind is self._exception:
             _WATCHDOG.landed()
-        return super().__exit__(kind, value, tb)
+        return bool(super().__exit__(kind, value, tb))
 
     def setup_death_penalty(self) -> None:
         if self._timeout > 0:
