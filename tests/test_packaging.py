@@ -300,8 +300,10 @@ def test_dependencies_get_their_own_layer_before_the_sources(image: Image) -> No
     assert set(manifest) <= {"pyproject.toml", "README.md"}, (
         f"anything else in the first COPY busts the cache: {manifest}"
     )
-    sources = [n for n, paths in copies if {"producer", "worker"} & {p.rstrip("/") for p in paths}]
-    assert sources, f"{image.dockerfile.name}: the builder never copies the producer/worker packages"
+    packages = {"task_processor", "producer", "worker"}
+    copied = {p.rstrip("/") for _, paths in copies for p in paths}
+    assert packages <= copied, f"{image.dockerfile.name}: the builder does not copy {sorted(packages - copied)}"
+    sources = [n for n, paths in copies if packages & {p.rstrip("/") for p in paths}]
     dependencies = runs(builder, "pip install -r")
     assert dependencies, f"{image.dockerfile.name}: no RUN installs the dependencies (pip install -r)"
     assert first < dependencies[0] < min(sources), "install the dependencies between pyproject.toml and the sources"
@@ -486,7 +488,13 @@ def test_wheel_holds_both_packages_and_no_tests(wheel_dir: Path) -> None:
         entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
         scripts = wheel.read(entry_points).decode()
     top = {name.split("/")[0] for name in names}
-    assert {"producer", "worker"} <= top, f"the wheel lacks a package: {sorted(top)}"
+    assert {"task_processor", "producer", "worker"} <= top, f"the wheel lacks a package: {sorted(top)}"
+    lua = {name for name in names if name.endswith(".lua")}
+    assert {
+        "task_processor/lua/finish.lua",
+        "task_processor/lua/lib/pop.lua",
+        "task_processor/lua/enqueue.lua",
+    } <= lua, f"the wheel lacks the Redis scripts: {sorted(lua)}"
     assert "producer/kube.py" in names, "the wheel lacks the producer's cluster client"
     assert "worker/cli.py" in names, "the wheel lacks the worker's command"
     assert not {"tests", "scripts"} & top, f"the wheel carries tests or scripts: {sorted(top)}"
