@@ -336,6 +336,9 @@ def test_metrics_listen_on_loopback_only_by_default(spawn: Callable[..., Proc], 
     assert "process_cpu_seconds_total" in metrics(port), proc.output()
     for address in other_addresses():
         assert refused(address, port), f"/metrics answers on {address}: METRICS_BIND is not honoured"
+    # Ctrl-C, as a user stops it: run-local stops its own workers (a SIGKILL at teardown would orphan them).
+    proc.signal(signal.SIGINT)
+    proc.wait(timeout=60)
 
 
 def test_metrics_bind_moves_the_listener(spawn: Callable[..., Proc]) -> None:
