@@ -23,7 +23,7 @@ import redis
 
 from benchmarks import measure, report
 from benchmarks.systems import all_systems
-from producer.redis_server import LocalRedisServer
+from producer.commands.redis_server import LocalRedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 

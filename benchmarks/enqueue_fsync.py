@@ -13,7 +13,7 @@ import statistics
 import time
 
 from producer import Producer, Task
-from producer.redis_server import LocalRedisServer
+from producer.commands.redis_server import LocalRedisServer
 
 
 def one_by_one(producer: Producer, count: int) -> float:

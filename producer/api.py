@@ -22,10 +22,10 @@ from producer.atomic import BatchWriter
 from producer.checks import backoff_intervals, check_json_arguments, check_payload_size, func_path
 from producer.errors import InvalidTaskError, RedisUnavailableError, TaskFailedError, WaitTimeoutError
 from producer.jobhash import JobFactory, QueuedJob, serialized_call
-from worker.connection import OutageLog, connect, describe_failure
-from worker.errors import ConfigError, TaskProcessorError
-from worker.observe import QueueCounts, WorkerInfo, list_workers, queue_counts
-from worker.settings import (
+from task_processor.connection import OutageLog, connect, describe_failure
+from task_processor.errors import ConfigError, TaskProcessorError
+from task_processor.observe import QueueCounts, WorkerInfo, list_workers, queue_counts
+from task_processor.settings import (
     DEFAULT_MAX_PAYLOAD,
     DEFAULT_QUEUE,
     DEFAULT_REDIS_URL,
@@ -35,7 +35,7 @@ from worker.settings import (
     parse_modules,
     validate_queue_name,
 )
-from worker.taskmodules import outside_modules
+from task_processor.taskmodules import outside_modules
 
 RETRY_BACKOFF = 1
 """Seconds before the first retry; each further retry waits twice as long (capped by RETRY_BACKOFF_CAP)."""

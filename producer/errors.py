@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from worker.errors import ConfigError, RedisUnavailableError, TaskProcessorError
+from task_processor.errors import ConfigError, RedisUnavailableError, TaskProcessorError
 
 __all__ = [
     "ConfigError",

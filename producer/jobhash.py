@@ -28,7 +28,7 @@ from rq.job import Job, JobStatus
 from rq.serializers import Serializer
 from rq.utils import get_call_string
 
-from worker.jobs import JobTemplate
+from task_processor.jobs import JobTemplate
 
 DESCRIPTION_ARG_LENGTH = 75
 """RQ's description shortens each argument's repr to this many characters (``Job.get_call_string``)."""

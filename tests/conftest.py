@@ -19,8 +19,8 @@ import pytest
 import redis
 
 from producer import Producer
-from producer.autoscaler import Autoscaler
-from producer.redis_server import LocalRedisServer
+from producer.commands.redis_server import LocalRedisServer
+from producer.scaling.autoscaler import Autoscaler
 
 BIN = Path(sys.executable).parent
 

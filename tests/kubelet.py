@@ -22,11 +22,11 @@ from typing import Any, Self
 
 import redis
 
-from producer.kube import DELETION_COST
-from producer.local import LocalDeployment, WorkerProcess
+from producer.scaling.kube import DELETION_COST
+from producer.scaling.local import LocalDeployment, WorkerProcess
+from task_processor.logs import get_logger
+from task_processor.settings import DEFAULT_DEPLOYMENT, Settings
 from tests.kubeapi.server import KubeAPI
-from worker.logs import get_logger
-from worker.settings import DEFAULT_DEPLOYMENT, Settings
 
 SYNC_INTERVAL = 0.1
 """Seconds between two passes of the kubelet: read the Deployment, converge, mirror the Pods."""

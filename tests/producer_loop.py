@@ -16,8 +16,8 @@ import time
 from types import FrameType
 
 from producer import Producer, TaskProcessorError
-from worker.logs import configure_logging
-from worker.settings import Settings
+from task_processor.logs import configure_logging
+from task_processor.settings import Settings
 
 ERROR_PAUSE = 0.05
 """Seconds between two tries while Redis is away."""

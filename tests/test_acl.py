@@ -25,16 +25,16 @@ import pytest
 import redis
 
 from producer import Producer, Task
-from producer.autoscaler import Autoscaler
+from producer.commands.redis_server import free_port
 from producer.errors import TaskFailedError
-from producer.local import LocalDeployment
-from producer.policy import Bounds
-from producer.redis_server import free_port
+from producer.scaling.autoscaler import Autoscaler
+from producer.scaling.local import LocalDeployment
+from producer.scaling.policy import Bounds
+from task_processor.connection import connect
+from task_processor.settings import Settings
 from tests.conftest import BIN, TASK_MODULES, Proc, running, wait_for
 from tests.kubeapi.server import HELM
 from tests.test_chart import Helm, find, the_container
-from worker.connection import connect
-from worker.settings import Settings
 
 ROLES = ("admin", "worker", "autoscaler", "producer", "dashboard")
 ADMIN_ONLY = [c.split() for c in ("FLUSHALL", "FLUSHDB", "CONFIG GET *", "MODULE LIST", "DEBUG SLEEP 0", "SHUTDOWN")]

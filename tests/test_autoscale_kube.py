@@ -14,16 +14,16 @@ import pytest
 import redis
 
 from producer import Producer, Task
-from producer.autoscaler import Autoscaler
-from producer.cluster import build
-from producer.kube import KubeClient, KubeDeployment, NotFoundError, UnreachableError
-from producer.leader import LeaderElector
-from producer.redis_server import free_port
+from producer.commands.autoscale import build
+from producer.commands.redis_server import free_port
+from producer.scaling.autoscaler import Autoscaler
+from producer.scaling.kube import KubeClient, KubeDeployment, NotFoundError, UnreachableError
+from producer.scaling.leader import LeaderElector
+from task_processor.logs import configure_logging
+from task_processor.settings import Settings
 from tests.conftest import Proc, running, wait_for
 from tests.kubeapi.fixtures import kube_api, requires_kubectl  # noqa: F401
 from tests.kubeapi.server import KubeAPI
-from worker.logs import configure_logging
-from worker.settings import Settings
 
 SCALE = r"/namespaces/default/deployments/task-processor/scale$"
 

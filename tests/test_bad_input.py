@@ -41,10 +41,10 @@ from producer import (
     TaskFailedError,
     TaskProcessorError,
 )
-from producer.redis_server import LocalRedisServer, free_port
+from producer.commands.redis_server import LocalRedisServer, free_port
+from task_processor.settings import Settings
 from tests.conftest import BIN, Proc, run, wait_for
 from worker import examples
-from worker.settings import Settings
 
 
 def hypothesis_settings(count: int) -> settings:
@@ -304,7 +304,7 @@ def test_unimportable_functions_fail_their_job_and_the_next_ones_run(
             assert lines[job.id]["error"] == job.latest_result().exc_string
             continue
         assert lines[job.id]["outcome"] == "failed"
-        assert lines[job.id]["error"].startswith("worker.taskmodules.TaskNotFoundError: ")
+        assert lines[job.id]["error"].startswith("task_processor.taskmodules.TaskNotFoundError: ")
         assert f"cannot import task function {path!r}" in lines[job.id]["error"]
         assert f"cannot import task function {path!r}" in job.latest_result().exc_string
     assert all(line.startswith("{") for line in worker.output().splitlines() if line.strip())

@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import redis
 
-from producer.redis_server import LocalRedisServer
+from producer.commands.redis_server import LocalRedisServer
+from task_processor.connection import connect
 from worker.batching import BatchedCalls
-from worker.connection import connect
 
 SLOTS = 8
 CALLS = 200

@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from producer import Producer
-from producer.redis_server import free_port
+from producer.commands.redis_server import free_port
 from tests.conftest import wait_for
 from tests.kubeapi.fixtures import kube_api, requires_helm, requires_kubectl  # noqa: F401
 from tests.kubeapi.server import HELM, KubeAPI

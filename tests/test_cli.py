@@ -13,10 +13,10 @@ import redis
 from rq.job import Job
 
 from producer import Producer, RedisUnavailableError
-from producer.local_run import redis_for_run
-from producer.redis_server import free_port
+from producer.commands.redis_server import free_port
+from producer.commands.run_local import redis_for_run
+from task_processor.settings import Settings
 from tests.conftest import Proc, run, wait_for
-from worker.settings import Settings
 
 
 def test_enqueue_prints_the_job_id_and_parses_arguments(env: dict[str, str], conn: redis.Redis) -> None:

@@ -11,8 +11,8 @@ from rq.job import JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from producer import Producer, Task
+from task_processor.observe import list_workers
 from tests.conftest import Proc, run, wait_for
-from worker.observe import list_workers
 
 
 def running(conn: redis.Redis) -> int:

@@ -18,8 +18,8 @@ import pytest
 import redis
 
 from producer import Producer
-from producer.dashboard import MUTATING_ENDPOINTS, READ_ENDPOINTS, _app_factory
-from producer.redis_server import free_port
+from producer.commands.dashboard import MUTATING_ENDPOINTS, READ_ENDPOINTS, _app_factory
+from producer.commands.redis_server import free_port
 from tests.conftest import Proc, run, wait_for
 from tests.test_chart import CHART, VARIANTS, Helm, env_of, find, helm, the_container  # noqa: F401
 

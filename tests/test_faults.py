@@ -21,14 +21,14 @@ from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from producer import Producer, Task
-from producer.local import LocalDeployment
-from producer.redis_server import LocalRedisServer
+from producer.commands.redis_server import LocalRedisServer
+from producer.scaling.local import LocalDeployment
+from task_processor.observe import list_workers
+from task_processor.reaper import ABANDONED_FIELD, INTERMEDIATE_GRACE, Reaper
+from task_processor.settings import Settings
 from tests.conftest import TASK_MODULES, Proc, wait_for
 from tests.producer_loop import RUNS_KEY
-from worker.observe import list_workers
-from worker.reaper import ABANDONED_FIELD, INTERMEDIATE_GRACE, Reaper
 from worker.runner import build_worker
-from worker.settings import Settings
 
 pytestmark = pytest.mark.fault
 

@@ -16,15 +16,15 @@ import redis
 from rq.job import Job, JobStatus
 
 from producer import Producer, Task
-from producer.autoscaler import Autoscaler
-from producer.cluster import build
-from producer.kube import BUSY_COST, DELETION_COST, IDLE_COST, KubeClient
+from producer.commands.autoscale import build
+from producer.scaling.autoscaler import Autoscaler
+from producer.scaling.kube import BUSY_COST, DELETION_COST, IDLE_COST, KubeClient
+from task_processor.observe import list_workers
+from task_processor.settings import Settings
 from tests.conftest import Proc, running, wait_for
 from tests.kubeapi.fixtures import kube_api  # noqa: F401
 from tests.kubeapi.server import KubeAPI
 from tests.kubelet import Kubelet
-from worker.observe import list_workers
-from worker.settings import Settings
 
 DEPLOYMENT = "task-processor"
 POD_NAME = re.compile(rf"{DEPLOYMENT}-[0-9a-f]{{10}}-[a-z0-9]{{5}}")

@@ -14,13 +14,13 @@ import redis
 from rq import Queue
 
 from producer import Producer, Task
-from producer.autoscaler import Autoscaler, TargetState
-from producer.local import LocalDeployment
-from producer.policy import Bounds
-from producer.status import collect
+from producer.commands.status import collect
+from producer.scaling.autoscaler import Autoscaler, TargetState
+from producer.scaling.local import LocalDeployment
+from producer.scaling.policy import Bounds
+from task_processor.observe import WorkerInfo, list_workers
+from task_processor.settings import Settings
 from tests.conftest import TASK_MODULES, Proc, wait_for
-from worker.observe import WorkerInfo, list_workers
-from worker.settings import Settings
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from producer import Producer, Task
-from producer.redis_server import free_port
+from producer.commands.redis_server import free_port
 from tests.conftest import Proc, run, wait_for
 from tests.kubeapi.fixtures import kube_api  # noqa: F401
 from tests.kubeapi.server import KubeAPI

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from producer.policy import Bounds, Decision, Observation, PolicyState, Reason, decide, demand
+from producer.scaling.policy import Bounds, Decision, Observation, PolicyState, Reason, decide, demand
 
 
 def bounds(minimum: int = 0, maximum: int = 10, jobs_per_worker: int = 1, delay: float = 10.0) -> Bounds:

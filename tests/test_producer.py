@@ -14,7 +14,7 @@ from rq import Queue
 from rq.job import Job, JobStatus
 
 from producer import InvalidTaskError, Producer, RedisUnavailableError, Task, WaitTimeoutError
-from producer.redis_server import free_port
+from producer.commands.redis_server import free_port
 from worker import examples
 
 

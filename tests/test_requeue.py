@@ -9,7 +9,7 @@ import redis
 from rq.job import Job
 
 from producer import Producer
-from producer.redis_server import free_port
+from producer.commands.redis_server import free_port
 from tests.conftest import run
 
 

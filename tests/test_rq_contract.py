@@ -22,8 +22,8 @@ from rq.utils import utcparse
 
 from producer import Producer, Task
 from producer.api import backoff_intervals
+from task_processor.settings import SERIALIZERS
 from tests.conftest import run
-from worker.settings import SERIALIZERS
 
 TIMESTAMPS = ("created_at", "enqueued_at")
 

@@ -25,13 +25,13 @@ import pytest
 import redis
 
 from producer import Producer
-from producer.redis_server import free_port
+from producer.commands.redis_server import free_port
+from task_processor.errors import TaskProcessorError
+from task_processor.logs import configure_logging, get_logger
+from task_processor.settings import Settings
 from tests.conftest import Proc, run, wait_for
 from tests.kubeapi.fixtures import kube_api  # noqa: F401
 from tests.kubeapi.server import KubeAPI
-from worker.errors import TaskProcessorError
-from worker.logs import configure_logging, get_logger
-from worker.settings import Settings
 
 PASSWORD = "Pw" + secrets.token_hex(12)
 WRONG = "Wr" + secrets.token_hex(12)

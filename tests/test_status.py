@@ -14,12 +14,12 @@ import redis
 from rq.utils import utcformat
 
 from producer import Producer, Task
-from producer.autoscaler import Autoscaler, TargetState
-from producer.policy import Bounds
-from producer.status import CLEAR_SCREEN, age
+from producer.commands.status import CLEAR_SCREEN, age
+from producer.scaling.autoscaler import Autoscaler, TargetState
+from producer.scaling.policy import Bounds
+from task_processor.observe import WorkerInfo
 from tests.conftest import BIN, run
 from tests.test_progress import run_on_tty
-from worker.observe import WorkerInfo
 
 
 class FixedTarget:

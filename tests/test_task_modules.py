@@ -19,8 +19,8 @@ from rq.job import Callback, Job, JobStatus
 from rq.registry import FailedJobRegistry
 
 from producer import InvalidTaskError, Producer, Task
+from task_processor.errors import ConfigError
 from tests.conftest import Proc, run
-from worker.errors import ConfigError
 
 ALLOWED = "trusted.tasks"
 """The module of the tests' own tasks here, written into a temp dir with the untrusted package beside it."""

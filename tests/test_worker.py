@@ -13,7 +13,7 @@ from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from producer import Producer, Task, TaskFailedError
-from producer.redis_server import free_port
+from producer.commands.redis_server import free_port
 from tests.conftest import Proc, run, wait_for
 
 

@@ -7,17 +7,17 @@ import sys
 
 import redis
 
+from task_processor.connection import OutageLog, connect, describe_failure, ping
+from task_processor.errors import ConfigError, TaskProcessorError
+from task_processor.logs import configure_logging, get_logger
+from task_processor.settings import Settings, validate_queue_name
+from task_processor.taskmodules import TaskModules
 from worker.batching import BatchedCalls
-from worker.connection import OutageLog, connect, describe_failure, ping
-from worker.errors import ConfigError, TaskProcessorError
-from worker.logs import configure_logging, get_logger
 from worker.metrics import serve as serve_metrics
 from worker.probe import healthy_workers
 from worker.recycle import Recycler
 from worker.runner import build_worker
-from worker.settings import Settings, validate_queue_name
 from worker.slots import SlotPool, SlotWorker
-from worker.taskmodules import TaskModules
 
 log = get_logger("task_processor.worker")
 

@@ -22,9 +22,9 @@ from rq.job import Job, JobStatus
 from rq.suspension import WORKERS_SUSPENDED
 from rq.worker import WorkerStatus
 
+from task_processor.jobs import JobTemplate
+from task_processor.logs import get_logger
 from worker.fastpath import SUSPENDED, FastPath, Popped, PopResult
-from worker.jobs import JobTemplate
-from worker.logs import get_logger
 
 DEQUEUE_POLL = 1
 """Seconds one blocking pop waits before the worker looks at its stop flag again (the warm-stop latency)."""

@@ -13,8 +13,8 @@ from typing import Protocol
 import redis
 from rq.job import Job
 
-from worker.connection import OutageLog
-from worker.logs import get_logger
+from task_processor.connection import OutageLog
+from task_processor.logs import get_logger
 
 log = get_logger("task_processor.worker")
 

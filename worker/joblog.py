@@ -11,9 +11,9 @@ from typing import Any
 
 from rq.job import Job, JobStatus
 
+from task_processor.jobs import ATTEMPT_META_KEY
+from task_processor.logs import get_logger
 from worker import metrics
-from worker.jobs import ATTEMPT_META_KEY
-from worker.logs import get_logger
 
 OUTCOMES = {
     JobStatus.FINISHED: "finished",

@@ -10,7 +10,7 @@ import os
 
 from redis import Redis
 
-from worker.observe import WorkerInfo, list_workers
+from task_processor.observe import WorkerInfo, list_workers
 
 
 def _process_alive(pid: int | None) -> bool:

@@ -5,7 +5,7 @@ RQ's worker quits its loop on a lost connection, logs every retry of its pub/sub
 key for 8 minutes, waits up to 10 minutes to start its scheduler again after an outage, and fails the job of a
 dead worker on its next maintenance pass. Here an outage is logged once (``OutageLog``) and waited out, every
 heartbeat is good for ``abandon_after`` seconds only, and the reaper requeues dead workers' jobs within seconds
-(``worker.reaper``).
+(``task_processor.reaper``).
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from rq.job import Job
 from rq.utils import now
 from rq.worker import SimpleWorker
 
-from worker.connection import OutageLog
+from task_processor.connection import OutageLog
+from task_processor.logs import get_logger
+from task_processor.reaper import Reaper
 from worker.dequeue import DEQUEUE_POLL
-from worker.logs import get_logger
-from worker.reaper import Reaper
 
 log = get_logger("task_processor.worker")
 

@@ -32,20 +32,20 @@ from rq.serializers import JSONSerializer
 from rq.utils import now
 from rq.worker import WorkerStatus
 
+from task_processor.connection import OutageLog
+from task_processor.jobs import ATTEMPT_META_KEY, JobTemplate
+from task_processor.logs import get_logger
+from task_processor.settings import Settings
+from task_processor.taskmodules import TaskModules
 from worker import metrics
 from worker.batching import BatchedCalls
-from worker.connection import OutageLog
 from worker.dequeue import DEQUEUE_POLL, Dequeuer, Taken
 from worker.fastpath import FastPath, can_finish_fast
 from worker.heartbeat import Heartbeat
 from worker.joblog import log_job
-from worker.jobs import ATTEMPT_META_KEY, JobTemplate
-from worker.logs import get_logger
 from worker.recycle import Recycler
 from worker.resilient import ResilientWorker
-from worker.settings import Settings
 from worker.taskjob import TaskJob, current_attempt
-from worker.taskmodules import TaskModules
 
 __all__ = ["TaskWorker", "build_worker", "current_attempt", "worker_name"]  # current_attempt: documented here first
 

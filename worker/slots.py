@@ -22,7 +22,7 @@ import structlog
 from rq import Queue
 from rq.job import Job
 
-from worker.logs import get_logger
+from task_processor.logs import get_logger
 from worker.recycle import Recycler
 from worker.runner import TaskWorker
 from worker.timeouts import ThreadDeathPenalty

@@ -1,8 +1,8 @@
 """The job a worker runs: RQ's ``Job``, with TASK_MODULES as the boundary of the code it may run.
 
 RQ resolves a job's function and callbacks with ``import_attribute``, which imports any module a job names; here
-they resolve through ``worker.taskmodules``, all of them before any of them runs, so one refused path refuses the
-whole job. It also counts attempts in ``meta`` and names a job whose data it cannot decode.
+they resolve through ``task_processor.taskmodules``, all of them before any of them runs, so one refused path
+refuses the whole job. It also counts attempts in ``meta`` and names a job whose data it cannot decode.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from rq import get_current_job
 from rq.exceptions import DeserializationError
 from rq.job import Job, _job_stack
 
-from worker.errors import undecodable_job
-from worker.jobs import ATTEMPT_META_KEY
-from worker.taskmodules import TaskModules, TaskRefusedError
+from task_processor.errors import undecodable_job
+from task_processor.jobs import ATTEMPT_META_KEY
+from task_processor.taskmodules import TaskModules, TaskRefusedError
 
 
 def current_attempt() -> int:
@@ -27,7 +27,7 @@ def current_attempt() -> int:
 class TaskJob(Job):
     """An RQ job that runs only code inside TASK_MODULES, counts its attempts and explains what it cannot run.
 
-    Its function and callbacks resolve through ``modules`` (see ``worker.taskmodules``) instead of RQ's
+    Its function and callbacks resolve through ``modules`` (see ``task_processor.taskmodules``) instead of RQ's
     ``import_attribute``, which imports any module a job names. A worker makes its own subclass with
     ``allowing``; this base class allows nothing.
     """

@@ -80,7 +80,7 @@ The worker Deployment's name (what WORKER_DEPLOYMENT points at).
 {{- end }}
 
 {{/*
-The Lease the autoscalers elect their leader with: "<WORKER_DEPLOYMENT>-autoscaler" (producer/cluster.py).
+The Lease the autoscalers elect their leader with: "<WORKER_DEPLOYMENT>-autoscaler" (producer/commands/autoscale.py).
 */}}
 {{- define "task-processor.leaseName" -}}
 {{- printf "%s-autoscaler" (include "task-processor.workerName" .) }}

@@ -19,9 +19,9 @@ from rq.job import Job, validate_job_id
 from rq.registry import FailedJobRegistry
 from rq.serializers import Serializer
 
-from worker.errors import TaskProcessorError
-from worker.logs import get_logger
-from worker.settings import validate_queue_name
+from task_processor.errors import TaskProcessorError
+from task_processor.logs import get_logger
+from task_processor.settings import validate_queue_name
 
 log = get_logger("task_processor.requeue")
 

@@ -10,19 +10,19 @@ from typing import Any, TextIO
 import redis
 from rq.job import Job
 
-from producer import metrics
 from producer.api import Producer, Task
-from producer.dashboard import run_dashboard
-from producer.local_run import RunLocalOptions, run_local
-from producer.progress import ProgressBar
-from producer.requeue import requeue_failed
-from producer.status import collect, render_json, render_table, watch
-from producer.taskfile import enqueue_in_batches, read_tasks
-from worker.connection import describe_failure
-from worker.errors import ConfigError, TaskProcessorError
-from worker.logs import configure_logging
-from worker.metrics import serve as serve_metrics
-from worker.settings import Settings, validate_queue_name
+from producer.commands.dashboard import run_dashboard
+from producer.commands.progress import ProgressBar
+from producer.commands.requeue import requeue_failed
+from producer.commands.run_local import RunLocalOptions, run_local
+from producer.commands.status import collect, render_json, render_table, watch
+from producer.commands.taskfile import enqueue_in_batches, read_tasks
+from producer.scaling import metrics
+from task_processor.connection import describe_failure
+from task_processor.errors import ConfigError, TaskProcessorError
+from task_processor.logs import configure_logging
+from task_processor.metrics import serve as serve_metrics
+from task_processor.settings import Settings, validate_queue_name
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
                 return _enqueue(args, settings)
             if args.command == "autoscale":
                 # Only this command needs the Kubernetes client (the `kube` extra).
-                from producer.cluster import autoscale
+                from producer.commands.autoscale import autoscale
 
                 serve_metrics(settings.metrics_port, settings.metrics_bind, metrics.REGISTRY)
                 return autoscale(settings, args.kubeconfig)

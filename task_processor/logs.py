@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 import structlog
 
-from worker.settings import LogFormat
+from task_processor.settings import LogFormat
 
 EXCEPTIONS_WITHOUT_LOCALS = structlog.processors.ExceptionRenderer(
     structlog.tracebacks.ExceptionDictTransformer(show_locals=False)

@@ -20,10 +20,10 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from producer.autoscaler import TargetState
-from worker.errors import TaskProcessorError
-from worker.logs import get_logger
-from worker.observe import WorkerInfo
+from producer.scaling.autoscaler import TargetState
+from task_processor.errors import TaskProcessorError
+from task_processor.logs import get_logger
+from task_processor.observe import WorkerInfo
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 """Where a Pod finds its own namespace (the default for WORKER_NAMESPACE in the cluster)."""

@@ -24,7 +24,7 @@ from rq.serializers import Serializer
 from rq.worker_registration import REDIS_WORKER_KEYS
 
 from task_processor import scripts
-from worker.logs import get_logger
+from task_processor.logs import get_logger
 
 ABANDONED_FIELD = "abandoned"
 """Field of the job hash counting how often the job's worker died under it."""

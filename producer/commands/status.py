@@ -18,9 +18,9 @@ from rq.job import Job
 from rq.utils import utcparse
 
 from producer.api import Producer
-from producer.autoscaler import STATUS_KEY
+from producer.scaling.autoscaler import STATUS_KEY
 from task_processor import scripts
-from worker.observe import list_workers
+from task_processor.observe import list_workers
 
 COLUMNS = ("queued", "started", "failed", "finished", "scheduled", "deferred", "workers", "busy_workers")
 

@@ -27,9 +27,9 @@ from typing import Any
 from rq.serializers import Serializer
 from rq.worker import Worker
 
-from worker.connection import redact_url
-from worker.errors import ConfigError
-from worker.settings import Settings
+from task_processor.connection import redact_url
+from task_processor.errors import ConfigError
+from task_processor.settings import Settings
 
 READ_ENDPOINTS = frozenset(
     {

@@ -7,13 +7,13 @@ import threading
 from types import FrameType
 from uuid import uuid4
 
-from producer.autoscaler import Autoscaler
-from producer.kube import KubeClient, KubeDeployment
-from producer.leader import LeaderElector
-from producer.policy import Bounds
-from worker.connection import connect
-from worker.logs import get_logger
-from worker.settings import Settings
+from producer.scaling.autoscaler import Autoscaler
+from producer.scaling.kube import KubeClient, KubeDeployment
+from producer.scaling.leader import LeaderElector
+from producer.scaling.policy import Bounds
+from task_processor.connection import connect
+from task_processor.logs import get_logger
+from task_processor.settings import Settings
 
 log = get_logger("task_processor.autoscaler")
 

@@ -17,7 +17,7 @@ from typing import Literal, TypeVar
 
 from rq.serializers import JSONSerializer, PickleSerializer, Serializer
 
-from worker.errors import ConfigError
+from task_processor.errors import ConfigError
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 """Where both sides look for Redis when REDIS_URL is not set."""

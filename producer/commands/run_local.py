@@ -20,14 +20,14 @@ import redis
 from rq.job import Job, JobStatus
 
 from producer.api import Producer, Task
-from producer.autoscaler import Autoscaler, ScaleEvent
-from producer.local import LocalDeployment
-from producer.policy import Bounds
-from producer.progress import ProgressBar
-from producer.redis_server import LocalRedisServer
-from worker.connection import connect, describe_failure, ping, redact_url
-from worker.jobs import ATTEMPT_META_KEY
-from worker.settings import Settings
+from producer.commands.progress import ProgressBar
+from producer.commands.redis_server import LocalRedisServer
+from producer.scaling.autoscaler import Autoscaler, ScaleEvent
+from producer.scaling.local import LocalDeployment
+from producer.scaling.policy import Bounds
+from task_processor.connection import connect, describe_failure, ping, redact_url
+from task_processor.jobs import ATTEMPT_META_KEY
+from task_processor.settings import Settings
 
 POLL_INTERVAL = 0.2
 """Seconds between two looks at the demo jobs' statuses."""

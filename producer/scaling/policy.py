@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from enum import StrEnum
 
-from worker.errors import ConfigError
+from task_processor.errors import ConfigError
 
 __all__ = ["Bounds", "Decision", "Observation", "PolicyState", "Reason", "decide", "demand"]
 

@@ -13,8 +13,8 @@ import datetime
 import time
 from collections.abc import Callable
 
-from producer.kube import ConflictError, KubeClient, KubeError, Lease
-from worker.logs import get_logger
+from producer.scaling.kube import ConflictError, KubeClient, KubeError, Lease
+from task_processor.logs import get_logger
 
 LEASE_DURATION = 15
 """Seconds a Lease stays valid without renewal (client-go's default)."""

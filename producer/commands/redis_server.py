@@ -16,7 +16,7 @@ from types import TracebackType
 
 import redis
 
-from worker.errors import TaskProcessorError
+from task_processor.errors import TaskProcessorError
 
 START_TIMEOUT = 10.0
 """Seconds to wait for a freshly started redis-server to answer PING."""

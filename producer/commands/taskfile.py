@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 from producer.api import Producer, Task
-from worker.errors import ConfigError, TaskProcessorError
-from worker.settings import validate_queue_name
+from task_processor.errors import ConfigError, TaskProcessorError
+from task_processor.settings import validate_queue_name
 
 BATCH = 500
 """Tasks per ``enqueue_many`` call: one atomic round trip each, small enough to keep Redis responsive."""

@@ -23,10 +23,10 @@ from typing import IO
 
 import redis
 
-from producer.autoscaler import TargetState
-from worker.logs import get_logger
-from worker.observe import WorkerInfo, list_workers
-from worker.settings import Settings
+from producer.scaling.autoscaler import TargetState
+from task_processor.logs import get_logger
+from task_processor.observe import WorkerInfo, list_workers
+from task_processor.settings import Settings
 
 SUPERVISE_INTERVAL = 0.1
 """Seconds between two reconcile passes of the supervisor thread."""

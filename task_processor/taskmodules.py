@@ -19,7 +19,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from worker.errors import TaskProcessorError
+from task_processor.errors import TaskProcessorError
 
 _CACHE_SIZE = 4096
 """Resolved paths kept per process: a busy worker resolves the same few paths for every job."""

@@ -15,8 +15,8 @@ import redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
-from worker.errors import RedisCommandError, RedisUnavailableError, TaskProcessorError
-from worker.logs import get_logger
+from task_processor.errors import RedisCommandError, RedisUnavailableError, TaskProcessorError
+from task_processor.logs import get_logger
 
 CONNECT_TIMEOUT = 5.0
 """Seconds to wait for a TCP connection before calling Redis unreachable."""

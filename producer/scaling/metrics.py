@@ -12,8 +12,8 @@ from collections.abc import Mapping
 import redis
 from prometheus_client import Counter, Gauge
 
-from worker.metrics import new_registry
-from worker.observe import QueueCounts
+from task_processor.metrics import new_registry
+from task_processor.observe import QueueCounts
 
 REGISTRY = new_registry()
 QUEUE_DEPTH = Gauge("task_processor_queue_depth", "Jobs waiting in the queue.", ["queue"], registry=REGISTRY)
@@ -67,7 +67,7 @@ def scaled(previous: int, desired: int, reason: str) -> None:
 
 def failed(exc: Exception) -> None:
     # By module, not by import: this module must not pull in the Kubernetes client (only kube.py does).
-    if type(exc).__module__ == "producer.kube":
+    if type(exc).__module__ == "producer.scaling.kube":
         api = "kubernetes"
     elif isinstance(exc, redis.RedisError):
         api = "redis"

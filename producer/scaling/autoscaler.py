@@ -17,12 +17,12 @@ from typing import Protocol
 import redis
 from rq.serializers import JSONSerializer, Serializer
 
-from producer import metrics
-from producer.policy import Bounds, Decision, Observation, PolicyState, decide
-from producer.scheduler import DueJobMover
-from worker.logs import get_logger
-from worker.observe import QueueCounts, WorkerInfo, list_workers, queue_counts
-from worker.reaper import Reaper
+from producer.scaling import metrics
+from producer.scaling.housekeeping import DueJobMover
+from producer.scaling.policy import Bounds, Decision, Observation, PolicyState, decide
+from task_processor.logs import get_logger
+from task_processor.observe import QueueCounts, WorkerInfo, list_workers, queue_counts
+from task_processor.reaper import Reaper
 
 STATUS_KEY = "task-processor:autoscaler:{target}"
 """Redis hash where the loop publishes its last decision, for ``task-producer status`` and dashboards."""
