@@ -22,9 +22,10 @@ from producer.atomic import BatchWriter
 from producer.checks import backoff_intervals, check_json_arguments, check_payload_size, func_path
 from producer.errors import InvalidTaskError, RedisUnavailableError, TaskFailedError, WaitTimeoutError
 from producer.jobhash import JobFactory, QueuedJob, serialized_call
+from task_processor import keys
 from task_processor.connection import OutageLog, connect, describe_failure
 from task_processor.errors import ConfigError, TaskProcessorError
-from task_processor.observe import QueueCounts, WorkerInfo, list_workers, queue_counts
+from task_processor.observe import QueueCounts, WorkerInfo, list_workers, queue_counts, text
 from task_processor.settings import (
     DEFAULT_MAX_PAYLOAD,
     DEFAULT_QUEUE,
@@ -255,7 +256,7 @@ class Producer:
         try:
             with self.connection.pipeline(transaction=False) as pipe:
                 for job_id in job_ids:
-                    pipe.hget(Job.key_for(job_id), "status")
+                    pipe.hget(keys.job(job_id), "status")
                 replies = pipe.execute()
         except redis.RedisError as exc:
             raise self._failed(exc) from exc
@@ -300,6 +301,6 @@ class Producer:
 
     def known_queues(self) -> list[str]:
         """The producer's default queue and every queue RQ has registered in Redis."""
-        keys: set[bytes] = self.connection.smembers(Queue.redis_queues_keys)  # type: ignore[assignment]
-        names = {k.decode(errors="replace").removeprefix(Queue.redis_queue_namespace_prefix) for k in keys}
+        registered: set[bytes] = self.connection.smembers(keys.QUEUES)  # type: ignore[assignment]
+        names = {text(k).removeprefix(keys.QUEUE_PREFIX) for k in registered}
         return sorted(names | {self.default_queue})

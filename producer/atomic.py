@@ -20,12 +20,10 @@ from collections.abc import Sequence
 from datetime import datetime
 
 import redis
-from rq import Queue
-from rq.job import Job
 from rq.utils import utcformat
 
 from producer.jobhash import QueuedJob
-from task_processor import scripts
+from task_processor import keys, scripts
 
 PER_JOB = 8
 """Script arguments per job: its queue's index, then ``QueuedJob.varying_fields``."""
@@ -45,6 +43,5 @@ class BatchWriter:
             index = queues.setdefault(job.queue, len(queues) + 1)
             per_job.append(index)
             per_job += job.varying_fields()
-        keys = [Queue.redis_queues_keys, *(Queue.redis_queue_namespace_prefix + q for q in queues)]
-        keys += [Job.redis_job_namespace_prefix + job.id for job in jobs]
-        return bool(self._script(keys=keys, args=[utcformat(stamp), len(queues), *queues, PER_JOB, *per_job]))
+        written = [keys.QUEUES, *(keys.queue(q) for q in queues), *(keys.job(job.id) for job in jobs)]
+        return bool(self._script(keys=written, args=[utcformat(stamp), len(queues), *queues, PER_JOB, *per_job]))

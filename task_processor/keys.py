@@ -37,6 +37,10 @@ SUSPENDED = WORKERS_SUSPENDED
 JOB_PREFIX = Job.redis_job_namespace_prefix
 """rq:job: (a job's hash is this prefix and its id)."""
 
+WORKER_PREFIX = "rq:worker:"
+"""rq:worker: (a worker's hash is this prefix and its name): RQ's Worker.redis_worker_namespace_prefix, typed here
+so that the core need not import RQ's worker."""
+
 QUEUE_PREFIX = Queue.redis_queue_namespace_prefix
 """rq:queue: (a queue's list is this prefix and its name)."""
 

@@ -11,9 +11,9 @@ import time
 from dataclasses import dataclass
 
 from redis import Redis
-from rq.worker_registration import REDIS_WORKER_KEYS
 
-WORKER_KEY_PREFIX = "rq:worker:"
+from task_processor import keys
+
 WORKER_FIELDS = ("hostname", "pid", "state", "current_job", "queues", "last_heartbeat", "death")
 
 
@@ -47,12 +47,12 @@ def queue_counts(connection: Redis, queues: tuple[str, ...] | list[str]) -> dict
     now = time.time()
     with connection.pipeline(transaction=False) as pipe:
         for name in queues:
-            pipe.llen(f"rq:queue:{name}")
-            pipe.zcount(f"rq:wip:{name}", now, "+inf")
-            pipe.zcard(f"rq:failed:{name}")
-            pipe.zcard(f"rq:finished:{name}")
-            pipe.zcard(f"rq:scheduled:{name}")
-            pipe.zcard(f"rq:deferred:{name}")
+            pipe.llen(keys.queue(name))
+            pipe.zcount(keys.started(name), now, "+inf")
+            pipe.zcard(keys.failed(name))
+            pipe.zcard(keys.finished(name))
+            pipe.zcard(keys.scheduled(name))
+            pipe.zcard(keys.deferred(name))
         replies = pipe.execute()
     per_queue = len(QueueCounts.__dataclass_fields__)
     return {
@@ -61,30 +61,31 @@ def queue_counts(connection: Redis, queues: tuple[str, ...] | list[str]) -> dict
     }
 
 
-def _text(value: bytes | str | None) -> str:
-    # Foreign bytes under RQ's keys must not make `status` or the autoscaler crash.
+def text(value: bytes | str | None, errors: str = "replace") -> str:
+    """A Redis reply as text ("" for none). RQ writes UTF-8; foreign bytes under its keys must not make `status` or
+    the autoscaler crash, so they are replaced, unless ``errors="strict"`` asks for UnicodeDecodeError."""
     if isinstance(value, str):
         return value
-    return value.decode(errors="replace") if value else ""
+    return value.decode(errors=errors) if value else ""
 
 
 def list_workers(connection: Redis) -> list[WorkerInfo]:
     """Live workers registered in ``rq:workers`` (entries whose hash expired or that registered death are skipped)."""
-    keys = sorted(_text(key) for key in connection.smembers(REDIS_WORKER_KEYS))
-    if not keys:
+    names = sorted(text(key) for key in connection.smembers(keys.WORKERS))
+    if not names:
         return []
     with connection.pipeline(transaction=False) as pipe:
-        for key in keys:
+        for key in names:
             pipe.hmget(key, WORKER_FIELDS)
         rows = pipe.execute()
     workers = []
-    for key, row in zip(keys, rows, strict=True):
-        hostname, pid, state, current_job, queues, heartbeat, death = (_text(v) for v in row)
+    for key, row in zip(names, rows, strict=True):
+        hostname, pid, state, current_job, queues, heartbeat, death = (text(v) for v in row)
         if not heartbeat or death:
             continue
         workers.append(
             WorkerInfo(
-                name=key.removeprefix(WORKER_KEY_PREFIX),
+                name=key.removeprefix(keys.WORKER_PREFIX),
                 hostname=hostname,
                 pid=int(pid) if pid.isdigit() else None,
                 state=state or "?",

@@ -21,10 +21,10 @@ import redis
 from rq.job import Job, JobStatus
 from rq.queue import Queue
 from rq.serializers import Serializer
-from rq.worker_registration import REDIS_WORKER_KEYS
 
-from task_processor import scripts
+from task_processor import keys, scripts
 from task_processor.logs import get_logger
+from task_processor.observe import text
 
 ABANDONED_FIELD = "abandoned"
 """Field of the job hash counting how often the job's worker died under it."""
@@ -32,19 +32,13 @@ ABANDONED_FIELD = "abandoned"
 INTERMEDIATE_GRACE = 10.0
 """Seconds a popped job may sit in ``<queue>:intermediate`` unregistered before it counts as stranded."""
 
-SEEN_KEY = "task-processor:intermediate-seen:{queue}"
-"""Hash of job id -> when the reaper first saw it stranded in the queue's intermediate list."""
-
-FOREIGN_KEY = "task-processor:foreign:{key}"
-"""Where data of the wrong type found under one of RQ's keys a worker writes is moved, so RQ can use the key."""
-
 log = get_logger("task_processor.reaper")
 
 
-def _text(raw: bytes) -> str | None:
+def _member(raw: bytes) -> str | None:
     """A member written by RQ is UTF-8; anything else is foreign data to pass over."""
     try:
-        return raw.decode()
+        return text(raw, "strict")
     except UnicodeDecodeError:
         return None
 
@@ -61,9 +55,9 @@ class Reaper:
         self._requeue_stranded = scripts.register(connection, "requeue_stranded")
         self._set_aside = scripts.register(connection, "set_aside")
         # The keys RQ's worker writes with SADD/ZADD: foreign data there would stop it (register, start a job).
-        self._typed_keys = {REDIS_WORKER_KEYS: b"set"}
+        self._typed_keys = {keys.WORKERS: b"set"}
         for name in queues:
-            self._typed_keys |= {f"{REDIS_WORKER_KEYS}:{name}": b"set", f"rq:wip:{name}": b"zset"}
+            self._typed_keys |= {keys.workers_of(name): b"set", keys.started(name): b"zset"}
 
     def set_aside_foreign_data(self) -> None:
         """Move data of the wrong type out of the keys RQ's worker writes, keeping it for whoever put it there."""
@@ -74,7 +68,7 @@ class Reaper:
         for (key, want), have in zip(self._typed_keys.items(), types, strict=True):
             if have in (b"none", want):
                 continue
-            moved_to = FOREIGN_KEY.format(key=key)
+            moved_to = keys.foreign(key)
             if self._set_aside(keys=[key, moved_to], args=[have]):
                 log.error(
                     "moved data RQ did not write out of one of its keys",
@@ -97,16 +91,16 @@ class Reaper:
         return moved
 
     def _abandoned(self, name: str) -> int:
-        queue_key, wip = f"rq:queue:{name}", f"rq:wip:{name}"
+        queue_key, wip = keys.queue(name), keys.started(name)
         moved = 0
         for raw in self.connection.zrangebyscore(wip, "-inf", f"({time.time()}"):
-            member = _text(raw)
+            member = _member(raw)
             if member is None:
                 self.connection.zrem(wip, raw)  # not a job's entry at all
                 continue
             job_id = member.split(":", 1)[0]
             count = self._requeue_abandoned(
-                keys=[wip, queue_key, Job.key_for(job_id), f"rq:execution:{member}"],
+                keys=[wip, queue_key, keys.job(job_id), keys.execution(member)],
                 args=[member, job_id, self.max_abandons],
             )
             if count < 0:
@@ -132,14 +126,14 @@ class Reaper:
         log.error("failed a job whose worker kept dying", job_id=job_id, queue=name, abandoned=count)
 
     def _stranded(self, name: str) -> int:
-        queue_key = f"rq:queue:{name}"
-        intermediate, seen_key = f"{queue_key}:intermediate", SEEN_KEY.format(queue=name)
+        queue_key, intermediate, seen_key = keys.queue(name), keys.intermediate(name), keys.intermediate_seen(name)
         with self.connection.pipeline(transaction=False) as pipe:
             pipe.lrange(intermediate, 0, -1)
-            pipe.zrange(f"rq:wip:{name}", 0, -1)
+            pipe.zrange(keys.started(name), 0, -1)
             pipe.hgetall(seen_key)
             ids, members, seen = pipe.execute()
-        stranded = {t for raw in ids if (t := _text(raw))} - {t.split(":", 1)[0] for m in members if (t := _text(m))}
+        popped = {t for raw in ids if (t := _member(raw))}
+        stranded = popped - {t.split(":", 1)[0] for m in members if (t := _member(m))}
         seen = {k.decode(): float(v) for k, v in seen.items()}
         now, moved = time.time(), 0
         with self.connection.pipeline(transaction=False) as pipe:
@@ -156,13 +150,13 @@ class Reaper:
 
     def _forget_dead_workers(self) -> None:
         """Drop ``rq:workers`` entries whose hash expired (the worker stopped heartbeating), as RQ would lazily."""
-        keys = list(self.connection.smembers(REDIS_WORKER_KEYS))
-        if not keys:
+        registered = list(self.connection.smembers(keys.WORKERS))
+        if not registered:
             return
         with self.connection.pipeline(transaction=False) as pipe:
-            for key in keys:
+            for key in registered:
                 pipe.exists(key)
             alive = pipe.execute()
-        dead = [key for key, exists in zip(keys, alive, strict=True) if not exists]
+        dead = [key for key, exists in zip(registered, alive, strict=True) if not exists]
         if dead:
-            self.connection.srem(REDIS_WORKER_KEYS, *dead)
+            self.connection.srem(keys.WORKERS, *dead)

@@ -17,11 +17,11 @@ import redis
 from rq import Queue
 from rq.defaults import DEFAULT_FAILURE_TTL
 from rq.exceptions import DequeueTimeout, NoSuchJobError
-from rq.executions import Execution, ExecutionRegistry
+from rq.executions import Execution
 from rq.job import Job, JobStatus
-from rq.suspension import WORKERS_SUSPENDED
 from rq.worker import WorkerStatus
 
+from task_processor import keys
 from task_processor.jobs import JobTemplate
 from task_processor.logs import get_logger
 from worker.fastpath import SUSPENDED, FastPath, Popped, PopResult
@@ -61,7 +61,7 @@ class Dequeuer:
         self.jobs = jobs
         self.wait_while_suspended = wait_while_suspended  # RQ's check_for_suspension: waits for `rq resume`
         # rq:suspended, then each queue, its intermediate list and its started registry: what a pop looks at.
-        self.pop_keys = [WORKERS_SUSPENDED]
+        self.pop_keys = [keys.SUSPENDED]
         self.pop_keys += [
             key for q in self.queues for key in (q.key, q.intermediate_queue_key, q.started_job_registry.key)
         ]
@@ -132,11 +132,11 @@ class Dequeuer:
             if hit.execution is not None:
                 pipeline.zrem(queue.started_job_registry.key, hit.execution.composite_key)
                 pipeline.delete(hit.execution.key)
-                pipeline.zrem(ExecutionRegistry.key_template.format(job_id), hit.execution.id)
+                pipeline.zrem(keys.executions(job_id), hit.execution.id)
                 pipeline.hdel(self.fast.worker_key, "current_job")
                 pipeline.hset(self.fast.worker_key, "state", WorkerStatus.IDLE.value)
-            if self.connection.type(Job.key_for(job_id)) == b"hash":
-                pipeline.hset(Job.key_for(job_id), mapping={"status": JobStatus.FAILED.value, "exc_info": reason})
+            if self.connection.type(keys.job(job_id)) == b"hash":
+                pipeline.hset(keys.job(job_id), mapping={"status": JobStatus.FAILED.value, "exc_info": reason})
                 pipeline.zadd(queue.failed_job_registry.key, {job_id: time.time() + DEFAULT_FAILURE_TTL})
             pipeline.execute()
         log.error("set aside an unreadable job entry", job_id=job_id, queue=queue.name, error=reason)

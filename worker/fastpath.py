@@ -22,13 +22,12 @@ from typing import Any, Literal
 from uuid import uuid4
 
 import redis
-from rq.executions import Execution, ExecutionRegistry
+from rq.executions import Execution
 from rq.job import Job, JobStatus
-from rq.registry import FinishedJobRegistry, StartedJobRegistry
 from rq.results import Result
 from rq.utils import current_timestamp, now, utcformat
 
-from task_processor import scripts
+from task_processor import keys, scripts
 from worker.batching import BatchedCalls
 
 
@@ -103,10 +102,10 @@ class FastPath:
         # The pop's start writes the attempt count into meta as JSON; with another serializer Python starts jobs.
         self.starts_on_pop = starts_on_pop
 
-    def pop(self, keys: list[str]) -> PopResult:
-        """The next job of the queues in ``keys`` (lua/lib/pop.lua), SUSPENDED, or None when they are empty."""
+    def pop(self, pop_keys: list[str]) -> PopResult:
+        """The next job of the queues in ``pop_keys`` (lua/lib/pop.lua), SUSPENDED, or None when they are empty."""
         start = self._start_args() if self.starts_on_pop else None
-        reply = self.calls.call(self._pop, keys, [Job.redis_job_namespace_prefix, *self._start_part(start)])
+        reply = self.calls.call(self._pop, pop_keys, [keys.JOB_PREFIX, *self._start_part(start)])
         return self._popped(reply, start)
 
     def start(self, job: Job, intermediate_key: str) -> Execution:
@@ -119,7 +118,7 @@ class FastPath:
         job._status = JobStatus.STARTED
         self.calls.call(
             self._start,
-            [job.key, StartedJobRegistry.key_template.format(job.origin), intermediate_key],
+            [job.key, keys.started(job.origin), intermediate_key],
             [job.id, job.serializer.dumps(job.meta), *start.args],
         )
         return execution
@@ -145,11 +144,10 @@ class FastPath:
         start = self._start_args() if pop_keys and self.starts_on_pop else None
         dependents, popped = self.calls.call(
             self._finish,
-            [job.key, self.worker_key, StartedJobRegistry.key_template.format(job.origin), execution.key,
-             ExecutionRegistry.key_template.format(job.id), Result.get_key(job.id),
-             FinishedJobRegistry.key_template.format(job.origin), job.dependents_key, *pop_keys],
+            [job.key, self.worker_key, keys.started(job.origin), execution.key, keys.executions(job.id),
+             keys.results(job.id), keys.finished(job.origin), job.dependents_key, *pop_keys],
             [job.id, execution.id, (job.ended_at - job.started_at).total_seconds(), utcformat(job.ended_at),
-             result_ttl, current_timestamp() + result_ttl, Job.redis_job_namespace_prefix,
+             result_ttl, current_timestamp() + result_ttl, keys.JOB_PREFIX,
              *self._start_part(start), *fields],
         )  # fmt: skip
         return Finished(dependents, self._popped(popped, start))

@@ -13,13 +13,11 @@ from datetime import UTC
 from typing import Any, TextIO
 
 import redis
-from rq import Queue
-from rq.job import Job
 from rq.utils import utcparse
 
 from producer.api import Producer
-from producer.scaling.autoscaler import STATUS_KEY
-from task_processor import scripts
+from producer.scaling.report import Report
+from task_processor import keys, scripts
 from task_processor.observe import list_workers
 
 COLUMNS = ("queued", "started", "failed", "finished", "scheduled", "deferred", "workers", "busy_workers")
@@ -32,9 +30,7 @@ def oldest_queued_seconds(connection: redis.Redis, queues: list[str]) -> dict[st
     """Seconds the job at the head of each queue has waited (None for an empty queue or an unreadable head)."""
     if not queues:
         return {}
-    heads = scripts.register(connection, "queue_heads")(
-        keys=[Queue.redis_queue_namespace_prefix + q for q in queues], args=[Job.redis_job_namespace_prefix]
-    )
+    heads = scripts.register(connection, "queue_heads")(keys=[keys.queue(q) for q in queues], args=[keys.JOB_PREFIX])
     now = time.time()
     ages: dict[str, float | None] = {}
     for queue, raw in zip(queues, heads, strict=True):
@@ -48,21 +44,17 @@ def oldest_queued_seconds(connection: redis.Redis, queues: list[str]) -> dict[st
 
 
 def _autoscaler(producer: Producer, deployment: str) -> dict[str, Any] | None:
-    raw = producer.connection.hgetall(STATUS_KEY.format(target=deployment))
-    if not raw:
+    report = Report.read(producer.connection, deployment)
+    if report is None:
         return None
-    fields = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in raw.items()}
-    try:
-        return {
-            "deployment": deployment,
-            "desired": int(fields["desired"]),
-            "current": int(fields["current"]),
-            "reason": fields["reason"],
-            "state": fields.get("state", "active"),
-            "updated_seconds_ago": round(max(0.0, time.time() - float(fields["updated_at"])), 1),
-        }
-    except (KeyError, ValueError):
-        return None  # not written by an autoscaler of ours: as good as none
+    return {
+        "deployment": deployment,
+        "desired": report.desired,
+        "current": report.current,
+        "reason": report.reason,
+        "state": str(report.state),
+        "updated_seconds_ago": round(report.age, 1),
+    }
 
 
 def collect(producer: Producer, deployment: str) -> dict[str, Any]:

@@ -20,12 +20,10 @@ from rq.serializers import JSONSerializer, Serializer
 from producer.scaling import metrics
 from producer.scaling.housekeeping import DueJobMover
 from producer.scaling.policy import Bounds, Decision, Observation, PolicyState, decide
+from producer.scaling.report import LoopState, Report
 from task_processor.logs import get_logger
 from task_processor.observe import QueueCounts, WorkerInfo, list_workers, queue_counts
 from task_processor.reaper import Reaper
-
-STATUS_KEY = "task-processor:autoscaler:{target}"
-"""Redis hash where the loop publishes its last decision, for ``task-producer status`` and dashboards."""
 
 BACKOFF_MAX = 30.0
 """Longest pause, in seconds, between two attempts while Redis or the target keeps failing."""
@@ -36,9 +34,7 @@ REAP_INTERVAL = 1.0
 EVENTS_KEPT = 1000
 """Scaling events kept in memory (for run-local's summary)."""
 
-ACTIVE, HOLDING, PAUSED, FOLLOWER = "active", "holding", "paused", "follower"
-"""The loop's state, published for ``task-producer status``: scaling; leaving a manual scale alone for a
-while; paused by the Deployment's annotation; or standing by while another replica holds the Lease."""
+ACTIVE, HOLDING, PAUSED, FOLLOWER = LoopState.ACTIVE, LoopState.HOLDING, LoopState.PAUSED, LoopState.FOLLOWER
 
 PAUSE_HINT = 'task-processor.io/autoscale: "paused"'
 """How ops pause the loop (an annotation on the Deployment), as the log line names it."""
@@ -226,23 +222,16 @@ class Autoscaler:
     def _report(self, observation: Observation, decision: Decision | None) -> None:
         desired = observation.current if decision is None else decision.desired
         reason = self.mode if decision is None else str(decision.reason)
-        key = STATUS_KEY.format(target=self.target.name)
-        with self.connection.pipeline(transaction=False) as pipe:
-            pipe.hset(
-                key,
-                mapping={
-                    "desired": desired,
-                    "current": observation.current,
-                    "reason": reason,
-                    "state": self.mode,
-                    "queued": observation.queued,
-                    "in_flight": observation.in_flight,
-                    "busy": observation.busy_workers,
-                    "updated_at": time.time(),
-                },
-            )
-            pipe.expire(key, max(60, int(self.interval * 10)))
-            pipe.execute()
+        Report(
+            desired=desired,
+            current=observation.current,
+            reason=reason,
+            state=self.mode,
+            queued=observation.queued,
+            in_flight=observation.in_flight,
+            busy=observation.busy_workers,
+            updated_at=time.time(),
+        ).publish(self.connection, self.target.name, ttl=max(60, int(self.interval * 10)))
 
     def run(self, stop: threading.Event) -> None:
         """Loop until ``stop`` is set; with an elector, only while this replica leads."""

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 import redis
 from prometheus_client import Counter, Gauge
 
+from producer.scaling.report import LoopState
 from task_processor.metrics import new_registry
 from task_processor.observe import QueueCounts
 
@@ -41,8 +42,6 @@ API_ERRORS = Counter(
     registry=REGISTRY,
 )
 
-STATES = ("active", "holding", "paused", "follower")
-
 
 def observed(counts: Mapping[str, QueueCounts], current: int) -> None:
     for queue, c in counts.items():
@@ -57,8 +56,8 @@ def desired(replicas: int) -> None:
 
 
 def state(mode: str) -> None:
-    for name in STATES:
-        STATE.labels(name).set(1 if name == mode else 0)
+    for name in LoopState:
+        STATE.labels(str(name)).set(1 if name == mode else 0)
 
 
 def scaled(previous: int, desired: int, reason: str) -> None:
