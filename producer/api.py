@@ -8,7 +8,7 @@ refused at enqueue, naming the argument, rather than failing later on a worker.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -25,6 +25,7 @@ from producer.jobhash import JobFactory, QueuedJob, serialized_call
 from task_processor import keys
 from task_processor.connection import OutageLog, connect, describe_failure
 from task_processor.errors import ConfigError, TaskProcessorError
+from task_processor.jobs import UNSUCCESSFUL
 from task_processor.observe import QueueCounts, WorkerInfo, list_workers, queue_counts, text
 from task_processor.settings import (
     DEFAULT_MAX_PAYLOAD,
@@ -44,8 +45,6 @@ RETRY_BACKOFF = 1
 WAIT_POLL_MIN, WAIT_POLL_MAX = 0.01, 0.5
 """``wait`` polls job statuses starting fast (short tasks return quickly) and backing off to this ceiling."""
 
-DONE_FAILED = {JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
-
 
 @dataclass(frozen=True)
 class Task:
@@ -60,6 +59,16 @@ class Task:
     retry_backoff: int = RETRY_BACKOFF
     at_front: bool = False
     queue: str | None = None
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a set of jobs stands: how many finished, of how many, and those that ended otherwise (with their
+    status; None for a job that no longer exists)."""
+
+    done: int
+    total: int
+    failed: tuple[tuple[str, str | None], ...]
 
 
 @dataclass(frozen=True)
@@ -219,12 +228,28 @@ class Producer:
         ``timeout`` seconds. ``on_progress(done, total)`` is called whenever the count of finished jobs grows.
         While Redis is unreachable it keeps polling (saying so once in the log) until ``timeout``.
         """
+        by_id = {job.id: job for job in jobs}
+        reported = -1
+        for progress in self.follow(jobs, timeout):
+            if progress.failed:
+                job_id, status = progress.failed[0]
+                raise self._failure(by_id[job_id], status)
+            if on_progress and progress.done != reported:
+                on_progress(progress.done, progress.total)
+                reported = progress.done
+        return [job.return_value(refresh=True) for job in jobs]
+
+    def follow(self, jobs: Sequence[Job], timeout: float | None = None) -> Iterator[Progress]:
+        """Look at the jobs' statuses until every one has ended, yielding after each look (fast at first, then
+        every WAIT_POLL_MAX seconds). Raises WaitTimeoutError after ``timeout`` seconds; keeps looking through a
+        Redis outage until then."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        pending = {job.id: job for job in jobs}
-        delay, reported = WAIT_POLL_MIN, -1
+        pending = {job.id for job in jobs}
+        failed: list[tuple[str, str | None]] = []
+        delay = WAIT_POLL_MIN
         while True:
             try:
-                statuses = self.statuses(list(pending))
+                statuses = self.statuses([job.id for job in jobs if job.id in pending])
             except RedisUnavailableError:
                 if not self.outage.lost or (deadline is not None and time.monotonic() >= deadline):
                     raise
@@ -232,24 +257,21 @@ class Producer:
                 continue
             for job_id, status in statuses.items():
                 if status == JobStatus.FINISHED:
-                    del pending[job_id]
-                elif status is None or status in DONE_FAILED:
-                    raise self._failure(pending[job_id], status)
-            done = len(jobs) - len(pending)
-            if on_progress and done != reported:
-                on_progress(done, len(jobs))
-                reported = done
+                    pending.discard(job_id)
+                elif status is None or status in UNSUCCESSFUL:
+                    pending.discard(job_id)
+                    failed.append((job_id, status))
+            yield Progress(done=len(jobs) - len(pending) - len(failed), total=len(jobs), failed=tuple(failed))
             if not pending:
-                break
+                return
             if deadline is not None and time.monotonic() >= deadline:
-                first_id, first_status = next(iter(statuses.items()))
+                first_id = next(job.id for job in jobs if job.id in pending)
                 raise WaitTimeoutError(
                     f"{len(pending)} of {len(jobs)} jobs not finished after {timeout:g}s (e.g. {first_id}: "
-                    f"{first_status}): wait longer, or check the workers with `task-producer status`"
+                    f"{statuses[first_id]}): wait longer, or check the workers with `task-producer status`"
                 )
             time.sleep(delay)
             delay = min(delay * 1.5, WAIT_POLL_MAX)
-        return [job.return_value(refresh=True) for job in jobs]
 
     def statuses(self, job_ids: list[str]) -> dict[str, str | None]:
         """Each job's RQ status in one round trip (None for a job that no longer exists)."""

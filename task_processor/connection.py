@@ -15,7 +15,7 @@ import redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
-from task_processor.errors import RedisCommandError, RedisUnavailableError, TaskProcessorError
+from task_processor.errors import RedisCommandError, RedisUnavailableError, TaskProcessorError, first_line
 from task_processor.logs import get_logger
 
 CONNECT_TIMEOUT = 5.0
@@ -151,7 +151,7 @@ def connect(url: str, workers: int = 1) -> redis.Redis:
 def describe_failure(url: str, exc: redis.RedisError) -> TaskProcessorError:
     """Turn a redis-py error into one line that says what is wrong and what to do."""
     where = redact_url(url)
-    text = scrub(str(exc).splitlines()[0], url) if str(exc) else type(exc).__name__
+    text = scrub(first_line(exc), url)
     if isinstance(exc, PlainServerError):
         return RedisUnavailableError(
             f"Redis at {where} does not speak TLS (the TLS handshake got no answer, plain Redis did): use redis:// "
@@ -212,8 +212,7 @@ class OutageLog:
             self._lost = True
         if not self.announce_loss:
             return
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        log.warning("lost Redis; reconnecting", error=reason, **fields)
+        log.warning("lost Redis; reconnecting", error=first_line(exc), **fields)
 
     @contextmanager
     def tolerated(self) -> Iterator[None]:

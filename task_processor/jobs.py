@@ -10,10 +10,13 @@ from __future__ import annotations
 from typing import Generic, TypeVar
 
 import redis
-from rq.job import Job
+from rq.job import Job, JobStatus
 from rq.serializers import Serializer
 
 J = TypeVar("J", bound=Job)
+
+UNSUCCESSFUL = frozenset({JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED})
+"""The statuses a job ends in without a result: ``wait`` raises for them, run-local counts them as failed."""
 
 ATTEMPT_META_KEY = "attempt"
 """``job.meta`` field counting how many times a worker has started the job (1 on the first run); the pop script

@@ -23,6 +23,7 @@ from rq.queue import Queue
 from rq.serializers import Serializer
 
 from task_processor import keys, scripts
+from task_processor.errors import first_line
 from task_processor.logs import get_logger
 from task_processor.observe import text
 
@@ -86,7 +87,7 @@ class Reaper:
             try:
                 moved += self._abandoned(name) + self._stranded(name)
             except redis.ResponseError as exc:  # foreign data under this queue's keys: the others go on
-                log.error("cannot check a queue for abandoned jobs", queue=name, error=str(exc).splitlines()[0])
+                log.error("cannot check a queue for abandoned jobs", queue=name, error=first_line(exc))
         self._forget_dead_workers()
         return moved
 

@@ -8,7 +8,7 @@ import sys
 import redis
 
 from task_processor.connection import OutageLog, connect, describe_failure, ping
-from task_processor.errors import ConfigError, TaskProcessorError
+from task_processor.errors import ConfigError, TaskProcessorError, exit_with
 from task_processor.logs import configure_logging, get_logger
 from task_processor.settings import Settings, validate_queue_name
 from task_processor.taskmodules import TaskModules
@@ -150,8 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             return _check(argv[1:], settings)
         return _run(argv, settings)
     except TaskProcessorError as exc:
-        print(f"task-worker: error: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, ValueError) else 1
+        return exit_with("task-worker", exc)
 
 
 if __name__ == "__main__":

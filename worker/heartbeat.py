@@ -14,6 +14,7 @@ import redis
 from rq.job import Job
 
 from task_processor.connection import OutageLog
+from task_processor.errors import first_line
 from task_processor.logs import get_logger
 
 log = get_logger("task_processor.worker")
@@ -72,4 +73,4 @@ class Heartbeat:
             except redis.ConnectionError as exc:
                 self.worker.outage.failed(exc)
             except redis.RedisError as exc:
-                log.warning("heartbeat failed; will retry", error=str(exc).splitlines()[0])
+                log.warning("heartbeat failed; will retry", error=first_line(exc))

@@ -20,6 +20,7 @@ from rq.utils import now
 from rq.worker import SimpleWorker
 
 from task_processor.connection import OutageLog
+from task_processor.errors import first_line
 from task_processor.logs import get_logger
 from task_processor.reaper import Reaper
 from worker.dequeue import DEQUEUE_POLL
@@ -111,5 +112,5 @@ class ResilientWorker(SimpleWorker):
         except (redis.ResponseError, UnicodeDecodeError) as exc:
             # Foreign data under a queue's keys: RQ's pass gives up on it, the worker must not. The reaper
             # has already done the part that matters here (abandoned and stranded jobs).
-            log.error("RQ's registry cleanup failed; skipped until the next pass", error=str(exc).splitlines()[0])
+            log.error("RQ's registry cleanup failed; skipped until the next pass", error=first_line(exc))
             self.last_cleaned_at = now()  # type: ignore[assignment]  # RQ annotates it None, sets a datetime

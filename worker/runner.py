@@ -33,6 +33,7 @@ from rq.utils import now
 from rq.worker import WorkerStatus
 
 from task_processor.connection import OutageLog
+from task_processor.errors import first_line
 from task_processor.jobs import ATTEMPT_META_KEY, JobTemplate
 from task_processor.logs import get_logger
 from task_processor.settings import Settings
@@ -183,7 +184,7 @@ class TaskWorker(ResilientWorker):
                 if isinstance(exc, redis.ConnectionError):
                     self.outage.failed(exc)
                 else:
-                    log.error("Redis refused a command; retrying", error=str(exc).splitlines()[0], retry_in=pause)
+                    log.error("Redis refused a command; retrying", error=first_line(exc), retry_in=pause)
                 time.sleep(pause)
                 pause = min(pause * 2, self.max_connection_wait_time)
                 continue

@@ -19,7 +19,7 @@ from producer.commands.status import collect, render_json, render_table, watch
 from producer.commands.taskfile import enqueue_in_batches, read_tasks
 from producer.scaling import metrics
 from task_processor.connection import describe_failure
-from task_processor.errors import ConfigError, TaskProcessorError
+from task_processor.errors import ConfigError, TaskProcessorError, exit_with
 from task_processor.logs import configure_logging
 from task_processor.metrics import serve as serve_metrics
 from task_processor.settings import Settings, validate_queue_name
@@ -287,8 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         except redis.RedisError as exc:
             raise describe_failure(settings.redis_url, exc) from exc
     except TaskProcessorError as exc:
-        print(f"task-producer: error: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, ValueError) else 1
+        return exit_with("task-producer", exc)
     except KeyboardInterrupt:
         print("task-producer: interrupted", file=sys.stderr)
         return 130

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TextIO
 
 import redis
-from rq.job import Job, JobStatus
+from rq.job import Job
 
 from producer.api import Producer, Task
 from producer.commands.progress import ProgressBar
@@ -30,12 +30,11 @@ from task_processor.jobs import ATTEMPT_META_KEY
 from task_processor.settings import Settings
 
 POLL_INTERVAL = 0.2
-"""Seconds between two looks at the demo jobs' statuses."""
+"""Seconds between two looks at the workers while they return to the minimum."""
 
 SCALE_DOWN_GRACE = 30.0
 """Seconds, beyond the scale-down delay, to wait for the workers to return to the minimum."""
 
-FAILED = {JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
 
 DEMO_MODULE = "worker.examples"
 """The demo workload's tasks: run-local's own workers may run them, on top of TASK_MODULES."""
@@ -161,8 +160,6 @@ def _demo(
     )
     bar = ProgressBar(len(jobs), out)
     shown = 0
-    pending = {job.id for job in jobs}
-    failed: list[str] = []
     peak = 0
 
     def show_events() -> None:
@@ -171,20 +168,14 @@ def _demo(
             bar.message(_describe(event))
             shown += 1
 
-    while pending:
-        for job_id, status in producer.statuses(list(pending)).items():
-            if status == JobStatus.FINISHED:
-                pending.discard(job_id)
-            elif status is None or status in FAILED:
-                pending.discard(job_id)
-                failed.append(job_id)
+    failed: list[str] = []
+    for progress in producer.follow(jobs):
+        failed = [job_id for job_id, _ in progress.failed]
         peak = max(peak, len(deployment.running()))
         show_events()
-        done = len(jobs) - len(pending)
-        rate = done / max(time.monotonic() - started, 1e-9)
-        bar.update(done, f"workers {len(deployment.running())}  {rate:.1f} tasks/s")
-        if pending:
-            time.sleep(POLL_INTERVAL)
+        ended = progress.done + len(failed)
+        rate = ended / max(time.monotonic() - started, 1e-9)
+        bar.update(ended, f"workers {len(deployment.running())}  {rate:.1f} tasks/s")
     drained = time.monotonic() - started
     bar.close()
 

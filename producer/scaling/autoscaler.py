@@ -21,6 +21,7 @@ from producer.scaling import metrics
 from producer.scaling.housekeeping import DueJobMover
 from producer.scaling.policy import Bounds, Decision, Observation, PolicyState, decide
 from producer.scaling.report import LoopState, Report
+from task_processor.errors import first_line
 from task_processor.logs import get_logger
 from task_processor.observe import QueueCounts, WorkerInfo, list_workers, queue_counts
 from task_processor.reaper import Reaper
@@ -246,7 +247,7 @@ class Autoscaler:
                 except Exception as exc:
                     metrics.failed(exc)
                     failures += 1
-                    error = (str(exc) or type(exc).__name__).splitlines()[0]
+                    error = first_line(exc)
                     if error != last_error:  # once per streak and cause, not once per try
                         log.warning("autoscaler step failed; retrying with backoff", error=error)
                         last_error = error
