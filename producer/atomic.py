@@ -38,7 +38,7 @@ class BatchWriter:
     def write(self, jobs: Sequence[QueuedJob], stamp: datetime) -> bool:
         """True when this call wrote the batch, False when an earlier (resent) call already had."""
         queues: dict[str, int] = {}
-        per_job: list[object] = []
+        per_job: list[str | int] = []
         for job in jobs:
             index = queues.setdefault(job.queue, len(queues) + 1)
             per_job.append(index)

@@ -18,7 +18,6 @@ from rq.registry import (
     ScheduledJobRegistry,
     StartedJobRegistry,
 )
-from rq.results import Result
 from rq.suspension import WORKERS_SUSPENDED
 from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
 
@@ -97,7 +96,7 @@ def executions(job_id: str) -> str:
 
 def results(job_id: str) -> str:
     """rq:results:<id>, the job's results stream."""
-    return Result.get_key(job_id)  # type: ignore[no-untyped-call]
+    return f"rq:results:{job_id}"  # RQ's Result.get_key, which is untyped
 
 
 def workers_of(name: str) -> str:

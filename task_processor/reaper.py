@@ -94,7 +94,8 @@ class Reaper:
     def _abandoned(self, name: str) -> int:
         queue_key, wip = keys.queue(name), keys.started(name)
         moved = 0
-        for raw in self.connection.zrangebyscore(wip, "-inf", f"({time.time()}"):
+        lapsed: list[bytes] = self.connection.zrangebyscore(wip, "-inf", f"({time.time()}")  # type: ignore[assignment]
+        for raw in lapsed:
             member = _member(raw)
             if member is None:
                 self.connection.zrem(wip, raw)  # not a job's entry at all

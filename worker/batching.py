@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import redis
 from redis.commands.core import Script
@@ -43,7 +43,7 @@ class BatchedCalls:
     event of its own, woken once: when its call was sent, or when the lead passes to it."""
 
     def __init__(self, connection: redis.Redis) -> None:
-        self._wire_connection = connection.connection_pool.make_connection()
+        self._wire_connection = cast(redis.Connection, connection.connection_pool.make_connection())
         self._queued: list[_Call] = []
         self._sending = False  # a thread is sending a batch; calls made meanwhile wait in _queued
         self._lock = threading.Lock()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import redis
 from rq import Queue
@@ -82,8 +83,9 @@ class Dequeuer:
             if hit is None and timeout is not None:
                 first = self.queues[0]
                 wait = DEQUEUE_POLL if len(self.queues) == 1 else LOWER_PRIORITY_POLL
-                job_id = self.connection.blmove(first.key, first.intermediate_queue_key, wait)
-                hit = None if job_id is None else Popped(first.key, job_id, None, None)
+                # redis-py annotates the timeout as int; Redis takes fractions of a second.
+                job_id = self.connection.blmove(first.key, first.intermediate_queue_key, wait)  # type: ignore[arg-type]
+                hit = None if job_id is None else Popped(first.key, cast(bytes, job_id), None, None)
             if hit is None:
                 if timeout is None:
                     return None
@@ -103,7 +105,7 @@ class Dequeuer:
         try:
             job = self._load(hit.job_id.decode(errors="replace"), hit.fields)
         except NoSuchJobError:
-            self.connection.lrem(queue.intermediate_queue_key, 1, hit.job_id)  # a job deleted while queued
+            self.connection.lrem(queue.intermediate_queue_key, 1, hit.job_id)  # type: ignore[arg-type]  # deleted
             return None
         except redis.ConnectionError:
             raise
@@ -128,7 +130,7 @@ class Dequeuer:
         job_id = hit.job_id.decode(errors="replace")
         reason = f"unreadable job entry {job_id!r} in queue {queue.name!r} ({type(exc).__name__}: {exc})"
         with self.connection.pipeline() as pipeline:
-            pipeline.lrem(queue.intermediate_queue_key, 1, hit.job_id)
+            pipeline.lrem(queue.intermediate_queue_key, 1, hit.job_id)  # type: ignore[arg-type]  # bytes, as popped
             if hit.execution is not None:
                 pipeline.zrem(queue.started_job_registry.key, hit.execution.composite_key)
                 pipeline.delete(hit.execution.key)

@@ -54,7 +54,7 @@ def _labels(job: Job) -> tuple[str, str]:
         function = job.func_name
     except DeserializationError:
         function = "<undecodable>"
-    return job.origin, function
+    return job.origin, function or "-"
 
 
 _counting = False

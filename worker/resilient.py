@@ -56,7 +56,7 @@ class ResilientWorker(SimpleWorker):
             address = connection.client_info().get("addr")
         except redis.ResponseError:
             address = None
-        self.ip_address = address.decode() if isinstance(address, bytes) else address or "unknown"
+        self.ip_address = address.decode() if isinstance(address, bytes) else str(address or "unknown")
 
     def maintain(self) -> None:
         """Between pops: RQ's maintenance when due, and a reaper pass every heartbeat interval (so idle workers

@@ -93,7 +93,7 @@ class ThreadDeathPenalty(BaseDeathPenalty):
 
     def __init__(self, timeout: float, exception: type[BaseException] = JobTimeoutException, **kwargs: Any) -> None:
         super().__init__(timeout, exception, **kwargs)
-        self._exception = _timeout_exception(exception, timeout)
+        self._exception = _timeout_exception(exception, timeout)  # type: ignore[arg-type]  # classes hash
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: Any) -> bool:
         if kind is self._exception:

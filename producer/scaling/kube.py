@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import urllib3
 from kubernetes import client, config
@@ -179,7 +179,8 @@ def _configure(configuration: client.Configuration, kubeconfig: str | None) -> s
             f"no Kubernetes configuration: not in a cluster and no usable kubeconfig ({exc}); "
             "run in a Pod with a ServiceAccount, or set KUBECONFIG"
         ) from None
-    return (active or {}).get("context", {}).get("namespace")
+    namespace = (active or {}).get("context", {}).get("namespace")
+    return str(namespace) if namespace else None
 
 
 class KubeClient:
@@ -235,7 +236,7 @@ class KubeClient:
             name=name,
             namespace=self.namespace,
             replicas=int(spec.replicas if spec and spec.replicas is not None else 1),
-            annotations=dict(deployment.metadata.annotations or {}),
+            annotations=dict(_meta(deployment).annotations or {}),
             selector=_label_selector(spec.selector if spec else None),
         )
 
@@ -263,9 +264,9 @@ class KubeClient:
         )
         return [
             PodInfo(
-                name=pod.metadata.name,
-                annotations=dict(pod.metadata.annotations or {}),
-                deleting=pod.metadata.deletion_timestamp is not None,
+                name=str(_meta(pod).name),
+                annotations=dict(_meta(pod).annotations or {}),
+                deleting=_meta(pod).deletion_timestamp is not None,
             )
             for pod in pods.items
         ]
@@ -299,7 +300,7 @@ class KubeClient:
             duration=int(spec.lease_duration_seconds or 0) if spec else 0,
             renewed_at=spec.renew_time if spec else None,
             transitions=int(spec.lease_transitions or 0) if spec else 0,
-            resource_version=lease.metadata.resource_version,
+            resource_version=_meta(lease).resource_version,
         )
 
     def write_lease(self, lease: Lease) -> Lease:
@@ -338,7 +339,7 @@ class KubeClient:
             lease.duration,
             lease.renewed_at,
             lease.transitions,
-            written.metadata.resource_version,
+            _meta(written).resource_version,
         )
 
 
@@ -377,3 +378,11 @@ class KubeDeployment:
             cost = BUSY_COST if pod.name in busy else IDLE_COST
             if pod.annotations.get(DELETION_COST) != cost:
                 self.kube.annotate_pod(pod.name, {DELETION_COST: cost})
+
+
+def _meta(obj: Any) -> client.V1ObjectMeta:
+    """An object's metadata: the API server always sends it; the client's types allow None."""
+    meta = obj.metadata
+    if meta is None:
+        raise KubeError(f"the API returned a {type(obj).__name__} without metadata")
+    return meta  # type: ignore[no-any-return]

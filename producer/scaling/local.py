@@ -214,7 +214,7 @@ class LocalDeployment:
         """Cheapest first, like pod-deletion-cost: not yet registered, then idle, then busy; newest first."""
         # A process with --concurrency registers one RQ worker per slot: it ranks as busy when any slot is.
         rank = {"started": 1, "idle": 1, "suspended": 1}
-        ranks: dict[tuple[str, int], int] = {}
+        ranks: dict[tuple[str, int | None], int] = {}
         for info in list_workers(self.connection):
             key = (info.hostname, info.pid)
             ranks[key] = max(ranks.get(key, 0), rank.get(info.state, 2))
