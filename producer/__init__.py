@@ -1,4 +1,5 @@
-"""task-processor's producer side: the API applications use to enqueue tasks, and the autoscaler."""
+"""What applications import: ``Producer``, ``Task`` and their errors. ``producer.scaling`` is the autoscaler's
+control loop, ``producer.commands`` the ``task-producer`` command."""
 
 from producer.api import Producer, QueueStats, Task
 from producer.errors import (

@@ -163,6 +163,7 @@ def test_a_process_with_busy_slots_is_one_busy_replica(
     spawn("task-worker", "--concurrency", "3")
     wait_for(lambda: sum(w.busy for w in registered(conn)) == 3, timeout=20, what="three busy slots")
     autoscaler = Autoscaler(conn, ("default",), RecordingTarget(replicas=3), Bounds(0, 5, 10, 0.0))
-    observation, _, workers = autoscaler.observe()
+    look = autoscaler.observe()
+    observation, workers = look.observation, look.workers
     assert len(workers) == 3
     assert observation.busy_workers == 1

@@ -1,1 +1,1 @@
-"""task-processor worker side: settings, logging and the long-running RQ worker (no Kubernetes client)."""
+"""task-worker: the long-running RQ worker, its one-call fast path, slots, timeouts, recycling and probe."""

@@ -51,6 +51,15 @@ class TargetState:
     paused: bool = False
 
 
+@dataclass(frozen=True)
+class Look:
+    """What one pass of the loop sees: the policy's inputs, the target's state, and our queues' workers."""
+
+    observation: Observation
+    target: TargetState
+    workers: list[WorkerInfo]
+
+
 class ScaleTarget(Protocol):
     """What the loop needs from a Deployment: its name, its state read (``fresh`` skips any cache), and its
     replica count set. ``workers`` lets a target choose which workers go first when it scales in."""
@@ -113,7 +122,8 @@ class Autoscaler:
         self._hold_until = 0.0
         self._counts: dict[str, QueueCounts] = {}
 
-    def observe(self) -> tuple[Observation, TargetState, list[WorkerInfo]]:
+    def observe(self) -> Look:
+        """One look at the queues, the workers and the target (a few Redis round trips; the target may cache)."""
         self._counts = queue_counts(self.connection, self.queues)
         counts = self._counts.values()
         ours = set(self.queues)
@@ -127,7 +137,7 @@ class Autoscaler:
             current=target.replicas,
         )
         metrics.observed(self._counts, target.replicas)
-        return observation, target, workers
+        return Look(observation, target, workers)
 
     def step(self) -> Decision | None:
         """One pass of the loop; writes to the target only when the replica count must change.
@@ -138,7 +148,8 @@ class Autoscaler:
         if self.clock() - self._reaped_at >= REAP_INTERVAL:
             self._reaped_at = self.clock()
             self.reaper.run()  # jobs of dead workers count as queued again before we look
-        observation, target, workers = self.observe()
+        look = self.observe()
+        observation, target, workers = look.observation, look.target, look.workers
         now = self.clock()
         if self._ops_in_control(target, now):
             metrics.desired(observation.current)
