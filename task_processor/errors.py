@@ -28,10 +28,10 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text.strip() else type(exc).__name__
 
 
-def exit_with(program: str, exc: TaskProcessorError, out: TextIO = sys.stderr) -> int:
-    """Print ``exc`` as the command's one error line and return its exit code: 2 for bad input or settings (the
-    user's to fix), 1 for anything else (Redis unreachable, a failed job)."""
-    print(f"{program}: error: {exc}", file=out)
+def exit_with(program: str, exc: TaskProcessorError, out: TextIO | None = None) -> int:
+    """Print ``exc`` as the command's one error line (on ``out``, else the stderr of the moment) and return its exit
+    code: 2 for bad input or settings (the user's to fix), 1 for anything else (Redis unreachable, a failed job)."""
+    print(f"{program}: error: {exc}", file=out or sys.stderr)
     return 2 if isinstance(exc, ValueError) else 1
 
 

@@ -17,7 +17,7 @@ import importlib
 import inspect
 from collections.abc import Callable
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 from task_processor.errors import TaskProcessorError
 
@@ -89,10 +89,9 @@ class TaskModules:
         parts = path.split(".")
         if len(parts) < 2 or not all(part.isidentifier() for part in parts):
             raise self.refuse(path, "not a dotted path to a function")
-        roots = [i for i in range(1, len(parts)) if covers(self.modules, ".".join(parts[:i]))]
-        if not roots:
+        root = next((i for i in range(1, len(parts)) if covers(self.modules, ".".join(parts[:i]))), None)
+        if root is None:
             raise self.refuse(path, "its module is not in TASK_MODULES")
-        root = roots[0]
         obj: Any = self._import(path, ".".join(parts[:root]))
         for part in parts[root:]:
             obj = self._step(path, obj, part)
@@ -102,8 +101,7 @@ class TaskModules:
         where = f"{func.__module__}.{func.__qualname__}"
         if not isinstance(func.__module__, str) or not covers(self.modules, func.__module__):
             raise self.refuse(path, f"it resolves to {where}, defined outside TASK_MODULES")
-        resolved: Callable[..., Any] = obj
-        return resolved
+        return cast(Callable[..., Any], obj)
 
     def _step(self, path: str, obj: Any, part: str) -> Any:
         """One attribute further along ``path``: a submodule is imported only when its own name is allowed."""

@@ -26,6 +26,7 @@ import structlog
 from redis import Redis
 from rq import Queue
 from rq.exceptions import DequeueTimeout, DeserializationError, StopRequested
+from rq.executions import Execution
 from rq.job import Job
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
@@ -97,9 +98,9 @@ class TaskWorker(ResilientWorker):
             self._ordered_queues,
             self._fast,
             JobTemplate(self.job_class, self.connection, self.serializer),
-            lambda burst: self.check_for_suspension(burst),
+            self.check_for_suspension,
         )
-        self._started_by_pop: Taken | None = None  # the job taken to run next, when the pop started it
+        self._started_by_pop: Execution | None = None  # the execution of the job taken next, when the pop started it
         self._heartbeat = Heartbeat(self, self.heartbeat_interval)
         self._running_queue: Queue | None = None
         self._running_since = 0.0
@@ -193,7 +194,7 @@ class TaskWorker(ResilientWorker):
             if self._stop_requested:
                 self._give_back(taken)
                 return None
-            self._started_by_pop = taken if taken.execution is not None else None
+            self._started_by_pop = taken.execution
             self.reorder_queues(reference_queue=taken.queue)
             return taken.job, taken.queue
         return None
@@ -228,8 +229,7 @@ class TaskWorker(ResilientWorker):
         """Start the job in one Lua call: what RQ's prepare_execution, prepare_job_execution and Job.perform
         write in three round trips (unless the pop that took the job started it already, attempt counted).
         Every pop goes through an intermediate list here; the job leaves it now."""
-        taken, self._started_by_pop = self._started_by_pop, None
-        execution = taken.execution if taken is not None and taken.job is job else None
+        execution, self._started_by_pop = self._started_by_pop, None
         if execution is None:
             job.meta[ATTEMPT_META_KEY] = int(job.meta.get(ATTEMPT_META_KEY, 0)) + 1
             assert self._running_queue is not None  # set by perform_job
