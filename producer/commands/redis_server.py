@@ -21,6 +21,9 @@ from task_processor.errors import TaskProcessorError
 START_TIMEOUT = 10.0
 """Seconds to wait for a freshly started redis-server to answer PING."""
 
+PORT_ATTEMPTS = 5
+"""Free ports tried when another process takes the one picked before our server could bind it."""
+
 APPENDFSYNC = ("always", "everysec", "no")
 """Redis' AOF fsync policies; ``always`` (the default here) fsyncs before it answers a write."""
 
@@ -29,6 +32,10 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+class PortTakenError(TaskProcessorError):
+    """Another process listens on the port the server was to bind."""
 
 
 class LocalRedisServer:
@@ -48,6 +55,7 @@ class LocalRedisServer:
             raise TaskProcessorError(
                 "redis-server is not installed: install it (apt-get install -y redis-server) or set REDIS_URL"
             )
+        self._own_port = port is None
         self.port = port or free_port()
         self._own_dir = directory is None
         self.directory = directory or Path(tempfile.mkdtemp(prefix="task-processor-redis-"))
@@ -60,8 +68,20 @@ class LocalRedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> LocalRedisServer:
+        """Start the server and wait until it answers; a free port picked here is picked again if another
+        process takes it first (the answer must come from our own process, never from a stranger's)."""
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            try:
+                return self._start_once()
+            except PortTakenError:
+                if not self._own_port or attempt == PORT_ATTEMPTS:
+                    raise
+                self.port = free_port()
+        raise AssertionError("unreachable")
+
+    def _start_once(self) -> LocalRedisServer:
         assert self.executable is not None
-        self.process = subprocess.Popen(
+        process = self.process = subprocess.Popen(
             [
                 self.executable,
                 "--bind",
@@ -86,18 +106,21 @@ class LocalRedisServer:
         )
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5)
         deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    log = (self.directory / "redis.log").read_text(errors="replace")[-500:]
-                    raise TaskProcessorError(f"redis-server on port {self.port} did not start: {log}") from None
+        try:
+            while process.poll() is None and time.monotonic() < deadline:
+                try:
+                    if client.info("server").get("process_id") == process.pid:
+                        return self
+                except redis.ConnectionError:
+                    pass
                 time.sleep(0.02)
-            finally:
-                client.close()
-        return self
+        finally:
+            client.close()
+        log = (self.directory / "redis.log").read_text(errors="replace")[-500:]
+        self.kill()
+        if "Address already in use" in log:
+            raise PortTakenError(f"port {self.port} is in use by another process: pick another port")
+        raise TaskProcessorError(f"redis-server on port {self.port} did not start: {log}")
 
     def kill(self) -> None:
         """SIGKILL, as a crash or an OOM kill would: only what AOF has on disk survives."""

@@ -1,0 +1,26 @@
+"""The private redis-server of run-local and the tests: it is our own process, never a stranger on the port."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from producer.commands.redis_server import LocalRedisServer, PortTakenError
+
+
+def test_a_port_taken_by_another_redis_is_refused_not_shared() -> None:
+    with LocalRedisServer(appendonly=False) as first:
+        redis.Redis.from_url(first.url).set("mine", "1")
+        with pytest.raises(PortTakenError, match=rf"port {first.port} is in use by another process"):
+            LocalRedisServer(port=first.port, appendonly=False).start()
+        assert redis.Redis.from_url(first.url).get("mine") == b"1"
+
+
+def test_a_picked_port_taken_before_the_server_binds_it_is_picked_again() -> None:
+    with LocalRedisServer(appendonly=False) as first:
+        second = LocalRedisServer(appendonly=False)
+        second.port = first.port  # as if another process took the free port between the pick and the bind
+        with second:
+            assert second.port != first.port
+            assert second.process is not None
+            assert redis.Redis.from_url(second.url).info("server")["process_id"] == second.process.pid
