@@ -74,9 +74,14 @@ class LocalRedisServer:
             try:
                 return self._start_once()
             except PortTakenError:
-                if not self._own_port or attempt == PORT_ATTEMPTS:
-                    raise
-                self.port = free_port()
+                if self._own_port and attempt < PORT_ATTEMPTS:
+                    self.port = free_port()
+                    continue
+                self.close()
+                raise
+            except BaseException:
+                self.close()
+                raise
         raise AssertionError("unreachable")
 
     def _start_once(self) -> LocalRedisServer:
