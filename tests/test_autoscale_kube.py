@@ -17,7 +17,7 @@ from producer import Producer, Task
 from producer.commands.autoscale import build
 from producer.commands.redis_server import free_port
 from producer.scaling.autoscaler import Autoscaler
-from producer.scaling.kube import KubeClient, KubeDeployment, NotFoundError, UnreachableError
+from producer.scaling.kube import ConflictError, KubeClient, KubeDeployment, NotFoundError, UnreachableError
 from producer.scaling.leader import LeaderElector
 from task_processor.logs import configure_logging
 from task_processor.settings import Settings
@@ -67,6 +67,19 @@ def enqueue(producer: Producer, count: int) -> None:
     producer.enqueue_many([Task("worker.examples.noop") for _ in range(count)])
 
 
+def count_steps(autoscaler: Autoscaler) -> list[float]:
+    """The times of the loop's passes as leader (the loop calls ``step`` only while it leads), as they happen."""
+    times: list[float] = []
+    step = autoscaler.step
+
+    def counted() -> Any:
+        times.append(time.monotonic())
+        return step()
+
+    autoscaler.step = counted  # type: ignore[method-assign]
+    return times
+
+
 def test_kube_client_reads_and_scales_through_the_scale_subresource(kube_api: KubeAPI) -> None:  # noqa: F811
     kube_api.create_deployment("task-processor", replicas=2)
     kube = client_for(kube_api)
@@ -76,6 +89,15 @@ def test_kube_client_reads_and_scales_through_the_scale_subresource(kube_api: Ku
     patch = kube_api.requests("PATCH", SCALE)[-1]
     assert patch.body == {"spec": {"replicas": 5}}
     assert patch.content_type == "application/merge-patch+json"
+    read = kube.get_deployment("task-processor")
+    kube.scale("task-processor", 6, read.resource_version)  # conditional on the version read
+    assert kube_api.requests("PATCH", SCALE)[-1].body == {
+        "metadata": {"resourceVersion": read.resource_version},
+        "spec": {"replicas": 6},
+    }
+    with pytest.raises(ConflictError, match=r"conflict on patch deployments.apps/scale default/task-processor"):
+        kube.scale("task-processor", 1, read.resource_version)  # stale now
+    assert kube_api.replicas() == 6
     with pytest.raises(NotFoundError, match=r"deployments.apps default/nope not found \(on get\)"):
         kube.get_deployment("nope")
 
@@ -97,6 +119,33 @@ def test_scales_from_zero_within_a_second_of_an_enqueue(
     assert kube_api.replicas() == 3  # ceil(12 / 5): up in one step
     assert scale_writes(kube_api) == [3]
     assert latency < 1.0, f"scale from zero took {latency:.2f}s"
+
+
+def test_a_write_racing_the_autoscalers_is_not_overwritten(
+    kube_api: KubeAPI,  # noqa: F811
+    settings: Settings,
+    producer: Producer,
+    logs: Callable[[], list[dict[str, Any]]],
+) -> None:
+    """A kubectl scale served between the autoscaler's fresh read and its PATCH: the PATCH carries the version it
+    read, so it answers 409 and changes nothing; the loop then sees ops' replicas and holds them."""
+    kube_api.create_deployment("task-processor", replicas=0)
+    ops_write = lambda: kube_api.patch("deployments", "task-processor", {"spec": {"replicas": 4}})  # noqa: E731
+    kube_api.before("PATCH", SCALE, ops_write)
+    autoscaler = build(replace(settings, manual_hold=60.0), client_for(kube_api))
+    steps = count_steps(autoscaler)
+    with running(autoscaler):
+        wait_for(lambda: autoscaler.mode == "active", what="the loop to lead")
+        enqueue(producer, 12)  # 3 replicas wanted
+        wait_for(lambda: autoscaler.mode == "holding", what="the hold on ops' replicas")
+        held = len(steps)
+        wait_for(lambda: len(steps) >= held + 20, what="twenty more passes")
+    assert kube_api.replicas() == 4
+    assert [(r.body["spec"]["replicas"], r.status) for r in kube_api.requests("PATCH", SCALE)] == [(3, 409)]
+    events = [line["event"] for line in logs()]
+    assert sum("changed just before our write" in event for event in events) == 1
+    assert sum("changed by someone else" in event for event in events) == 1
+    assert not any(event.startswith("autoscaler step failed") for event in events)
 
 
 def test_no_api_write_when_nothing_changes(kube_api: KubeAPI, settings: Settings) -> None:  # noqa: F811
@@ -170,7 +219,6 @@ def test_passing_api_faults_are_retried(
     ("status", "expected"),
     [
         (403, "forbidden to patch deployments.apps/scale default/task-processor: grant the verb 'patch'"),
-        (409, "conflict on patch deployments.apps/scale default/task-processor"),
         (500, "API server failed patch deployments.apps/scale default/task-processor (500"),
     ],
 )

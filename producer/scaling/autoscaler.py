@@ -21,7 +21,7 @@ from producer.scaling import metrics
 from producer.scaling.housekeeping import DueJobMover
 from producer.scaling.policy import Bounds, Decision, Observation, PolicyState, decide
 from producer.scaling.report import LoopState, Report
-from task_processor.errors import first_line
+from task_processor.errors import TaskProcessorError, first_line
 from task_processor.logs import get_logger
 from task_processor.observe import QueueCounts, WorkerInfo, list_workers, queue_counts
 from task_processor.reaper import Reaper
@@ -51,6 +51,10 @@ class TargetState:
     paused: bool = False
 
 
+class TargetChanged(TaskProcessorError):
+    """A write to the target was refused because the target changed since it was read (a 409 on Kubernetes)."""
+
+
 @dataclass(frozen=True)
 class Look:
     """What one pass of the loop sees: the policy's inputs, the target's state, and our queues' workers."""
@@ -62,7 +66,8 @@ class Look:
 
 class ScaleTarget(Protocol):
     """What the loop needs from a Deployment: its name, its state read (``fresh`` skips any cache), and its
-    replica count set. ``workers`` lets a target choose which workers go first when it scales in."""
+    replica count set. ``workers`` lets a target choose which workers go first when it scales in. A target that
+    can tell raises TargetChanged when it changed since its last read, and then writes nothing."""
 
     name: str
 
@@ -163,7 +168,16 @@ class Autoscaler:
             if latest != target:
                 self._ops_in_control(latest, now)
                 return None
-            self.target.set_replicas(decision.desired, workers)
+            try:
+                self.target.set_replicas(decision.desired, workers)  # conditional on that read
+            except TargetChanged:
+                # Someone wrote since that read: theirs stands; the next pass reads it and holds or hands over.
+                log.info(
+                    "the target changed just before our write (kubectl scale?); not overwriting it",
+                    target=self.target.name,
+                    desired=decision.desired,
+                )
+                return None
             self._expected = decision.desired
             metrics.scaled(observation.current, decision.desired, str(decision.reason))
             self.events.append(

@@ -20,7 +20,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from producer.scaling.autoscaler import TargetState
+from producer.scaling.autoscaler import TargetChanged, TargetState
 from task_processor.errors import TaskProcessorError
 from task_processor.logs import get_logger
 from task_processor.observe import WorkerInfo
@@ -95,6 +95,7 @@ class DeploymentInfo:
     replicas: int
     annotations: dict[str, str]
     selector: str
+    resource_version: str | None = None
 
     @property
     def paused(self) -> bool:
@@ -238,17 +239,25 @@ class KubeClient:
             replicas=int(spec.replicas if spec and spec.replicas is not None else 1),
             annotations=dict(_meta(deployment).annotations or {}),
             selector=_label_selector(spec.selector if spec else None),
+            resource_version=_meta(deployment).resource_version,
         )
 
-    def scale(self, name: str, replicas: int) -> None:
-        """Set ``spec.replicas`` through the ``scale`` subresource: what ``kubectl scale`` does too."""
+    def scale(self, name: str, replicas: int, resource_version: str | None = None) -> None:
+        """Set ``spec.replicas`` through the ``scale`` subresource: what ``kubectl scale`` does too.
+
+        With ``resource_version`` the write is conditional: the API answers 409 (ConflictError) when the
+        Deployment changed since that version was read.
+        """
+        patch: dict[str, Any] = {"spec": {"replicas": replicas}}
+        if resource_version is not None:
+            patch["metadata"] = {"resourceVersion": resource_version}
         self.call(
             "patch",
             self._where("deployments.apps/scale", name),
             lambda: self.apps.patch_namespaced_deployment_scale(
                 name,
                 self.namespace,
-                {"spec": {"replicas": replicas}},
+                patch,
                 _content_type="application/merge-patch+json",
                 _request_timeout=REQUEST_TIMEOUT,
             ),
@@ -361,18 +370,23 @@ class KubeDeployment:
         return TargetState(self._cached.replicas, self._cached.paused)
 
     def set_replicas(self, replicas: int, workers: Sequence[WorkerInfo] = ()) -> None:
-        if self._cached is not None and replicas < self._cached.replicas:
-            self._mark_pods(workers)
-        self.kube.scale(self.name, replicas)
-        self._cached = None
+        """Write ``replicas`` on the condition that the Deployment is still as last read; TargetChanged if not."""
+        read = self._cached
+        if read is not None and replicas < read.replicas:
+            self._mark_pods(read.selector, workers)
+        try:
+            self.kube.scale(self.name, replicas, read.resource_version if read is not None else None)
+        except ConflictError as exc:
+            raise TargetChanged(str(exc)) from exc
+        finally:
+            self._cached = None
 
-    def _mark_pods(self, workers: Sequence[WorkerInfo]) -> None:
+    def _mark_pods(self, selector: str, workers: Sequence[WorkerInfo]) -> None:
         """Make the ReplicaSet remove idle Pods first: workers record their Pod name as their hostname."""
-        assert self._cached is not None
-        if not self._cached.selector:
+        if not selector:
             return  # an empty selector would select every Pod in the namespace
         busy = {w.hostname for w in workers if w.busy}
-        for pod in self.kube.list_pods(self._cached.selector):
+        for pod in self.kube.list_pods(selector):
             if pod.deleting:
                 continue
             cost = BUSY_COST if pod.name in busy else IDLE_COST
