@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import redis
 from rq.job import JobStatus
-from rq.registry import FailedJobRegistry, StartedJobRegistry
+from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 
 from producer import Producer, Task
 from task_processor.observe import list_workers
@@ -91,10 +91,19 @@ def test_a_job_timeout_stops_the_task_in_its_slot(
 
 
 def test_max_jobs_counts_the_whole_process(producer: Producer, conn: redis.Redis, spawn: Callable[..., Proc]) -> None:
-    producer.enqueue_many([Task("worker.examples.noop") for _ in range(10)])
+    jobs = producer.enqueue_many([Task("worker.examples.noop") for _ in range(10)])
     worker = spawn("task-worker", "--concurrency", "2", "--max-jobs", "4")
     assert worker.wait(timeout=30) == 0, worker.output()[-2000:]
-    assert 4 <= 10 - conn.llen("rq:queue:default") <= 5  # a slot finishes the job it holds
+    finished = FinishedJobRegistry("default", connection=conn).get_job_ids()
+    queued = [raw.decode() for raw in conn.lrange("rq:queue:default", 0, -1)]
+    assert 4 <= len(finished) <= 5, finished  # a slot finishes the job it holds
+    # Every job either finished or is still queued: none lost on the way out, none run twice. The oldest ran.
+    ids = [job.id for job in jobs]
+    assert sorted(finished + queued) == sorted(ids)
+    assert set(finished) == set(ids[: len(finished)])
+    statuses = [job.get_status(refresh=True) for job in jobs]
+    assert statuses.count(JobStatus.FINISHED) == len(finished)
+    assert statuses.count(JobStatus.QUEUED) == len(queued)
     assert conn.llen("rq:queue:default:intermediate") == 0
 
 
