@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 from rq import Queue
 
 from producer import Producer, Task
+from producer.commands.redis_server import LocalRedisServer
 from producer.commands.status import collect
 from producer.scaling.autoscaler import Autoscaler, TargetState
 from producer.scaling.local import LocalDeployment
 from producer.scaling.policy import Bounds
+from task_processor.logs import configure_logging
 from task_processor.observe import WorkerInfo, list_workers
 from task_processor.settings import Settings
-from tests.conftest import TASK_MODULES, Proc, wait_for
+from tests.conftest import TASK_MODULES, Proc, running, wait_for
 
 
 @pytest.fixture
@@ -139,20 +144,53 @@ def test_no_write_when_nothing_changes(conn: redis.Redis, producer: Producer) ->
     assert published["state"] == "active"
 
 
-def test_the_loop_survives_redis_going_away(redis_server, conn: redis.Redis) -> None:
+@pytest.fixture
+def own_redis() -> Iterator[LocalRedisServer]:
+    """A redis-server of this test's own, on a free port, for a test that kills and restarts it."""
+    with LocalRedisServer(appendonly=False) as server:
+        yield server
+
+
+@pytest.fixture
+def logs() -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    """The structured log lines this process writes during the test."""
+    buffer = io.StringIO()
+    configure_logging("INFO", "json", buffer)
+    yield lambda: [json.loads(line) for line in buffer.getvalue().splitlines() if line.startswith("{")]
+    configure_logging("INFO", "json")
+
+
+def events(logs: Callable[[], list[dict[str, Any]]], event: str) -> list[dict[str, Any]]:
+    return [line for line in logs() if line.get("event") == event]
+
+
+@pytest.mark.timeout(90)
+def test_the_loop_survives_redis_going_away(
+    own_redis: LocalRedisServer, logs: Callable[[], list[dict[str, Any]]]
+) -> None:
+    conn = redis.Redis.from_url(own_redis.url)
     target = RecordingTarget(replicas=1)
     autoscaler = Autoscaler(conn, ("default",), target, Bounds(0, 5, 10, 0.0), interval=0.05)
-    stop = threading.Event()
-    loop = threading.Thread(target=autoscaler.run, args=(stop,))
-    redis_server.kill()
+    port = own_redis.port
     try:
-        loop.start()
-        wait_for(lambda: loop.is_alive(), what="the loop to run")
-        redis_server.start()
-        wait_for(lambda: target.writes == [0], timeout=20, what="a decision once Redis is back")
+        with running(autoscaler):
+            wait_for(lambda: target.writes == [0], timeout=30, what="a first decision with Redis up")
+            own_redis.kill()
+            failed = wait_for(
+                lambda: events(logs, "autoscaler step failed; retrying with backoff"),
+                timeout=30,
+                what="the loop to see Redis gone",
+            )
+            assert f"connecting to 127.0.0.1:{port}" in failed[0]["error"], failed[0]
+            own_redis.start()
+            assert own_redis.port == port, "the port was taken while Redis was down"
+            recovered = wait_for(lambda: events(logs, "autoscaler recovered"), timeout=30, what="the loop to recover")
+            assert recovered[0]["failed_steps"] >= 1
+            # Back to work: demand on the restarted Redis scales the target up.
+            Producer(own_redis.url).enqueue_many([Task("worker.examples.noop") for _ in range(25)])
+            wait_for(lambda: target.writes == [0, 3], timeout=30, what="a scale-up once Redis is back")
     finally:
-        stop.set()
-        loop.join()
+        conn.close()
 
 
 def test_a_process_with_busy_slots_is_one_busy_replica(
