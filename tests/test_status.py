@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
 import re
+import select
 import signal
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import redis
@@ -17,9 +21,9 @@ from producer import Producer, Task
 from producer.commands.status import CLEAR_SCREEN, age
 from producer.scaling.autoscaler import Autoscaler, TargetState
 from producer.scaling.policy import Bounds
+from task_processor import keys
 from task_processor.observe import WorkerInfo
-from tests.conftest import BIN, run
-from tests.test_progress import run_on_tty
+from tests.conftest import BIN, run, wait_for
 
 
 class FixedTarget:
@@ -75,6 +79,82 @@ def test_status_shows_the_autoscalers_state_and_replicas(
     assert f"autoscaler: {state}, task-processor desired {desired}, current 1 (" in table
 
 
+class FakeClock:
+    """The autoscaler's monotonic clock, moved on by the test."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def autoscaler_facts(env: dict[str, str]) -> tuple[dict[str, Any] | None, str]:
+    """What ``status --json`` says of the autoscaler, and the autoscaler line of the table."""
+    as_json = run(["task-producer", "status", "--json"], env)
+    table = run(["task-producer", "status"], env)
+    assert (as_json.returncode, table.returncode) == (0, 0), as_json.stderr + table.stderr
+    (line,) = [line for line in table.stdout.splitlines() if line.startswith("autoscaler: ")]
+    return json.loads(as_json.stdout)["autoscaler"], line
+
+
+def test_status_shows_holding_after_a_manual_scale_until_the_hold_ends(
+    env: dict[str, str], producer: Producer, conn: redis.Redis
+) -> None:
+    producer.enqueue_many([Task("worker.examples.noop") for _ in range(25)])
+    target, clock = FixedTarget(1), FakeClock()
+    autoscaler = Autoscaler(conn, ("default",), target, Bounds(0, 5, 10, 0.0), manual_hold=300, clock=clock)
+    autoscaler.step()
+    assert target.state.replicas == 3
+    target.state = TargetState(8, False)  # `kubectl scale --replicas=8`
+    autoscaler.step()
+    facts, line = autoscaler_facts(env)
+    assert facts is not None
+    assert (facts["state"], facts["desired"], facts["current"], facts["reason"]) == ("holding", 8, 8, "holding")
+    assert line.startswith("autoscaler: holding, task-processor desired 8, current 8 (holding, "), line
+    clock.now += 299  # still within AUTOSCALE_MANUAL_HOLD: the replicas stay as ops left them
+    autoscaler.step()
+    assert target.state.replicas == 8
+    assert autoscaler_facts(env)[0]["state"] == "holding"  # type: ignore[index]
+    clock.now += 2  # the hold is over: the demand decides again
+    autoscaler.step()
+    assert target.state.replicas == 3
+    facts, line = autoscaler_facts(env)
+    assert facts is not None
+    assert (facts["state"], facts["desired"], facts["current"]) == ("active", 3, 8)
+    assert line.startswith("autoscaler: active, task-processor desired 3, current 8 ("), line
+
+
+def test_without_a_manual_hold_a_manual_scale_is_not_held(
+    env: dict[str, str], producer: Producer, conn: redis.Redis
+) -> None:
+    producer.enqueue_many([Task("worker.examples.noop") for _ in range(25)])
+    target = FixedTarget(1)
+    autoscaler = Autoscaler(conn, ("default",), target, Bounds(0, 5, 10, 0.0), manual_hold=0)
+    autoscaler.step()
+    target.state = TargetState(8, False)
+    autoscaler.step()
+    assert target.state.replicas == 3
+    facts, _ = autoscaler_facts(env)
+    assert facts is not None
+    assert (facts["state"], facts["desired"]) == ("active", 3)
+
+
+def test_status_says_not_running_without_a_report_or_once_it_lapsed(
+    env: dict[str, str], producer: Producer, conn: redis.Redis
+) -> None:
+    not_running = "autoscaler: not running (no decision published in Redis)"
+    assert autoscaler_facts(env) == (None, not_running)
+    Autoscaler(conn, ("default",), FixedTarget(1), Bounds(0, 5, 10, 0.0), interval=1.0).step()
+    assert autoscaler_facts(env)[0] is not None
+    # A stopped autoscaler's report lapses within a minute (README: no decision published in the last minute).
+    key = keys.autoscaler_status("task-processor")
+    assert 0 < conn.ttl(key) <= 60
+    conn.pexpire(key, 1)  # that minute, gone by
+    wait_for(lambda: not conn.exists(key), what="the report to lapse")
+    assert autoscaler_facts(env) == (None, not_running)
+
+
 def test_watch_off_a_terminal_prints_one_table_after_another_until_ctrl_c(
     env: dict[str, str], producer: Producer
 ) -> None:
@@ -97,15 +177,49 @@ def test_watch_off_a_terminal_prints_one_table_after_another_until_ctrl_c(
             assert "\n" in lines  # a blank line between two tables
 
 
+@pytest.mark.timeout(90)
 def test_watch_on_a_terminal_redraws_in_place(env: dict[str, str], producer: Producer) -> None:
     producer.enqueue("worker.examples.noop")
-    command = [str(BIN / "task-producer"), "status", "--watch", "0.05"]
-    # `timeout -s INT` is the Ctrl-C: the command must take it as the way out, exit code 0.
-    code, screen = run_on_tty(["/usr/bin/timeout", "--preserve-status", "-s", "INT", "1", *command], env)
-    assert code == 0, screen
-    assert screen.count(CLEAR_SCREEN) >= 2
-    assert "every 0.05s, at " in screen
-    assert re.search(r"^default\s+1\s", screen.split(CLEAR_SCREEN)[-1], re.M)
+    master, slave = pty.openpty()
+    watching = subprocess.Popen(
+        [str(BIN / "task-producer"), "status", "--watch", "0.05"],
+        env=env,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+    )
+    os.close(slave)
+    screen = b""
+
+    def read(until: Callable[[str], bool]) -> bool:
+        nonlocal screen
+        if select.select([master], [], [], 0.1)[0]:
+            try:
+                screen += os.read(master, 65536)
+            except OSError:  # EIO: the command exited and the terminal closed
+                return True
+        return until(screen.decode(errors="replace"))
+
+    def redrawn(text: str) -> bool:  # two whole redraws: a third has begun
+        return text.count(CLEAR_SCREEN) >= 3
+
+    try:
+        wait_for(lambda: read(redrawn), timeout=60, what="two redraws")
+        watching.send_signal(signal.SIGINT)  # Ctrl-C: the way out, exit code 0
+        assert watching.wait(timeout=30) == 0
+        wait_for(lambda: read(lambda _: not select.select([master], [], [], 0)[0]), timeout=10, what="the end")
+    finally:
+        watching.kill()
+        watching.wait(timeout=10)
+        os.close(master)
+    text = screen.decode(errors="replace")
+    assert redrawn(text), text
+    drawn = text.split(CLEAR_SCREEN)[1:]
+    for frame in drawn[:2]:
+        assert frame.startswith("every 0.05s, at "), frame
+        assert re.search(r"^default\s+1\s", frame, re.M), frame
+        assert "autoscaler: not running" in frame, frame
 
 
 def test_watch_needs_a_positive_interval(env: dict[str, str]) -> None:
