@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from tests.kubeapi.emulator import ApiError, Fault, Hook, KubeEmulator, RecordedRequest
-from tests.kubeapi.server import HELM, KUBECTL, KubeAPI, resource_type
+from tests.kubeapi.emulator import KubeEmulator
+from tests.kubeapi.rules import Delay, Fault, Hook, RecordedRequest
+from tests.kubeapi.server import FAKE_TOKEN, HELM, KUBECTL, KubeAPI, resource_type
+from tests.kubeapi.status import ApiError
 
 __all__ = [
+    "FAKE_TOKEN",
     "HELM",
     "KUBECTL",
     "ApiError",
+    "Delay",
     "Fault",
     "Hook",
     "KubeAPI",

@@ -5,12 +5,12 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import concurrent.futures
+import hashlib
 import json
-import os
 import re
 import shutil
-import subprocess
 import tempfile
 import threading
 from collections.abc import Callable
@@ -20,20 +20,18 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import kmock
 
-from tests.kubeapi import resources
-from tests.kubeapi.emulator import ApiError, Fault, Hook, KubeEmulator, RecordedRequest
+from tests.kubeapi import rbac, resources, tls
+from tests.kubeapi.auth import FAKE_TOKEN, service_account_user
+from tests.kubeapi.emulator import KubeEmulator
 from tests.kubeapi.resources import ResourceType
+from tests.kubeapi.rules import Delay, Fault, Hook, RecordedRequest
+from tests.kubeapi.status import ApiError
+from tests.kubeapi.tools import HELM, KUBECTL, Tools
 
 if TYPE_CHECKING:
     import kubernetes.client
 
 T = TypeVar("T")
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-TOOLS_BIN = REPO_ROOT / ".tools" / "bin"
-KUBECTL = TOOLS_BIN / "kubectl"  # installed by scripts/k8s-tools
-HELM = TOOLS_BIN / "helm"
-FAKE_TOKEN = "kubeapi-emulator-token"  # sent by clients, never checked
 
 
 def resource_type(name: str) -> ResourceType:
@@ -45,7 +43,7 @@ def resource_type(name: str) -> ResourceType:
     raise KeyError(f"the emulator serves no resource called {name!r}")
 
 
-class KubeAPI:
+class KubeAPI(Tools):
     """A running emulator: its URL, a kubeconfig for kubectl and the official client, and its store.
 
     Usage::
@@ -72,6 +70,7 @@ class KubeAPI:
         self._stopping: asyncio.Event | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        self._cert: tuple[Path, Path] | None = None  # certificate and key, made by start()
 
     # --- lifecycle -----------------------------------------------------------------------------------------
 
@@ -79,14 +78,17 @@ class KubeAPI:
     def start(cls, workdir: Path | None = None, *, namespace: str = "default") -> Self:
         """Start serving on 127.0.0.1 on a free port; the result is also a context manager that stops it."""
         api = cls(workdir, namespace=namespace)
+        api._cert = tls.self_signed(api.workdir / "tls", api.host)
         api._thread = threading.Thread(target=api._run, name="kubeapi-emulator", daemon=True)
         api._thread.start()
         if not api._ready.wait(timeout=10) or api._error is not None:
             api.stop()
             raise RuntimeError("the Kubernetes API emulator did not start") from api._error
-        api._write_kubeconfig()
+        api._write_kubeconfig(FAKE_TOKEN, api.kubeconfig)
         for ns in dict.fromkeys(("default", namespace)):
             api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+        for obj in rbac.BOOTSTRAP_POLICY:
+            api.create(obj)
         return api
 
     def stop(self) -> None:
@@ -118,7 +120,9 @@ class KubeAPI:
 
     async def _serve(self) -> None:
         self._stopping = asyncio.Event()
-        async with self.emulator, kmock.Server(self.emulator, host=self.host) as server:
+        assert self._cert is not None
+        server_cls = tls.server_class(*self._cert)
+        async with self.emulator, kmock.Server(self.emulator, host=self.host, server_cls=server_cls) as server:
             self.port = server.port
             self.emulator.host = f"{self.host}:{self.port}"
             self._ready.set()
@@ -127,17 +131,19 @@ class KubeAPI:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"https://{self.host}:{self.port}"
 
-    def _write_kubeconfig(self) -> None:
+    def _write_kubeconfig(self, token: str, path: Path) -> None:
         # JSON is YAML: both kubectl and kubernetes.config.load_kube_config read this file.
+        assert self._cert is not None
+        ca = base64.b64encode(self._cert[0].read_bytes()).decode()
         config = {
             "apiVersion": "v1",
             "kind": "Config",
             "current-context": "kubeapi",
             "preferences": {},
-            "clusters": [{"name": "kubeapi", "cluster": {"server": self.url}}],
-            "users": [{"name": "kubeapi", "user": {"token": FAKE_TOKEN}}],
+            "clusters": [{"name": "kubeapi", "cluster": {"server": self.url, "certificate-authority-data": ca}}],
+            "users": [{"name": "kubeapi", "user": {"token": token}}],
             "contexts": [
                 {
                     "name": "kubeapi",
@@ -146,7 +152,7 @@ class KubeAPI:
             ],
         }
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.kubeconfig.write_text(json.dumps(config, indent=2))
+        path.write_text(json.dumps(config, indent=2))
 
     def call(self, fn: Callable[[KubeEmulator], T]) -> T:
         """Run `fn(emulator)` on the loop thread (or inline when already there) and return its result."""
@@ -179,11 +185,11 @@ class KubeAPI:
         """Create an object as given, `status` included (no HTTP request; no request-log entry)."""
         rt = resources.by_kind(obj["apiVersion"], obj["kind"])
         ns = self._ns(rt, namespace or obj.get("metadata", {}).get("namespace"))
-        return self.call(lambda em: em.create_object(rt, ns, obj, keep_status=True))
+        return self.call(lambda em: em.store.create(rt, ns, obj, keep_status=True))
 
     def get(self, resource: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
         rt = resource_type(resource)
-        return self.call(lambda em: em.find_object(rt, self._ns(rt, namespace), name))
+        return self.call(lambda em: em.store.find(rt, self._ns(rt, namespace), name))
 
     def list(
         self,
@@ -193,7 +199,7 @@ class KubeAPI:
     ) -> list[dict[str, Any]]:
         rt = resource_type(resource)
         items: list[dict[str, Any]] = self.call(
-            lambda em: em.list_objects(rt, self._ns(rt, namespace), label_selector)["items"]
+            lambda em: em.store.list(rt, self._ns(rt, namespace), label_selector)["items"]
         )
         return items
 
@@ -209,7 +215,7 @@ class KubeAPI:
         ns = self._ns(rt, namespace)
 
         return self.call(
-            lambda em: em.update_object(
+            lambda em: em.store.update(
                 rt,
                 ns,
                 name,
@@ -222,7 +228,7 @@ class KubeAPI:
 
     def delete(self, resource: str, name: str, namespace: str | None = None) -> None:
         rt = resource_type(resource)
-        self.call(lambda em: em.delete_object(rt, self._ns(rt, namespace), name))
+        self.call(lambda em: em.store.delete(rt, self._ns(rt, namespace), name))
 
     def create_deployment(
         self,
@@ -283,6 +289,17 @@ class KubeAPI:
         use this object's store helpers, e.g. `api.patch(...)` to make a concurrent write win a race."""
         return self.emulator.add_hook(Hook(method and method.upper(), re.compile(path), callback, times))
 
+    def slow(self, method: str | None, path: str, seconds: float, *, times: int = 1) -> Delay:
+        """Answer the next `times` matching requests `seconds` late (without holding up other requests). The
+        request is applied after the delay, whether or not its client waited for the answer: a client that
+        timed out and retries meets its own earlier write."""
+        return self.emulator.add_delay(Delay(method and method.upper(), re.compile(path), seconds, times))
+
+    def hang(self, method: str | None, path: str, *, times: int = 1) -> Delay:
+        """Never answer the next `times` matching requests: each waits until its client closes the connection
+        (a read time-out) or the server stops, and is never applied. Other requests are served meanwhile."""
+        return self.emulator.add_delay(Delay(method and method.upper(), re.compile(path), None, times))
+
     def requests(self, method: str | None = None, path: str | None = None) -> list[RecordedRequest]:
         """Requests served so far (oldest first), optionally filtered by method and path regex (searched)."""
         return [
@@ -296,65 +313,41 @@ class KubeAPI:
 
     # --- clients -------------------------------------------------------------------------------------------
 
-    def api_client(self) -> kubernetes.client.ApiClient:
-        """An official-client `ApiClient` configured from the kubeconfig, leaving the global default alone."""
+    def service_account_token(self, name: str, namespace: str | None = None) -> str:
+        """A bearer token for the ServiceAccount `name` (user `system:serviceaccount:<ns>:<name>`), whose
+        requests RBAC authorizes against the Roles and bindings in the store. Like a real bound token it is
+        accepted only while the ServiceAccount exists (else 401)."""
+        return self.emulator.auth.add(service_account_user(name, namespace or self.namespace))
+
+    def kubeconfig_for(self, token: str) -> Path:
+        """A kubeconfig like `kubeconfig` (same server and namespace) that sends `token`."""
+        path = self.workdir / f"kubeconfig-{hashlib.sha256(token.encode()).hexdigest()[:12]}"
+        self._write_kubeconfig(token, path)
+        return path
+
+    def api_client(self, token: str | None = None) -> kubernetes.client.ApiClient:
+        """An official-client `ApiClient` configured from the kubeconfig (of `token`, else the admin's),
+        leaving the global default alone."""
         import kubernetes.client  # only tests that use the official client need it
         import kubernetes.config
 
         configuration = kubernetes.client.Configuration()
         kubernetes.config.load_kube_config(
-            config_file=str(self.kubeconfig),
+            config_file=str(self.kubeconfig if token is None else self.kubeconfig_for(token)),
             client_configuration=configuration,
         )
         return kubernetes.client.ApiClient(configuration)
 
-    def tool_env(self) -> dict[str, str]:
-        """Environment for kubectl/helm: a private HOME and caches under the workdir, our kubeconfig."""
-        home = self.workdir / "home"
-        home.mkdir(parents=True, exist_ok=True)
-        return {
-            **os.environ,
-            "HOME": str(home),
-            "KUBECONFIG": str(self.kubeconfig),
-            "HELM_CACHE_HOME": str(home / ".cache" / "helm"),
-            "HELM_CONFIG_HOME": str(home / ".config" / "helm"),
-            "HELM_DATA_HOME": str(home / ".local" / "share" / "helm"),
-        }
 
-    def kubectl(
-        self, *args: str, check: bool = False, input: str | None = None, timeout: float = 30
-    ) -> subprocess.CompletedProcess[str]:
-        """Run the pinned kubectl against this server; `check=True` raises on a non-zero exit."""
-        if not KUBECTL.exists():
-            raise FileNotFoundError(f"{KUBECTL} is missing: run scripts/k8s-tools")
-        cmd = [
-            str(KUBECTL),
-            f"--kubeconfig={self.kubeconfig}",
-            f"--cache-dir={self.workdir / 'kubectl-cache'}",
-            *args,
-        ]
-        return subprocess.run(
-            cmd,
-            capture_output=True,
-            text=True,
-            input=input,
-            timeout=timeout,
-            env=self.tool_env(),
-            check=check,
-        )
-
-    def helm(self, *args: str, check: bool = False, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        if not HELM.exists():
-            raise FileNotFoundError(f"{HELM} is missing: run scripts/k8s-tools")
-        cmd = [str(HELM), f"--kubeconfig={self.kubeconfig}", *args]
-        return subprocess.run(
-            cmd,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=self.tool_env(),
-            check=check,
-        )
-
-
-__all__ = ["HELM", "KUBECTL", "ApiError", "Fault", "Hook", "KubeAPI", "RecordedRequest", "resource_type"]
+__all__ = [
+    "FAKE_TOKEN",
+    "HELM",
+    "KUBECTL",
+    "ApiError",
+    "Delay",
+    "Fault",
+    "Hook",
+    "KubeAPI",
+    "RecordedRequest",
+    "resource_type",
+]
