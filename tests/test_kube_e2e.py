@@ -19,6 +19,7 @@ from producer import Producer, Task
 from producer.commands.autoscale import build
 from producer.scaling.autoscaler import Autoscaler
 from producer.scaling.kube import BUSY_COST, DELETION_COST, IDLE_COST, KubeClient
+from producer.scaling.report import LoopState, Report
 from task_processor.observe import list_workers
 from task_processor.settings import Settings
 from tests.conftest import Proc, running, wait_for
@@ -72,9 +73,15 @@ def burst_then_idle(api: KubeAPI, kubelet: Kubelet, producer: Producer, conn: re
     assert sorted(ran, key=int) == [str(i) for i in range(count)]  # none lost, none twice
     fetched = Job.fetch_many([job.id for job in jobs], connection=conn, serializer="json")
     assert [job.get_status() if job else None for job in fetched] == [JobStatus.FINISHED] * count
-    deployment = api.get("deployments", DEPLOYMENT)
-    assert deployment is not None
-    assert deployment["status"]["replicas"] == 0
+    # What `task-producer status` shows: the autoscaler, active, asks for and sees zero replicas.
+    wait_for(
+        lambda: (
+            (report := Report.read(conn, DEPLOYMENT))
+            and (report.state, report.desired, report.current) == (LoopState.ACTIVE, 0, 0)
+        ),
+        timeout=15,
+        what="the autoscaler to publish 0 of 0 replicas",
+    )
 
 
 def test_a_burst_scales_pods_up_to_the_max_and_back_to_zero(
@@ -114,16 +121,17 @@ def test_scale_in_removes_idle_pods_and_spares_the_busy_one(
     # The ReplicaSet picks which Pods go by their deletion cost: the idle ones had to be cheaper before the scale.
     patches = kube_api.requests("PATCH")
     first_scale = next(i for i, r in enumerate(patches) if r.path.endswith(f"/deployments/{DEPLOYMENT}/scale"))
-    assert patches[first_scale].body == {"spec": {"replicas": 1}}
+    assert patches[first_scale].body["spec"] == {"replicas": 1}
     costs: dict[str, str] = {
         r.path.rsplit("/", 1)[-1]: r.body["metadata"]["annotations"][DELETION_COST]
         for r in patches[:first_scale]
         if "/pods/" in r.path
     }
-    assert costs.pop(busy_pod) == BUSY_COST
+    busy_cost = costs.pop(busy_pod)
+    assert busy_cost == BUSY_COST
     assert len(costs) == 2
     assert set(costs.values()) == {IDLE_COST}
-    assert int(IDLE_COST) < int(BUSY_COST)
+    assert all(int(cost) < int(busy_cost) for cost in costs.values()), costs  # lower cost: deleted first
 
 
 def test_the_autoscale_command_drives_the_deployment(
