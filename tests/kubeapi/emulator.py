@@ -23,8 +23,9 @@ import kmock
 from kmock._internal import parsing as kmock_parsing
 
 from tests.kubeapi import rbac, requestinfo, routing, watch
-from tests.kubeapi.auth import Authenticator
-from tests.kubeapi.rules import Delay, Fault, Hook, RecordedRequest, Rules
+from tests.kubeapi.auth import Authenticator, User
+from tests.kubeapi.requestinfo import RequestInfo
+from tests.kubeapi.rules import Delay, Fault, Hook, RecordedRequest, Rules, Taken
 from tests.kubeapi.status import ApiError
 from tests.kubeapi.store import ObjectStore
 
@@ -123,30 +124,44 @@ class KubeEmulator(kmock.KubernetesEmulator):
         except ApiError as exc:
             return exc.response()
         taken = self.rules.take(method, path)
-        if taken.delay is not None and not await self._wait(taken.delay, raw_request):
+        if taken.delay is None:
+            return await self._serve(request, user, info, taken)
+        if taken.delay.seconds is None:
+            await self._hang(raw_request)
             return ApiError(503, f"the server gave up on a hung {method} {path}").response()
+        # A slow request is served after its delay even when its client stops waiting meanwhile (aiohttp
+        # cancels the handler on a disconnect): the write lands, as on a slow real server.
+        return await asyncio.shield(self._late(taken.delay.seconds, request, user, info, taken))
+
+    async def _late(
+        self, seconds: float, request: kmock.Request, user: User, info: RequestInfo, taken: Taken
+    ) -> aiohttp.web.StreamResponse:
+        await asyncio.sleep(seconds)
+        return await self._serve(request, user, info, taken)
+
+    async def _hang(self, raw_request: aiohttp.web.BaseRequest) -> None:
+        """Wait until the client closes the connection or the server stops; the request is never served."""
+        while not self._closing and raw_request.transport is not None and not raw_request.transport.is_closing():
+            await asyncio.sleep(_POLL)
+
+    async def _serve(
+        self, request: kmock.Request, user: User, info: RequestInfo, taken: Taken
+    ) -> aiohttp.web.StreamResponse:
+        """The test's fault or hooks, then authorization, then discovery, the store or kmock."""
+        path = info.path
         if taken.fault is not None:  # answered before anything is applied, like a real rejection
             fault = taken.fault
-            message = fault.message or f"injected {fault.status} for {method} {path}"
+            message = fault.message or f"injected {fault.status} for {request.method.value} {path}"
             return ApiError(fault.status, message, retry_after=fault.retry_after).response()
         for hook in taken.hooks:
             hook.callback()
         try:
             rbac.authorize(user, info, self.store)
-            if method == "GET" and (doc := routing.discovery(path, self.host)) is not None:
+            if request.method.value == "GET" and (doc := routing.discovery(path, self.host)) is not None:
                 return aiohttp.web.json_response(doc)
             if not info.is_resource:
                 return await super(kmock.KubernetesEmulator, self)._handle(request)  # kmock: DSL or 404
-            return await routing.serve(self.store, raw_request, info, request.data)
+            assert request._raw_request is not None
+            return await routing.serve(self.store, request._raw_request, info, request.data)
         except ApiError as exc:
             return exc.response()
-
-    async def _wait(self, delay: Delay, raw_request: aiohttp.web.BaseRequest) -> bool:
-        """Sleep out a slow request (True: serve it now); a hung one waits until its client closes the
-        connection or the server stops (False: it is never served)."""
-        if delay.seconds is not None:
-            await asyncio.sleep(delay.seconds)
-            return True
-        while not self._closing and raw_request.transport is not None and not raw_request.transport.is_closing():
-            await asyncio.sleep(_POLL)
-        return False

@@ -9,7 +9,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-SERVER_VERSION = {"major": "1", "minor": "37", "gitVersion": "v1.37.1", "platform": "linux/amd64"}
+SERVER_VERSION = {
+    "major": "1",
+    "minor": "37",
+    "emulationMajor": "1",
+    "emulationMinor": "37",
+    "minCompatibilityMajor": "1",
+    "minCompatibilityMinor": "36",
+    "gitVersion": "v1.37.1",
+    "gitCommit": "f78e7222d4c0e4b1a5a2c3e8a0c2c1d8f6a1b2c3",
+    "gitTreeState": "clean",
+    "buildDate": "2026-11-12T00:00:00Z",
+    "goVersion": "go1.25.4",
+    "compiler": "gc",
+    "platform": "linux/amd64",
+}
 """What `/version` answers: the same minor as the pinned kubectl, so kubectl prints no skew warning."""
 
 _VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]

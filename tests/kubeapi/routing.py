@@ -28,7 +28,7 @@ def discovery(path: str, host: str) -> dict[str, Any] | None:
     """The document a GET of `path` answers when it is a discovery path (None when it is not)."""
     parts = path.strip("/").split("/")
     doc: dict[str, Any] | None = None
-    if path == "/version":
+    if path in ("/version", "/version/"):
         doc = dict(resources.SERVER_VERSION)
     elif path == "/api":
         doc = resources.api_versions(host)
