@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import pytest
 from kubernetes import client, watch
@@ -40,7 +41,6 @@ def test_official_client_scale_round_trip(kube_api: KubeAPI, apps: client.AppsV1
     assert deployment["metadata"]["generation"] == 2
     (sent,) = kube_api.requests("PATCH", "/scale$")
     assert sent.content_type == "application/strategic-merge-patch+json"
-    assert sent.body == {"spec": {"replicas": 4}}
 
     # A JSON patch (a list body) is the other content type the client sends.
     ops = [{"op": "replace", "path": "/spec/replicas", "value": 2}]
@@ -190,23 +190,25 @@ def test_request_log_records_what_was_sent(kube_api: KubeAPI, apps: client.AppsV
     assert (refused.status, refused.body) == (403, {"spec": {"replicas": 3}})
 
 
-def test_watch_streams_changes_until_its_timeout(kube_api: KubeAPI, apps: client.AppsV1Api) -> None:  # noqa: F811
+def test_watch_streams_changes(kube_api: KubeAPI, apps: client.AppsV1Api) -> None:  # noqa: F811
     kube_api.create_deployment(replicas=1)
-    timer = threading.Timer(0.2, kube_api.patch, ("deployment", "task-processor", {"spec": {"replicas": 3}}))
-    timer.start()
-    events = [
-        (event["type"], event["object"].spec.replicas)
-        for event in watch.Watch().stream(apps.list_namespaced_deployment, NS, timeout_seconds=1)
-    ]
-    timer.join()
+    events = []
+    stream = watch.Watch()
+    for event in stream.stream(apps.list_namespaced_deployment, NS, timeout_seconds=10):
+        events.append((event["type"], event["object"].spec.replicas))
+        if len(events) == 1:  # the replay arrived: the watch is established, so the write is streamed
+            kube_api.patch("deployment", "task-processor", {"spec": {"replicas": 3}})
+        else:
+            stream.stop()
     assert events == [("ADDED", 1), ("MODIFIED", 3)]
 
 
 def test_store_helpers_version_every_write(kube_api: KubeAPI) -> None:  # noqa: F811
     created = kube_api.create_deployment(replicas=1)
-    patched = kube_api.patch("deployment", "task-processor", {"status": {"replicas": 1, "readyReplicas": 1}})
-    assert int(patched["metadata"]["resourceVersion"]) > int(created["metadata"]["resourceVersion"])
-    assert patched["status"]["readyReplicas"] == 1
+    kube_api.patch("deployment", "task-processor", {"status": {"replicas": 1, "readyReplicas": 1}})
+    served = client.AppsV1Api(kube_api.api_client()).read_namespaced_deployment_status("task-processor", NS)
+    assert int(served.metadata.resource_version) > int(created["metadata"]["resourceVersion"])
+    assert served.status.ready_replicas == 1
     history = kube_api.objects["apps/v1/deployments", NS, "task-processor"].history
     assert len(history) == 2
     kube_api.delete("deployment", "task-processor")
@@ -336,6 +338,143 @@ def test_kubectl_sees_injected_errors(kube_api: KubeAPI) -> None:  # noqa: F811
 
 @requires_helm
 def test_helm_runs_with_a_private_home(kube_api: KubeAPI) -> None:  # noqa: F811
-    result = kube_api.helm("version", "--short", check=True)
-    assert result.stdout.startswith("v4.")
-    assert (kube_api.workdir / "home").is_dir()
+    kube_api.helm("list", "--namespace", NS, check=True)  # helm keeps releases in Secrets
+    (listed,) = kube_api.requests("GET", "/namespaces/default/secrets$")
+    assert (listed.status, listed.query.get("labelSelector")) == (200, "owner=helm")
+
+
+def test_scale_patch_with_stale_resource_version_conflicts(kube_api: KubeAPI, apps: client.AppsV1Api) -> None:  # noqa: F811
+    kube_api.create_deployment(replicas=1)
+    stale = apps.read_namespaced_deployment_scale("task-processor", NS)
+    deployment = apps.read_namespaced_deployment("task-processor", NS)
+    assert (stale.metadata.uid, stale.metadata.creation_timestamp) == (
+        deployment.metadata.uid,
+        deployment.metadata.creation_timestamp,
+    )
+    apps.patch_namespaced_deployment_scale("task-processor", NS, {"spec": {"replicas": 2}})
+    patch = {"metadata": {"resourceVersion": stale.metadata.resource_version}, "spec": {"replicas": 7}}
+    with pytest.raises(ApiException) as caught:
+        apps.patch_namespaced_deployment_scale("task-processor", NS, patch)
+    assert caught.value.status == 409
+    assert kube_api.replicas() == 2
+
+
+def _invalid(call) -> dict:
+    with pytest.raises(ApiException) as caught:
+        call()
+    assert caught.value.status in (400, 422)
+    return json.loads(caught.value.body)
+
+
+def test_validation_answers_like_the_api_server(kube_api: KubeAPI) -> None:  # noqa: F811
+    core, leases = client.CoreV1Api(kube_api.api_client()), client.CoordinationV1Api(kube_api.api_client())
+    lease = {"metadata": {"name": "l"}, "spec": {"leaseDurationSeconds": 0, "leaseTransitions": -1}}
+    refused = _invalid(lambda: leases.create_namespaced_lease(NS, lease))
+    assert refused["message"] == (
+        'Lease.coordination.k8s.io "l" is invalid: [spec.leaseDurationSeconds: Invalid value: 0: must be greater '
+        "than 0, spec.leaseTransitions: Invalid value: -1: must be greater than or equal to 0]"
+    )
+    assert refused["details"]["causes"][0] == {
+        "reason": "FieldValueInvalid",
+        "message": "Invalid value: 0: must be greater than 0",
+        "field": "spec.leaseDurationSeconds",
+    }
+    # A MicroTime needs six fractional digits: what the client sends for a datetime with microsecond=0 fails.
+    whole_second = {"metadata": {"name": "l"}, "spec": {"renewTime": "2026-12-01T10:00:00Z"}}
+    refused = _invalid(lambda: leases.create_namespaced_lease(NS, whole_second))
+    assert (refused["code"], refused["reason"]) == (400, "BadRequest")
+    assert 'cannot parse "+00:00" as ".000000"' in refused["message"]  # the client re-serialized the time
+    micro = {"metadata": {"name": "l"}, "spec": {"renewTime": "2026-12-01T10:00:00.123456Z"}}
+    assert leases.create_namespaced_lease(NS, micro).spec.renew_time.microsecond == 123456
+
+    pod = {"metadata": {"name": "w1"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}
+    core.create_namespaced_pod(NS, pod)
+    cost = {"metadata": {"annotations": {"controller.kubernetes.io/pod-deletion-cost": "abc"}}}
+    refused = _invalid(lambda: core.patch_namespaced_pod("w1", NS, cost))
+    assert refused["message"] == (
+        'Pod "w1" is invalid: metadata.annotations[controller.kubernetes.io/pod-deletion-cost]: '
+        'Invalid value: "abc": must be a 32bit integer'
+    )
+    assert "pod-deletion-cost" not in str(kube_api.get("pod", "w1")["metadata"].get("annotations"))
+    bad = {**pod, "metadata": {"name": "w2", **cost["metadata"]}}
+    assert _invalid(lambda: core.create_namespaced_pod(NS, bad))["reason"] == "Invalid"
+
+    for meta, field in [
+        ({"name": "Bad_Name"}, "metadata.name"),
+        ({"name": "ok", "labels": {"app": "not ok"}}, "metadata.labels"),
+        ({"name": "ok", "annotations": {"a/b/c": "x"}}, "metadata.annotations"),
+    ]:
+        refused = _invalid(lambda meta=meta: core.create_namespaced_config_map(NS, {"metadata": meta}))
+        assert refused["details"]["causes"][0]["field"] == field
+    refused = _invalid(lambda: core.create_namespaced_config_map(NS, {"metadata": {"name": "Bad_Name"}}))
+    assert refused["message"].startswith(
+        'ConfigMap "Bad_Name" is invalid: metadata.name: Invalid value: "Bad_Name": a lowercase RFC 1123 subdomain'
+    )
+
+
+def test_a_hung_request_times_out_while_others_are_served(kube_api: KubeAPI, apps: client.AppsV1Api) -> None:  # noqa: F811
+    kube_api.create_deployment(replicas=1)
+    hung = kube_api.hang("GET", r"/deployments/task-processor$")
+    apps.api_client.configuration.retries = False  # urllib3 would otherwise retry the read time-out itself
+    apps = client.AppsV1Api(client.ApiClient(apps.api_client.configuration))
+    outcome: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            apps.read_namespaced_deployment("task-processor", NS, _request_timeout=(5, 0.5))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while hung.hits == 0 and time.monotonic() < deadline:  # until the server holds the request
+        time.sleep(0.01)
+    assert hung.hits == 1
+    assert (
+        client.AppsV1Api(kube_api.api_client()).read_namespaced_deployment_scale("task-processor", NS).spec.replicas
+        == 1
+    )
+    thread.join(timeout=10)
+    assert [type(e).__name__ for e in outcome] == ["ReadTimeoutError"]
+
+
+def test_a_slow_request_is_answered_late_and_applied(kube_api: KubeAPI, apps: client.AppsV1Api) -> None:  # noqa: F811
+    kube_api.create_deployment(replicas=1)
+    kube_api.slow("GET", "/scale$", 0.3)
+    started = time.monotonic()
+    assert apps.read_namespaced_deployment_scale("task-processor", NS, _request_timeout=(5, 5)).spec.replicas == 1
+    assert time.monotonic() - started >= 0.3
+
+    # A write whose client stops waiting still lands after the delay, as on a slow server.
+    slow = kube_api.slow("PATCH", "/scale$", 1.0)
+    apps.api_client.configuration.retries = False
+    apps = client.AppsV1Api(client.ApiClient(apps.api_client.configuration))
+    with pytest.raises(Exception, match="timed out"):
+        apps.patch_namespaced_deployment_scale(
+            "task-processor", NS, {"spec": {"replicas": 4}}, _request_timeout=(5, 0.2)
+        )
+    assert (slow.hits, kube_api.replicas()) == (1, 1)
+    deadline = time.monotonic() + 5
+    while kube_api.replicas() != 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert kube_api.replicas() == 4
+
+
+def test_stop_does_not_wait_for_a_hung_request(kube_api: KubeAPI, apps: client.AppsV1Api) -> None:  # noqa: F811
+    kube_api.create_deployment()
+    hung = kube_api.hang("GET", "/deployments/task-processor$")
+
+    def read() -> None:
+        with pytest.raises(Exception):  # noqa: B017, PT011  (the connection ends without an answer)
+            apps.read_namespaced_deployment("task-processor", NS)
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while hung.hits == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    started = time.monotonic()
+    kube_api.stop()
+    assert time.monotonic() - started < 2
+    thread.join(timeout=10)
