@@ -7,6 +7,7 @@ hands the rest of the producer plain dataclasses, so nothing else depends on the
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import random
 import time
@@ -119,6 +120,8 @@ class Lease:
     renewed_at: datetime.datetime | None
     transitions: int
     resource_version: str | None = None
+    acquired_at: datetime.datetime | None = None
+    """When the holder acquired the Lease: set on creation and takeover, carried unchanged on renewals."""
 
 
 def _error(exc: ApiException, verb: str, what: str) -> KubeError:
@@ -310,6 +313,7 @@ class KubeClient:
             renewed_at=spec.renew_time if spec else None,
             transitions=int(spec.lease_transitions or 0) if spec else 0,
             resource_version=_meta(lease).resource_version,
+            acquired_at=spec.acquire_time if spec else None,
         )
 
     def write_lease(self, lease: Lease) -> Lease:
@@ -321,7 +325,7 @@ class KubeClient:
                 holder_identity=lease.holder,
                 lease_duration_seconds=lease.duration,
                 renew_time=lease.renewed_at or now,
-                acquire_time=now if lease.resource_version is None else None,
+                acquire_time=lease.acquired_at,
                 lease_transitions=lease.transitions,
             ),
         )
@@ -342,14 +346,7 @@ class KubeClient:
                     lease.name, self.namespace, body, _request_timeout=REQUEST_TIMEOUT
                 ),
             )
-        return Lease(
-            lease.name,
-            lease.holder,
-            lease.duration,
-            lease.renewed_at,
-            lease.transitions,
-            _meta(written).resource_version,
-        )
+        return dataclasses.replace(lease, resource_version=_meta(written).resource_version)
 
 
 class KubeDeployment:

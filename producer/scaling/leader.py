@@ -9,6 +9,7 @@ its Lease can expire for the others.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import time
 from collections.abc import Callable
@@ -77,7 +78,7 @@ class LeaderElector:
         lease = self.kube.get_lease(self.lease_name)
         now = datetime.datetime.now(datetime.UTC)
         if lease is None:
-            candidate = Lease(self.lease_name, self.identity, self.duration, now, 0)
+            candidate = Lease(self.lease_name, self.identity, self.duration, now, 0, acquired_at=now)
         else:
             record = (lease.holder, lease.renewed_at, lease.resource_version)
             if record != self._observed:
@@ -86,8 +87,11 @@ class LeaderElector:
             expired = not lease.holder or self.clock() - self._observed_at > lease.duration
             if not mine and not expired:
                 return False
-            transitions = lease.transitions if mine else lease.transitions + 1
-            candidate = Lease(self.lease_name, self.identity, self.duration, now, transitions, lease.resource_version)
+            # As client-go: a renewal keeps acquireTime and leaseTransitions; a change of holder sets both anew.
+            transitions, acquired = (lease.transitions, lease.acquired_at) if mine else (lease.transitions + 1, now)
+            candidate = Lease(
+                self.lease_name, self.identity, self.duration, now, transitions, lease.resource_version, acquired
+            )
         try:
             written = self.kube.write_lease(candidate)
         except ConflictError:
@@ -105,9 +109,7 @@ class LeaderElector:
         try:
             lease = self.kube.get_lease(self.lease_name)
             if lease is not None and lease.holder == self.identity:
-                self.kube.write_lease(
-                    Lease(self.lease_name, None, 1, lease.renewed_at, lease.transitions, lease.resource_version)
-                )
+                self.kube.write_lease(dataclasses.replace(lease, holder=None, duration=1))
                 log.info("released the leader Lease", lease=self.lease_name, identity=self.identity)
         except KubeError as exc:
             log.warning("could not release the leader Lease; it expires on its own", error=str(exc))
