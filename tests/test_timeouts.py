@@ -1,0 +1,46 @@
+"""Job timeouts in a single-slot worker (no --concurrency): RQ's SIGALRM stops the task, even in a blocking call."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import redis
+from rq.job import Job
+from rq.registry import FailedJobRegistry
+
+from producer import Producer
+from tests.conftest import Proc, wait_for
+
+TIMEOUT = 2
+"""The job's timeout, in seconds."""
+
+BLOCKED_FOR = 90
+"""How long the task would block in one call (time.sleep) if nothing stopped it: longer than any deadline here."""
+
+
+@pytest.mark.timeout(100)
+def test_a_task_over_its_timeout_is_stopped_failed_and_the_worker_takes_the_next(
+    producer: Producer, conn: redis.Redis, spawn: Callable[..., Proc]
+) -> None:
+    stuck = producer.enqueue("worker.examples.sleep", BLOCKED_FOR, timeout=TIMEOUT)
+    after = producer.enqueue("worker.examples.add", 1, 2)
+    worker = spawn("task-worker")
+    # Failed long before its blocking call would have returned: the alarm interrupted it.
+    wait_for(
+        lambda: stuck.id in FailedJobRegistry("default", connection=conn).get_job_ids(),
+        timeout=BLOCKED_FOR - 30,
+        what="the stuck job to be stopped and failed",
+    )
+    assert producer.wait([after], timeout=30) == [3]
+    failure = Job.fetch(stuck.id, connection=conn, serializer="json").latest_result()
+    assert failure is not None
+    assert f"JobTimeoutException: Task exceeded maximum timeout value ({TIMEOUT} seconds)" in failure.exc_string
+    assert worker.popen.poll() is None, worker.output()[-3000:]
+    outcomes = [(line["job_id"], line["outcome"]) for line in worker.json_lines() if line.get("event") == "job"]
+    assert outcomes == [(stuck.id, "failed"), (after.id, "finished")]
+    stopped_after = next(
+        line["duration_ms"] for line in worker.json_lines() if line.get("event") == "job" and line["job_id"] == stuck.id
+    )
+    print(f"stopped after {stopped_after / 1000:.1f}s (timeout {TIMEOUT}s, blocking call of {BLOCKED_FOR}s)")
+    assert stopped_after < (BLOCKED_FOR - 30) * 1000
