@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import datetime
+import random
 from typing import Any
+
+import pytest
 
 from producer.scaling.kube import KubeClient
 from producer.scaling.leader import LeaderElector
@@ -66,3 +70,60 @@ def test_renewals_keep_acquire_time_and_a_takeover_sets_it(kube_api: KubeAPI) ->
     renewed = lease_spec(kube_api)
     assert (renewed["acquireTime"], renewed["leaseTransitions"]) == (taken["acquireTime"], 1)
     assert renewed["resourceVersion"] != taken["resourceVersion"]
+
+
+@pytest.mark.parametrize("skew", [datetime.timedelta(hours=5), -datetime.timedelta(hours=5), None])
+def test_a_lease_still_renewed_is_never_taken_whatever_its_renew_time(
+    kube_api: KubeAPI,  # noqa: F811
+    skew: datetime.timedelta | None,
+) -> None:
+    """The holder's wall clock is hours ahead, hours behind, or stuck: only whether the record changes counts."""
+    clock = FakeClock()
+    renew_time = datetime.datetime.now(datetime.UTC) + (skew or datetime.timedelta())
+    kube_api.create(
+        {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": LEASE},
+            "spec": {"holderIdentity": "skewed", "leaseDurationSeconds": 15, "renewTime": micro_time(renew_time)},
+        }
+    )
+    follower = elector(kube_api, "follower", clock)
+    for renewal in range(60):  # two minutes of renewals every 2 s
+        if skew is not None:
+            renew_time += datetime.timedelta(seconds=2)
+        kube_api.patch(
+            "leases",
+            LEASE,
+            {"metadata": {"annotations": {"renewal": str(renewal)}}, "spec": {"renewTime": micro_time(renew_time)}},
+        )
+        clock.advance(follower.retry_period)
+        assert not follower.tick()
+    stopped = clock.now  # the holder stops renewing: the follower takes over after a lease duration, not before
+    while not follower.tick():
+        clock.advance(0.5)
+        assert clock.now < stopped + 15 + follower.retry_period + 1
+    assert clock.now >= stopped + 15
+    assert lease_spec(kube_api)["holderIdentity"] == "follower"
+
+
+def test_two_electors_stepping_alternately_never_both_lead(kube_api: KubeAPI) -> None:  # noqa: F811
+    clock, rng = FakeClock(), random.Random(7)
+    electors = [elector(kube_api, "first", clock), elector(kube_api, "second", clock)]
+    led = set()
+    stalled = {0: 0.0, 1: 0.0}  # an elector that stalls (a GC pause, a partition) does not tick until then
+    for _ in range(400):
+        clock.advance(rng.choice([0.1, 0.5, 1.0, 2.0, 3.0]))
+        for index in rng.sample([0, 1], 2):
+            if rng.random() < 0.02:
+                stalled[index] = clock.now + rng.uniform(5, 25)
+            if clock.now >= stalled[index]:
+                electors[index].tick()
+            leading = [e.identity for e in electors if e.leading]
+            assert len(leading) <= 1, f"both lead at {clock.now}"
+            led.update(leading)
+    assert led == {"first", "second"}  # leadership did move between them
+
+
+def micro_time(at: datetime.datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
