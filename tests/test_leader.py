@@ -127,3 +127,28 @@ def test_two_electors_stepping_alternately_never_both_lead(kube_api: KubeAPI) ->
 
 def micro_time(at: datetime.datetime) -> str:
     return at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def test_a_leader_that_cannot_renew_steps_down_before_its_lease_can_expire(kube_api: KubeAPI) -> None:  # noqa: F811
+    clock = FakeClock()
+    leader, follower = elector(kube_api, "leader", clock), elector(kube_api, "follower", clock)
+    assert leader.tick()
+    assert not follower.tick()
+    renewed_at = clock.now
+    fault = kube_api.fail("PUT", rf"/leases/{LEASE}$", 503, times=10_000)  # the leader's renewals fail from now on
+    stepped_down = None
+    while clock.now < renewed_at + 15:
+        clock.advance(0.5)
+        leading = leader.tick()
+        assert not follower.tick()  # the Lease has not expired for the follower yet
+        if not leading and stepped_down is None:
+            stepped_down = clock.now
+        assert not (leading and clock.now >= renewed_at + leader.renew_deadline)
+    assert stepped_down is not None
+    assert stepped_down <= renewed_at + leader.renew_deadline + leader.retry_period < renewed_at + 15
+    fault.times = 0  # the follower can write again (the old leader stays cut off: it no longer ticks)
+    while not follower.tick():
+        clock.advance(0.5)
+        assert clock.now < renewed_at + 15 + follower.retry_period + 1
+    assert not leader.leading
+    assert lease_spec(kube_api)["holderIdentity"] == "follower"
