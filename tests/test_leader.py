@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import datetime
 import random
+import signal
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from producer.scaling.kube import KubeClient
 from producer.scaling.leader import LeaderElector
+from tests.conftest import Proc, wait_for
 from tests.kubeapi.fixtures import kube_api  # noqa: F401
 from tests.kubeapi.server import KubeAPI
 
@@ -152,3 +156,36 @@ def test_a_leader_that_cannot_renew_steps_down_before_its_lease_can_expire(kube_
         assert clock.now < renewed_at + 15 + follower.retry_period + 1
     assert not leader.leading
     assert lease_spec(kube_api)["holderIdentity"] == "follower"
+
+
+@pytest.mark.timeout(90)
+def test_a_killed_leader_process_is_replaced_within_the_lease_duration(
+    kube_api: KubeAPI,  # noqa: F811
+    spawn: Callable[..., Proc],
+) -> None:
+    """Real ``task-producer autoscale`` processes with the default Lease (15 s, renewed every 2 s)."""
+    kube_api.create_deployment("task-processor", replicas=0)
+
+    def producer(name: str) -> Proc:
+        env = {"WORKER_NAMESPACE": "default", "POD_NAME": name}
+        return spawn("task-producer", "autoscale", "--kubeconfig", str(kube_api.kubeconfig), extra_env=env)
+
+    def holder() -> str:
+        lease = kube_api.get("leases", LEASE)
+        return str(lease["spec"].get("holderIdentity") or "") if lease else ""
+
+    first = producer("first")
+    wait_for(lambda: holder().startswith("first-"), timeout=20, what="the first to lead")
+    second = producer("second")
+    wait_for(lambda: "standing by" in second.output(), timeout=20, what="the second to stand by")
+    first.signal(signal.SIGKILL)  # no release: the Lease must expire
+    killed = time.time()
+    first.wait()
+    last_renewal = datetime.datetime.fromisoformat(lease_spec(kube_api)["renewTime"]).timestamp()
+    assert holder().startswith("first-")
+    wait_for(lambda: holder().startswith("second-"), timeout=15 + 2 + 5, what="the second to take over")
+    taken = lease_spec(kube_api)
+    acquired = datetime.datetime.fromisoformat(taken["acquireTime"]).timestamp()
+    assert acquired - last_renewal >= 15  # never before a whole lease duration without renewal
+    assert acquired - killed <= 15 + 2 + 1  # within the lease duration and a retry period (and a pass)
+    assert taken["leaseTransitions"] == 1
