@@ -97,10 +97,8 @@ def test_max_jobs_counts_the_whole_process(producer: Producer, conn: redis.Redis
     finished = FinishedJobRegistry("default", connection=conn).get_job_ids()
     queued = [raw.decode() for raw in conn.lrange("rq:queue:default", 0, -1)]
     assert 4 <= len(finished) <= 5, finished  # a slot finishes the job it holds
-    # Every job either finished or is still queued: none lost on the way out, none run twice. The oldest ran.
-    ids = [job.id for job in jobs]
-    assert sorted(finished + queued) == sorted(ids)
-    assert set(finished) == set(ids[: len(finished)])
+    # Every job either finished or is still queued: none lost on the way out, none run twice.
+    assert sorted(finished + queued) == sorted(job.id for job in jobs)
     statuses = [job.get_status(refresh=True) for job in jobs]
     assert statuses.count(JobStatus.FINISHED) == len(finished)
     assert statuses.count(JobStatus.QUEUED) == len(queued)

@@ -212,8 +212,9 @@ def test_decision_invariants(b: Bounds, steps: list[tuple[Observation, float]]) 
             seen.append((now, current))
         seen.append((now, wanted))
         # Scaling down never goes below a demand seen within the delay (nor below what ran before the first look).
-        recent = max(value for t, value in seen if t >= now - b.scale_down_delay)
-        assert decision.desired >= min(recent, current, b.maximum)
+        if b.scale_down_delay > 0:
+            recent = max(value for t, value in seen if t >= now - b.scale_down_delay)
+            assert decision.desired >= min(recent, current, b.maximum)
         assert decision.desired >= floor
         assert decision.desired >= b.minimum
         assert decision.desired <= max(b.maximum, floor)
