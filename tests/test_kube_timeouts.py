@@ -19,17 +19,25 @@ def short_read_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(kube, "REQUEST_TIMEOUT", (5.0, 0.3))
 
 
+def connect(api: KubeAPI) -> KubeClient:
+    """The client as `task-producer autoscale` configures it."""
+    return KubeClient.connect("default", str(api.kubeconfig))
+
+
 def test_a_get_that_hung_once_is_retried(kube_api: KubeAPI) -> None:  # noqa: F811
     kube_api.create_deployment(replicas=2)
     hung = kube_api.hang("GET", DEPLOYMENT)
-    assert KubeClient(kube_api.api_client(), "default").get_deployment("task-processor").replicas == 2
+    assert connect(kube_api).get_deployment("task-processor").replicas == 2
     assert hung.hits == 1
-    assert [r.status for r in kube_api.requests("GET", DEPLOYMENT)] == [200]
+    # The hung request is answered (503) once the server notices the client left: it may not be listed yet.
+    statuses = [r.status for r in kube_api.requests("GET", DEPLOYMENT)]
+    assert statuses.count(200) == 1, statuses
+    assert set(statuses) <= {200, 503}, statuses
 
 
 def test_a_get_that_always_hangs_names_the_object(kube_api: KubeAPI) -> None:  # noqa: F811
     kube_api.create_deployment()
     hung = kube_api.hang("GET", DEPLOYMENT, times=100)
     with pytest.raises(UnreachableError, match=r"deployments\.apps default/task-processor"):
-        KubeClient(kube_api.api_client(), "default").get_deployment("task-processor")
-    assert hung.hits >= kube.ATTEMPTS
+        connect(kube_api).get_deployment("task-processor")
+    assert hung.hits == kube.ATTEMPTS  # ours only: the HTTP library's own retries would multiply them

@@ -203,6 +203,7 @@ class KubeClient:
         """In-cluster configuration when running in a Pod, else the kubeconfig (KUBECONFIG or ~/.kube/config)."""
         configuration = client.Configuration()
         context_namespace = _configure(configuration, kubeconfig)
+        configuration.retries = False  # ``call`` retries; urllib3's own 3 would multiply each hung attempt by 4
         api_client = client.ApiClient(configuration)
         return cls(api_client, namespace or context_namespace or "default")
 
