@@ -42,10 +42,10 @@ CRD_KINDS = {"ServiceMonitor"}
 """Custom resources: kubernetes-validate has no schema for them;
 test_service_monitor_scrapes_the_workers_and_the_autoscalers checks the one the chart renders instead."""
 
-SERVED_KINDS = {"Deployment", "Service", "ServiceAccount", "Secret", "ConfigMap"}
+SERVED_KINDS = {"Deployment", "Service", "ServiceAccount", "Secret", "ConfigMap", "Role", "RoleBinding"}
 """What the API emulator (tests/kubeapi) serves among the manifest's kinds."""
 
-UNSERVED_KINDS = {"Role", "RoleBinding", "StatefulSet", "PodDisruptionBudget", "NetworkPolicy", "ServiceMonitor"}
+UNSERVED_KINDS = {"StatefulSet", "PodDisruptionBudget", "NetworkPolicy", "ServiceMonitor"}
 """Kinds the emulator does not serve: left out of the apply test. A new kind must be put in one of the two sets."""
 
 ALL_ON = (
@@ -784,9 +784,10 @@ def test_the_committed_manifest_is_a_fresh_render() -> None:
 
 @requires_kubectl
 def test_the_manifest_applies_and_reapplying_keeps_the_autoscaled_replicas(kube_api: KubeAPI) -> None:  # noqa: F811
-    """The emulator serves Deployments, Services, ServiceAccounts, Secrets and ConfigMaps: those objects of the
-    manifest are applied (here: both Deployments, the two Redis Services, the ServiceAccount, plus the Secret the
-    header asks for); Role, RoleBinding, StatefulSet and PodDisruptionBudget are not served and are left out."""
+    """The emulator serves Deployments, Services, ServiceAccounts, Secrets, ConfigMaps, Roles and RoleBindings:
+    those objects of the manifest are applied (here: both Deployments, the two Redis Services, the ServiceAccount,
+    its Role and RoleBinding, plus the Secret the header asks for); StatefulSet and PodDisruptionBudget are not
+    served and are left out."""
     docs = [d for d in yaml.safe_load_all(MANIFEST.read_text()) if d]
     kinds = {d["kind"] for d in docs}
     assert kinds <= SERVED_KINDS | UNSERVED_KINDS, f"new kinds {kinds - SERVED_KINDS - UNSERVED_KINDS}: sort them"
@@ -810,6 +811,8 @@ def test_the_manifest_applies_and_reapplying_keeps_the_autoscaled_replicas(kube_
     for resource, name in (
         ("deployments", "task-processor-producer"),
         ("serviceaccounts", "task-processor-producer"),
+        ("roles", "task-processor-producer"),
+        ("rolebindings", "task-processor-producer"),
         ("services", "task-processor-redis"),
     ):
         assert kube_api.get(resource, name) is not None, f"{resource}/{name} was not created"
