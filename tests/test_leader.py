@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from producer.scaling.kube import KubeClient
+from producer.scaling.kube import KubeClient, Lease
 from producer.scaling.leader import LeaderElector
 from tests.conftest import Proc, wait_for
 from tests.kubeapi.fixtures import kube_api  # noqa: F401
@@ -189,3 +189,14 @@ def test_a_killed_leader_process_is_replaced_within_the_lease_duration(
     assert acquired - last_renewal >= 15  # never before a whole lease duration without renewal
     assert acquired - killed <= 15 + 2 + 1  # within the lease duration and a retry period (and a pass)
     assert taken["leaseTransitions"] == 1
+
+
+def test_lease_times_on_a_whole_second_are_written_as_the_server_parses_them(kube_api: KubeAPI) -> None:  # noqa: F811
+    """The API server reads Lease times with exactly six fractional digits; a renewal that falls on a whole
+    second must not be sent as "…:05+00:00" (a 400 that would cost the Lease)."""
+    whole = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
+    client = KubeClient(kube_api.api_client(), "default", attempts=1)
+    client.write_lease(Lease(LEASE, "first", 15, whole, 0, None, acquired_at=whole))
+    spec = lease_spec(kube_api)
+    assert spec["renewTime"].startswith("2026-01-02T03:04:05.000000")
+    assert spec["acquireTime"] == spec["renewTime"]

@@ -187,6 +187,19 @@ def _configure(configuration: client.Configuration, kubeconfig: str | None) -> s
     return str(namespace) if namespace else None
 
 
+class MicroTime(datetime.datetime):
+    """A Lease time as the API server's MicroTime wants it: always six fractional digits. The client serializes
+    times with ``isoformat()``, which drops the fraction when it is zero, and the server refuses that (400)."""
+
+    def isoformat(self, sep: str = "T", timespec: str = "microseconds") -> str:
+        return super().isoformat(sep, timespec)
+
+
+def micro_time(moment: datetime.datetime) -> MicroTime:
+    utc = moment.astimezone(datetime.UTC)
+    return MicroTime.combine(utc.date(), utc.timetz())
+
+
 class KubeClient:
     """The few API calls the autoscaler makes, each with our errors and bounded retries."""
 
@@ -325,8 +338,8 @@ class KubeClient:
             spec=client.V1LeaseSpec(
                 holder_identity=lease.holder,
                 lease_duration_seconds=lease.duration,
-                renew_time=lease.renewed_at or now,
-                acquire_time=lease.acquired_at,
+                renew_time=micro_time(lease.renewed_at or now),
+                acquire_time=None if lease.acquired_at is None else micro_time(lease.acquired_at),
                 lease_transitions=lease.transitions,
             ),
         )
