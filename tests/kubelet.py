@@ -4,7 +4,10 @@ The Kubernetes API emulator (tests/kubeapi) runs no controllers, so on its own a
 changes nothing. ``Kubelet`` closes that gap for end-to-end tests: it converges a ``LocalDeployment`` on the
 replicas (the local deployment is its process runner, as designed), mirrors each worker slot as a Pod named and
 labelled like a ReplicaSet's, gives the worker that name as POD_NAME (so the autoscaler can match Pods to RQ
-workers) and, on scale-in, retires Pods in the ReplicaSet's order: lowest ``pod-deletion-cost`` first.
+workers) and, on scale-in, retires Pods in the ReplicaSet's order (``tests.replicaset.scale_in_order``: unready
+first, then lowest ``pod-deletion-cost``, ...). Each Pod carries the status a kubelet would report, kept true on
+every pass: bound to one node, phase Running, Ready while its worker process runs (``lastTransitionTime`` when it
+last started or stopped), and its container's ``restartCount`` (the worker restarts in the same Pod).
 """
 
 from __future__ import annotations
@@ -15,26 +18,47 @@ import hashlib
 import json
 import secrets
 import threading
+import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 import redis
 
-from producer.scaling.kube import DELETION_COST
 from producer.scaling.local import LocalDeployment, WorkerProcess
 from task_processor.logs import get_logger
 from task_processor.settings import DEFAULT_DEPLOYMENT, Settings
 from tests.kubeapi.server import KubeAPI
+from tests.replicaset import scale_in_order
 
 SYNC_INTERVAL = 0.1
 """Seconds between two passes of the kubelet: read the Deployment, converge, mirror the Pods."""
+
+NODE_NAME = "emulated-node"
+"""The one node every Pod is bound to (``spec.nodeName``): this machine."""
 
 NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 """The characters Kubernetes uses for generated name suffixes (no vowels, no look-alikes)."""
 
 log = get_logger("tests.kubelet")
+
+
+def _rfc3339(wall: float) -> str:
+    """A wall-clock time as the API writes a ``metav1.Time``: whole seconds, UTC."""
+    return datetime.datetime.fromtimestamp(wall, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class _Container:
+    """What the kubelet remembers of a Pod's one container between passes."""
+
+    pid: int
+    restarts: int
+    ready: bool
+    since: str
+    """The Ready condition's ``lastTransitionTime``: when the worker last started (ready) or was seen down."""
 
 
 class Kubelet:
@@ -69,6 +93,8 @@ class Kubelet:
         self._labels: dict[str, str] = {}
         self._template_spec: dict[str, Any] = {}
         self._status: dict[str, int] = {}
+        self._containers: dict[str, _Container] = {}
+        self._containers_lock = threading.Lock()  # _observe runs in this thread and under the local's lock
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -124,18 +150,62 @@ class Kubelet:
             self._report_status(self.local.workers())
 
     def _mirror_pods(self, slots: list[WorkerProcess]) -> None:
-        """Create a Pod for each new slot, mark retiring ones as terminating, delete those whose worker is gone."""
+        """Create a Pod for each new slot and keep its status true, mark retiring ones as terminating, delete
+        those whose worker is gone."""
         pods = {pod["metadata"]["name"]: pod for pod in self.pods()}
         for slot in slots:
             assert slot.pod_name is not None  # every slot is named by _pod_name
             pod = pods.pop(slot.pod_name, None)
+            status = self._observe(slot)
             if pod is None:
-                self.kube_api.create(self._pod(slot.pod_name))
-            elif slot.retiring and "deletionTimestamp" not in pod["metadata"]:
-                now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                self.kube_api.create(self._pod(slot.pod_name, status))
+                continue
+            if pod.get("status") != status:
+                self.kube_api.patch("pods", slot.pod_name, {"status": status})
+            if slot.retiring and "deletionTimestamp" not in pod["metadata"]:
+                now = _rfc3339(time.time())
                 self.kube_api.patch("pods", slot.pod_name, {"metadata": {"deletionTimestamp": now}})
         for name in pods:
             self.kube_api.delete("pods", name)
+            with self._containers_lock:  # a slot's Pod goes once its worker has exited for good
+                self._containers.pop(name, None)
+
+    def _observe(self, slot: WorkerProcess) -> dict[str, Any]:
+        """The slot's Pod status as a kubelet would report it now; a new worker process in the slot is a restart."""
+        assert slot.pod_name is not None
+        ready = slot.popen.poll() is None and not slot.crashed
+        now = time.time()
+        started = _rfc3339(now - (time.monotonic() - slot.started_at))  # started_at is on the monotonic clock
+        with self._containers_lock:
+            seen = self._containers.get(slot.pod_name)
+            if seen is None:
+                seen = _Container(slot.pid, 0, ready, started if ready else _rfc3339(now))
+                self._containers[slot.pod_name] = seen
+            restarted = seen.pid != slot.pid
+            if restarted:
+                seen.pid, seen.restarts = slot.pid, seen.restarts + 1
+            if ready and (restarted or not seen.ready):
+                seen.since = started
+            elif not ready and seen.ready:
+                seen.since = _rfc3339(now)
+            seen.ready = ready
+            pid, restarts, since = seen.pid, seen.restarts, seen.since
+        container = (self._template_spec.get("containers") or [{}])[0]
+        return {
+            "phase": "Running",  # a crashed worker waits for its restart in a Running Pod, as in CrashLoopBackOff
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False", "lastTransitionTime": since}],
+            "containerStatuses": [
+                {
+                    "name": container.get("name", "worker"),
+                    "image": container.get("image", ""),
+                    "imageID": "",
+                    "containerID": f"emulated://{pid}",
+                    "ready": ready,
+                    "started": ready,
+                    "restartCount": restarts,
+                }
+            ],
+        }
 
     def _report_status(self, slots: list[WorkerProcess]) -> None:
         """Keep the Deployment's ``status`` roughly true, as the Deployment controller would (terminating Pods
@@ -147,13 +217,13 @@ class Kubelet:
             self.kube_api.patch("deployments", self.deployment, {"status": status})
             self._status = status
 
-    def _pod(self, name: str) -> dict[str, Any]:
+    def _pod(self, name: str, status: dict[str, Any]) -> dict[str, Any]:
         return {
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {"name": name, "labels": {**self._labels, "pod-template-hash": self._template_hash}},
-            "spec": copy.deepcopy(self._template_spec),
-            "status": {"phase": "Running"},
+            "spec": {**copy.deepcopy(self._template_spec), "nodeName": NODE_NAME},
+            "status": status,
         }
 
     def _pod_name(self) -> str:
@@ -162,9 +232,17 @@ class Kubelet:
         return f"{self.deployment}-{self._template_hash}-{suffix}"
 
     def _deletion_order(self, slots: list[WorkerProcess]) -> list[WorkerProcess]:
-        """The ReplicaSet's scale-in order: lowest pod-deletion-cost first (none counts as 0), then newest first."""
-        costs = {
-            pod["metadata"]["name"]: int(pod["metadata"].get("annotations", {}).get(DELETION_COST, 0))
-            for pod in self.pods()
-        }
-        return sorted(slots, key=lambda slot: (costs.get(slot.pod_name or "", 0), -slot.started_at))
+        """The ReplicaSet's scale-in order (``tests.replicaset.scale_in_order``) of the active slots' Pods.
+
+        Each Pod is the store's (the autoscaler's deletion costs, the creation time) with its status as of now,
+        which the store may show one pass late; a slot not mirrored yet ranks as a Pod with no creation time
+        (newest). The node rank counts these Pods only: the retiring ones are terminating, so not counted."""
+        stored = {pod["metadata"]["name"]: pod for pod in self.pods()}
+        by_name: dict[str, WorkerProcess] = {}
+        pods: list[dict[str, Any]] = []
+        for slot in slots:
+            assert slot.pod_name is not None
+            by_name[slot.pod_name] = slot
+            status = self._observe(slot)
+            pods.append({**(stored.get(slot.pod_name) or self._pod(slot.pod_name, status)), "status": status})
+        return [by_name[pod["metadata"]["name"]] for pod in scale_in_order(pods)]
