@@ -85,6 +85,10 @@ class Dequeuer:
                 wait = DEQUEUE_POLL if len(self.queues) == 1 else LOWER_PRIORITY_POLL
                 # redis-py annotates the timeout as int; Redis takes fractions of a second.
                 job_id = self.connection.blmove(first.key, first.intermediate_queue_key, wait)  # type: ignore[arg-type]
+                if job_id is not None and self.connection.exists(keys.SUSPENDED):
+                    # `rq suspend` landed while this pop was blocked: the job goes back to the head, untouched.
+                    self.connection.lmove(first.intermediate_queue_key, first.key, "RIGHT", "LEFT")
+                    continue
                 hit = None if job_id is None else Popped(first.key, cast(bytes, job_id), None, None)
             if hit is None:
                 if timeout is None:
