@@ -5,6 +5,7 @@ from producer.api import Producer, QueueStats, Task
 from producer.errors import (
     ConfigError,
     InvalidTaskError,
+    RedisCommandError,
     RedisUnavailableError,
     TaskFailedError,
     TaskProcessorError,
@@ -16,6 +17,7 @@ __all__ = [
     "InvalidTaskError",
     "Producer",
     "QueueStats",
+    "RedisCommandError",
     "RedisUnavailableError",
     "Task",
     "TaskFailedError",

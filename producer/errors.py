@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from task_processor.errors import ConfigError, RedisUnavailableError, TaskProcessorError
+from task_processor.errors import ConfigError, RedisCommandError, RedisUnavailableError, TaskProcessorError
 
 __all__ = [
     "ConfigError",
     "InvalidTaskError",
+    "RedisCommandError",
     "RedisUnavailableError",
     "TaskFailedError",
     "TaskProcessorError",

@@ -35,13 +35,13 @@ from producer import (
     ConfigError,
     InvalidTaskError,
     Producer,
+    RedisCommandError,
     RedisUnavailableError,
     Task,
     TaskFailedError,
     TaskProcessorError,
 )
 from producer.commands.redis_server import LocalRedisServer, free_port
-from task_processor.errors import RedisCommandError
 from task_processor.settings import Settings
 from tests.conftest import BIN, Proc, run, wait_for
 from worker import examples
