@@ -158,6 +158,20 @@ def test_a_leader_that_cannot_renew_steps_down_before_its_lease_can_expire(kube_
     assert lease_spec(kube_api)["holderIdentity"] == "follower"
 
 
+def test_a_leader_that_sees_another_holder_stops_at_once(kube_api: KubeAPI) -> None:  # noqa: F811
+    """Someone else holds a fresh Lease (an operator's edit, a partition healed): the old leader stops leading
+    on the read that shows it, not when its own renew deadline runs out."""
+    clock = FakeClock()
+    leader = elector(kube_api, "leader", clock)
+    assert leader.tick()
+    now = micro_time(datetime.datetime.now(datetime.UTC))
+    kube_api.patch("leases", LEASE, {"spec": {"holderIdentity": "intruder", "renewTime": now}})
+    clock.advance(leader.retry_period)
+    assert not leader.tick()
+    assert not leader.leading
+    assert lease_spec(kube_api)["holderIdentity"] == "intruder"
+
+
 @pytest.mark.timeout(90)
 def test_a_killed_leader_process_is_replaced_within_the_lease_duration(
     kube_api: KubeAPI,  # noqa: F811

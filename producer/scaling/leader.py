@@ -86,6 +86,9 @@ class LeaderElector:
             mine = lease.holder == self.identity
             expired = not lease.holder or self.clock() - self._observed_at > lease.duration
             if not mine and not expired:
+                if self._renewed_at is not None:  # another holds it: stop now, not at our renew deadline
+                    log.warning("lost the leader Lease", lease=self.lease_name, holder=lease.holder)
+                    self._renewed_at = None
                 return False
             # As client-go: a renewal keeps acquireTime and leaseTransitions; a change of holder sets both anew.
             transitions, acquired = (lease.transitions, lease.acquired_at) if mine else (lease.transitions + 1, now)
