@@ -3,6 +3,11 @@
 Scaling up follows demand at once, because queued work waits on every missing worker. Scaling down waits
 for a stabilization window (like the Kubernetes HPA's) so that bursty queues do not make pods flap, and it
 never goes below the workers that are busy, because removing a pod would kill its running job.
+
+Demand is the count rule (a worker per AUTOSCALE_JOBS_PER_WORKER jobs in sight) and, with a target wait
+(AUTOSCALE_TARGET_WAIT), the latency rule above it: enough workers for the measured arrival and service rates
+that a job arriving now starts within the target (`latency_rule`). Scale-in goes through the same window, so
+it happens only when the target would still hold.
 """
 
 from __future__ import annotations
@@ -13,7 +18,17 @@ from enum import StrEnum
 
 from task_processor.errors import ConfigError
 
-__all__ = ["Bounds", "Decision", "Observation", "PolicyState", "Reason", "decide", "demand"]
+__all__ = [
+    "Bounds",
+    "Decision",
+    "Observation",
+    "PolicyState",
+    "Reason",
+    "count_rule",
+    "decide",
+    "demand",
+    "latency_rule",
+]
 
 
 class Reason(StrEnum):
@@ -45,6 +60,8 @@ class Bounds:
     maximum: int
     jobs_per_worker: int
     scale_down_delay: float
+    target_wait: float | None = None
+    """AUTOSCALE_TARGET_WAIT: seconds a job arriving now may wait before it starts; None leaves the count rule alone."""
 
     def __post_init__(self) -> None:
         _check_int("minimum", "AUTOSCALE_MIN", self.minimum, 0)
@@ -62,6 +79,14 @@ class Bounds:
                 f"scale_down_delay ({delay!r}) must be a finite number of seconds >= 0: "
                 "set AUTOSCALE_SCALE_DOWN_DELAY to 0 or more"
             )
+        wait = self.target_wait
+        if wait is not None and (
+            not isinstance(wait, int | float) or isinstance(wait, bool) or not math.isfinite(wait) or wait <= 0
+        ):
+            raise ConfigError(
+                f"target_wait ({wait!r}) must be a finite number of seconds > 0: "
+                "set AUTOSCALE_TARGET_WAIT to a positive number, or leave it unset"
+            )
 
 
 @dataclass(frozen=True)
@@ -72,6 +97,12 @@ class Observation:
     in_flight: int
     busy_workers: int
     current: int
+    oldest_wait: float = 0.0
+    """Seconds the oldest queued job has waited (0 when nothing is queued)."""
+    arrival_rate: float | None = None
+    """Jobs per second entering the queues (None until measured)."""
+    service_rate: float | None = None
+    """Jobs per second one busy worker finishes (None until a job finished)."""
 
 
 @dataclass(frozen=True)
@@ -91,10 +122,36 @@ class PolicyState:
 
 
 def demand(obs: Observation, bounds: Bounds) -> int:
-    """Workers needed for the work in sight; in-flight jobs count because their workers are not free yet."""
-    work = max(0, obs.queued) + max(0, obs.in_flight)
-    needed = -(-work // bounds.jobs_per_worker)  # integer ceil: exact at any size, unlike a float division
+    """Workers needed: the count rule, and with a target wait the latency rule above it, within the bounds."""
+    needed = max(count_rule(obs, bounds), latency_rule(obs, bounds))
     return min(max(needed, bounds.minimum), bounds.maximum)
+
+
+def count_rule(obs: Observation, bounds: Bounds) -> int:
+    """One worker per `jobs_per_worker` jobs in sight; in-flight jobs count because their workers are not free."""
+    work = max(0, obs.queued) + max(0, obs.in_flight)
+    return -(-work // bounds.jobs_per_worker)  # integer ceil: exact at any size, unlike a float division
+
+
+def latency_rule(obs: Observation, bounds: Bounds) -> int:
+    """Workers so that a job arriving now starts within the target wait W, from the arrival rate λ and one busy
+    worker's service rate μ:
+
+        n = ceil( λ/μ  +  Q/(μ·W) · max(1, A/W) )
+
+    λ/μ workers keep up with the arrivals; Q/(μ·W) more drain the Q jobs queued ahead of a new one within W.
+    A is the oldest queued job's age: once it exceeds W the rates underestimate the need, and the backlog term
+    grows with the miss. 0 while the target is off or μ is unknown (no job finished yet): the count rule rules.
+    """
+    target, service = bounds.target_wait, obs.service_rate
+    if target is None or service is None or not math.isfinite(service) or service <= 0:
+        return 0
+    arrival = obs.arrival_rate if obs.arrival_rate is not None and math.isfinite(obs.arrival_rate) else 0.0
+    lateness = max(1.0, max(0.0, obs.oldest_wait) / target)
+    needed = max(0.0, arrival) / service + max(0, obs.queued) / (service * target) * lateness
+    if not math.isfinite(needed):
+        return bounds.maximum
+    return math.ceil(needed - 1e-9)  # 2.0000000001 from float noise is still 2 workers
 
 
 def decide(obs: Observation, bounds: Bounds, state: PolicyState, now: float) -> tuple[Decision, PolicyState]:
