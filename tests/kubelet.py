@@ -19,12 +19,13 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+import pytest
 import redis
 
 from producer.scaling.local import LocalDeployment, WorkerProcess
@@ -246,3 +247,12 @@ class Kubelet:
             status = self._observe(slot)
             pods.append({**(stored.get(slot.pod_name) or self._pod(slot.pod_name, status)), "status": status})
         return [by_name[pod["metadata"]["name"]] for pod in scale_in_order(pods)]
+
+
+@pytest.fixture
+def kubelet(kube_api: KubeAPI, conn: redis.Redis, env: dict[str, str], tmp_path: Path) -> Iterator[Kubelet]:
+    """The worker Deployment at 0 replicas, and a kubelet running its Pods; every worker is stopped at the end.
+    A test module imports it next to ``kube_api`` (from tests.kubeapi.fixtures)."""
+    kube_api.create_deployment(DEFAULT_DEPLOYMENT, replicas=0)
+    with Kubelet(kube_api, conn, env, DEFAULT_DEPLOYMENT, log_file=tmp_path / "workers.log") as running:
+        yield running

@@ -6,12 +6,10 @@ from __future__ import annotations
 import os
 import re
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import replace
-from pathlib import Path
 
-import pytest
 import redis
 from rq.job import Job, JobStatus
 
@@ -25,7 +23,7 @@ from task_processor.settings import Settings
 from tests.conftest import Proc, running, wait_for
 from tests.kubeapi.fixtures import kube_api  # noqa: F401
 from tests.kubeapi.server import KubeAPI
-from tests.kubelet import Kubelet
+from tests.kubelet import Kubelet, kubelet  # noqa: F401
 
 DEPLOYMENT = "task-processor"
 POD_NAME = re.compile(rf"{DEPLOYMENT}-[0-9a-f]{{10}}-[a-z0-9]{{5}}")
@@ -33,41 +31,28 @@ AUTOSCALE = Settings(autoscale_min=0, autoscale_max=4, jobs_per_worker=4, autosc
 """The autoscaler's settings in every test: small, so that a burst scales up and back to zero in seconds."""
 
 
-@pytest.fixture
-def kubelet(
-    kube_api: KubeAPI,  # noqa: F811
-    conn: redis.Redis,
-    env: dict[str, str],
-    tmp_path: Path,
-) -> Iterator[Kubelet]:
-    """The worker Deployment at 0 replicas, and a kubelet running its Pods; every worker is stopped at the end."""
-    kube_api.create_deployment(DEPLOYMENT, replicas=0)
-    with Kubelet(kube_api, conn, env, DEPLOYMENT, log_file=tmp_path / "workers.log") as running:
-        yield running
-
-
 def autoscaler_thread(redis_url: str, api: KubeAPI) -> AbstractContextManager[Autoscaler]:
     """The autoscaler as ``task-producer autoscale`` builds it (Lease included), looping in a thread."""
     return running(build(replace(AUTOSCALE, redis_url=redis_url), KubeClient(api.api_client(), "default")))
 
 
-def pod_names(kubelet: Kubelet) -> set[str]:
-    return {pod["metadata"]["name"] for pod in kubelet.pods()}
+def pod_names(node: Kubelet) -> set[str]:
+    return {pod["metadata"]["name"] for pod in node.pods()}
 
 
-def burst_then_idle(api: KubeAPI, kubelet: Kubelet, producer: Producer, conn: redis.Redis, count: int) -> None:
+def burst_then_idle(api: KubeAPI, node: Kubelet, producer: Producer, conn: redis.Redis, count: int) -> None:
     """Enqueue ``count`` short tasks on an empty Deployment; see it scale to the max, drain, and return to zero
     with every Pod and process gone; then every task has run exactly once and finished."""
     jobs = producer.enqueue_many(Task("worker.examples.record", ("ran", str(i), 0.2)) for i in range(count))
     wait_for(lambda: api.replicas(DEPLOYMENT) == AUTOSCALE.autoscale_max, timeout=10, what="scale-up to the max")
     # Each Pod runs one worker, registered under the Pod's name: how the autoscaler matches them.
-    names = wait_for(lambda: len(pod_names(kubelet)) == AUTOSCALE.autoscale_max and pod_names(kubelet), what="the Pods")
+    names = wait_for(lambda: len(pod_names(node)) == AUTOSCALE.autoscale_max and pod_names(node), what="the Pods")
     assert all(POD_NAME.fullmatch(name) for name in names), names
     wait_for(lambda: {w.hostname for w in list_workers(conn)} == names, timeout=20, what="a worker in every Pod")
     producer.wait(jobs, timeout=30)
     wait_for(lambda: api.replicas(DEPLOYMENT) == 0, timeout=15, what="scale-down to zero")
-    wait_for(lambda: not kubelet.pods(), timeout=15, what="the Pods to go")
-    wait_for(lambda: not kubelet.local.running(), timeout=15, what="the worker processes to exit")
+    wait_for(lambda: not node.pods(), timeout=15, what="the Pods to go")
+    wait_for(lambda: not node.local.running(), timeout=15, what="the worker processes to exit")
     assert not list_workers(conn)
     ran = [value.decode() for value in conn.lrange("ran", 0, -1)]
     assert sorted(ran, key=int) == [str(i) for i in range(count)]  # none lost, none twice
@@ -86,7 +71,7 @@ def burst_then_idle(api: KubeAPI, kubelet: Kubelet, producer: Producer, conn: re
 
 def test_a_burst_scales_pods_up_to_the_max_and_back_to_zero(
     kube_api: KubeAPI,  # noqa: F811
-    kubelet: Kubelet,
+    kubelet: Kubelet,  # noqa: F811
     producer: Producer,
     conn: redis.Redis,
     redis_url: str,
@@ -97,7 +82,7 @@ def test_a_burst_scales_pods_up_to_the_max_and_back_to_zero(
 
 def test_scale_in_removes_idle_pods_and_spares_the_busy_one(
     kube_api: KubeAPI,  # noqa: F811
-    kubelet: Kubelet,
+    kubelet: Kubelet,  # noqa: F811
     producer: Producer,
     conn: redis.Redis,
     redis_url: str,
@@ -136,7 +121,7 @@ def test_scale_in_removes_idle_pods_and_spares_the_busy_one(
 
 def test_the_autoscale_command_drives_the_deployment(
     kube_api: KubeAPI,  # noqa: F811
-    kubelet: Kubelet,
+    kubelet: Kubelet,  # noqa: F811
     producer: Producer,
     conn: redis.Redis,
     spawn: Callable[..., Proc],
@@ -167,7 +152,7 @@ def test_the_autoscale_command_drives_the_deployment(
 
 def test_a_worker_that_dies_is_restarted_in_its_pod(
     kube_api: KubeAPI,  # noqa: F811
-    kubelet: Kubelet,
+    kubelet: Kubelet,  # noqa: F811
     conn: redis.Redis,
 ) -> None:
     kube_api.patch("deployments", DEPLOYMENT, {"spec": {"replicas": 1}})

@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
@@ -18,7 +16,7 @@ from task_processor.observe import list_workers
 from tests.conftest import wait_for
 from tests.kubeapi.fixtures import kube_api  # noqa: F401
 from tests.kubeapi.server import KubeAPI
-from tests.kubelet import NODE_NAME, Kubelet
+from tests.kubelet import NODE_NAME, Kubelet, kubelet  # noqa: F401
 from tests.replicaset import deletion_cost, scale_in_order
 
 T0 = "2024-05-01T10:00:00Z"
@@ -151,25 +149,14 @@ def test_deletion_cost_parses_as_upstream(value: str, cost: int) -> None:
     assert deletion_cost(pod(cost=value)) == cost
 
 
-@pytest.fixture
-def kubelet(
-    kube_api: KubeAPI,  # noqa: F811
-    conn: redis.Redis,
-    env: dict[str, str],
-    tmp_path: Path,
-) -> Iterator[Kubelet]:
-    kube_api.create_deployment("task-processor", replicas=2)
-    with Kubelet(kube_api, conn, env, log_file=tmp_path / "workers.log") as running:
-        yield running
-
-
 def test_the_kubelets_pods_carry_the_status_the_ranking_reads(
     kube_api: KubeAPI,  # noqa: F811
-    kubelet: Kubelet,
+    kubelet: Kubelet,  # noqa: F811
     conn: redis.Redis,
 ) -> None:
     """Bound, Running and Ready, with restart counts; a worker killed and restarted in its Pod counts a restart
     and is ready again later, so its Pod is the one a scale-in removes (both have no deletion cost)."""
+    kube_api.patch("deployments", "task-processor", {"spec": {"replicas": 2}})
     wait_for(lambda: len(list_workers(conn)) == 2, timeout=20, what="2 registered workers")
     pods = kubelet.pods()
     assert {p["spec"]["nodeName"] for p in pods} == {NODE_NAME}

@@ -5,9 +5,7 @@ every request it makes is allowed, every rule of the Role is used, and without a
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,7 +22,7 @@ from tests.conftest import running, wait_for
 from tests.kubeapi import requestinfo
 from tests.kubeapi.fixtures import kube_api  # noqa: F401
 from tests.kubeapi.server import HELM, KubeAPI, RecordedRequest
-from tests.kubelet import Kubelet
+from tests.kubelet import Kubelet, kubelet  # noqa: F401
 from tests.test_chart import Helm
 
 DEPLOYMENT = "task-processor"
@@ -77,22 +75,10 @@ def autoscaler_for(api: KubeAPI, token: str, redis_url: str, settings: Settings 
     return build(replace(settings, redis_url=redis_url), KubeClient(api.api_client(token), "default"))
 
 
-@pytest.fixture
-def kubelet(
-    kube_api: KubeAPI,  # noqa: F811
-    conn: redis.Redis,
-    env: dict[str, str],
-    tmp_path: Path,
-) -> Iterator[Kubelet]:
-    kube_api.create_deployment(DEPLOYMENT, replicas=0)
-    with Kubelet(kube_api, conn, env, DEPLOYMENT, log_file=tmp_path / "workers.log") as running_kubelet:
-        yield running_kubelet
-
-
 @pytest.mark.timeout(180)
 def test_the_whole_life_runs_under_the_charts_role(
     kube_api: KubeAPI,  # noqa: F811
-    kubelet: Kubelet,
+    kubelet: Kubelet,  # noqa: F811
     chart_rbac: list[dict[str, Any]],
     producer: Producer,
     conn: redis.Redis,

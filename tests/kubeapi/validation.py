@@ -51,48 +51,35 @@ def _matches(pattern: str, value: str) -> bool:
     return re.fullmatch(pattern, value) is not None
 
 
-def dns1123_subdomain(value: str) -> list[str]:
-    errors = ["must be no more than 253 characters"] if len(value) > 253 else []
-    if not _matches(_SUBDOMAIN, value):
-        errors.append(
-            _regex_error(
-                "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
-                "and must start and end with an alphanumeric character",
-                _SUBDOMAIN,
-                "example.com",
-            )
-        )
+def _name_errors(value: str, limit: int, pattern: str, message: str, *examples: str) -> list[str]:
+    errors = [f"must be no more than {limit} characters"] if len(value) > limit else []
+    if not _matches(pattern, value):
+        errors.append(_regex_error(message, pattern, *examples))
     return errors
+
+
+def dns1123_subdomain(value: str) -> list[str]:
+    message = (
+        "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
+        "and must start and end with an alphanumeric character"
+    )
+    return _name_errors(value, 253, _SUBDOMAIN, message, "example.com")
 
 
 def dns1123_label(value: str) -> list[str]:
-    errors = ["must be no more than 63 characters"] if len(value) > 63 else []
-    if not _matches(_LABEL, value):
-        errors.append(
-            _regex_error(
-                "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', "
-                "and must start and end with an alphanumeric character",
-                _LABEL,
-                "my-name",
-                "123-abc",
-            )
-        )
-    return errors
+    message = (
+        "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', "
+        "and must start and end with an alphanumeric character"
+    )
+    return _name_errors(value, 63, _LABEL, message, "my-name", "123-abc")
 
 
 def dns1035_label(value: str) -> list[str]:
-    errors = ["must be no more than 63 characters"] if len(value) > 63 else []
-    if not _matches(_DNS1035, value):
-        errors.append(
-            _regex_error(
-                "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an "
-                "alphabetic character, and end with an alphanumeric character",
-                _DNS1035,
-                "my-name",
-                "abc-123",
-            )
-        )
-    return errors
+    message = (
+        "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an "
+        "alphabetic character, and end with an alphanumeric character"
+    )
+    return _name_errors(value, 63, _DNS1035, message, "my-name", "abc-123")
 
 
 def path_segment(value: str) -> list[str]:
