@@ -1,4 +1,4 @@
-"""Cheap reads of RQ's own bookkeeping: queue counts and worker states, each in one round trip.
+"""Cheap reads of RQ's own bookkeeping: queue counts, worker states and the queues' oldest jobs, each in one round trip.
 
 RQ's ``Worker.all()`` and registry ``count`` cost one or two round trips per worker or registry (and run
 cleanups); the autoscaler polls every second, the probe runs every few seconds, so both read the same keys
@@ -7,14 +7,28 @@ in a single pipeline instead.
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from redis import Redis
+from rq.utils import utcparse
 
-from task_processor import keys
+from task_processor import keys, scripts
 
-WORKER_FIELDS = ("hostname", "pid", "state", "current_job", "queues", "last_heartbeat", "death")
+WORKER_FIELDS = (
+    "hostname",
+    "pid",
+    "state",
+    "current_job",
+    "queues",
+    "last_heartbeat",
+    "death",
+    "successful_job_count",
+    "failed_job_count",
+    "total_working_time",
+)
 
 
 @dataclass(frozen=True)
@@ -28,6 +42,11 @@ class QueueCounts:
     scheduled: int = 0
     deferred: int = 0
 
+    @property
+    def total(self) -> int:
+        """Every job the queue's registries hold: it grows by one per arrival (clean-ups make it shrink)."""
+        return self.queued + self.started + self.failed + self.finished + self.scheduled + self.deferred
+
 
 @dataclass(frozen=True)
 class WorkerInfo:
@@ -37,6 +56,10 @@ class WorkerInfo:
     state: str
     current_job: str | None
     queues: tuple[str, ...]
+    completed: int = 0
+    """Jobs the worker has ended (RQ's successful_job_count + failed_job_count)."""
+    working_time: float = 0.0
+    """Seconds the worker spent on those jobs (RQ's total_working_time)."""
 
     @property
     def busy(self) -> bool:
@@ -80,7 +103,7 @@ def list_workers(connection: Redis) -> list[WorkerInfo]:
         rows = pipe.execute()
     workers = []
     for key, row in zip(names, rows, strict=True):
-        hostname, pid, state, current_job, queues, heartbeat, death = (text(v) for v in row)
+        hostname, pid, state, current_job, queues, heartbeat, death, succeeded, failed, worked = (text(v) for v in row)
         if not heartbeat or death:
             continue
         workers.append(
@@ -91,6 +114,45 @@ def list_workers(connection: Redis) -> list[WorkerInfo]:
                 state=state or "?",
                 current_job=current_job or None,
                 queues=tuple(q for q in queues.split(",") if q),
+                completed=_count(succeeded) + _count(failed),
+                working_time=_seconds(worked),
             )
         )
     return workers
+
+
+def _count(raw: str) -> int:
+    return int(raw) if raw.isdigit() else 0  # foreign data under RQ's keys counts as nothing, never crashes
+
+
+def _seconds(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        return 0.0
+    return value if math.isfinite(value) and value > 0 else 0.0
+
+
+def queue_head_ages(connection: Redis, queues: Sequence[str], now: float | None = None) -> dict[str, float | None]:
+    """Seconds the job at the head of each queue (its oldest, but for jobs put at the front) has waited since it was
+    enqueued: None for an empty queue or a head that is not a readable job. One round trip (``queue_heads.lua``)
+    whatever the number of queues or jobs."""
+    if not queues:
+        return {}
+    script = scripts.register(connection, "queue_heads")
+    heads = script(keys=[keys.queue(q) for q in queues], args=[keys.JOB_PREFIX])
+    now = time.time() if now is None else now
+    ages: dict[str, float | None] = {}
+    for queue, raw in zip(queues, heads, strict=True):
+        try:
+            enqueued = utcparse(text(raw, errors="strict")).timestamp()  # RQ's own format, parsed as RQ does
+        except (ValueError, UnicodeDecodeError):
+            ages[queue] = None
+        else:
+            ages[queue] = max(0.0, now - enqueued)
+    return ages
+
+
+def oldest_waits(connection: Redis, queues: Sequence[str], now: float | None = None) -> dict[str, float]:
+    """``queue_head_ages`` with nothing to measure read as 0 s: what the autoscaler's latency rule takes."""
+    return {queue: age or 0.0 for queue, age in queue_head_ages(connection, queues, now).items()}

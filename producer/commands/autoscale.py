@@ -7,10 +7,9 @@ import threading
 from types import FrameType
 from uuid import uuid4
 
-from producer.scaling.autoscaler import Autoscaler
+from producer.scaling.autoscaler import Autoscaler, bounds_from
 from producer.scaling.kube import KubeClient, KubeDeployment
 from producer.scaling.leader import LeaderElector
-from producer.scaling.policy import Bounds
 from task_processor.connection import connect
 from task_processor.logs import get_logger
 from task_processor.settings import Settings
@@ -22,12 +21,11 @@ def build(settings: Settings, kube: KubeClient) -> Autoscaler:
     """The autoscaler for ``settings``' Deployment, leading only while it holds ``<deployment>-autoscaler``."""
     identity = f"{settings.host}-{uuid4().hex[:6]}"
     kube.api_client.user_agent = f"task-producer/{identity}"  # which replica wrote, in the API's audit log
-    bounds = Bounds(settings.autoscale_min, settings.autoscale_max, settings.jobs_per_worker, settings.scale_down_delay)
     return Autoscaler(
         connect(settings.redis_url),
         settings.queues,
         KubeDeployment(kube, settings.deployment),
-        bounds,
+        bounds_from(settings),
         interval=settings.autoscale_interval,
         serializer=settings.serializer,
         max_abandons=settings.max_abandons,
@@ -57,6 +55,7 @@ def autoscale(settings: Settings, kubeconfig: str | None = None) -> int:
         interval=settings.autoscale_interval,
         scale_down_delay=settings.scale_down_delay,
         manual_hold=settings.manual_hold,
+        target_wait=settings.target_wait,
     )
     autoscaler.run(stop)
     log.info("autoscaler stopped")

@@ -22,9 +22,8 @@ from rq.job import Job
 from producer.api import Producer, Task
 from producer.commands.progress import ProgressBar
 from producer.commands.redis_server import LocalRedisServer
-from producer.scaling.autoscaler import Autoscaler, ScaleEvent
+from producer.scaling.autoscaler import Autoscaler, ScaleEvent, bounds_from
 from producer.scaling.local import LocalDeployment
-from producer.scaling.policy import Bounds
 from task_processor.connection import connect, describe_failure, ping, redact_url
 from task_processor.jobs import ATTEMPT_META_KEY
 from task_processor.settings import Settings
@@ -95,7 +94,7 @@ def _describe(event: ScaleEvent) -> str:
 
 def run_local(settings: Settings, options: RunLocalOptions, out: TextIO) -> int:
     modules = tuple(dict.fromkeys((*settings.task_modules, DEMO_MODULE)))
-    bounds = Bounds(options.minimum, options.maximum, settings.jobs_per_worker, options.scale_down_delay)
+    bounds = bounds_from(settings, options.minimum, options.maximum, options.scale_down_delay)
     with redis_for_run(settings, options.private_redis, out) as url:
         connection = connect(url)
         ping(connection, url)

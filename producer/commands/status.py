@@ -9,16 +9,13 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict
-from datetime import UTC
 from typing import Any, TextIO
 
 import redis
-from rq.utils import utcparse
 
 from producer.api import Producer
 from producer.scaling.report import Report
-from task_processor import keys, scripts
-from task_processor.observe import list_workers
+from task_processor.observe import list_workers, queue_head_ages
 
 COLUMNS = ("queued", "started", "failed", "finished", "scheduled", "deferred", "workers", "busy_workers")
 
@@ -28,19 +25,11 @@ CLEAR_SCREEN = "\x1b[H\x1b[2J"
 
 def oldest_queued_seconds(connection: redis.Redis, queues: list[str]) -> dict[str, float | None]:
     """Seconds the job at the head of each queue has waited (None for an empty queue or an unreadable head)."""
-    if not queues:
-        return {}
-    heads = scripts.register(connection, "queue_heads")(keys=[keys.queue(q) for q in queues], args=[keys.JOB_PREFIX])
-    now = time.time()
-    ages: dict[str, float | None] = {}
-    for queue, raw in zip(queues, heads, strict=True):
-        try:
-            enqueued = utcparse(raw.decode()).replace(tzinfo=UTC).timestamp()
-        except (ValueError, UnicodeDecodeError):
-            ages[queue] = None
-        else:
-            ages[queue] = round(max(0.0, now - enqueued), 1)
-    return ages
+    return {queue: None if a is None else round(a, 1) for queue, a in queue_head_ages(connection, queues).items()}
+
+
+def _rounded(value: float | None, digits: int = 2) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 def _autoscaler(producer: Producer, deployment: str) -> dict[str, Any] | None:
@@ -54,6 +43,16 @@ def _autoscaler(producer: Producer, deployment: str) -> dict[str, Any] | None:
         "reason": report.reason,
         "state": str(report.state),
         "updated_seconds_ago": round(report.age, 1),
+        # The latency rule's inputs as the loop last saw them: rates need two looks in time, which only it has.
+        "queues": {
+            queue: {
+                "oldest_wait_seconds": _rounded(report.oldest_wait.get(queue), 1),
+                "arrival_rate": _rounded(report.arrival_rate.get(queue)),
+            }
+            for queue in sorted(report.oldest_wait.keys() | report.arrival_rate.keys())
+        },
+        "service_rate": _rounded(report.service_rate),
+        "target_wait": report.target_wait,
     }
 
 
@@ -93,10 +92,25 @@ def age(seconds: float | None) -> str:
     return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
 
 
+def rate(value: float | None) -> str:
+    """Jobs per second at a glance: "-" when unknown."""
+    if value is None:
+        return "-"
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}" if value < 100 else f"{value:.0f}"
+
+
 def render_table(facts: dict[str, Any]) -> str:
-    headers = ("QUEUE", *(c.upper().replace("_WORKERS", "") for c in COLUMNS), "OLDEST")
+    a = facts["autoscaler"]
+    measured: dict[str, Any] = {} if a is None else a["queues"]
+    headers = ("QUEUE", *(c.upper().replace("_WORKERS", "") for c in COLUMNS), "ARRIVAL/S", "OLDEST")
     rows = [
-        (name, *(str(q[c]) for c in COLUMNS), age(q["oldest_queued_seconds"])) for name, q in facts["queues"].items()
+        (
+            name,
+            *(str(q[c]) for c in COLUMNS),
+            rate(measured.get(name, {}).get("arrival_rate")),
+            age(q["oldest_queued_seconds"]),
+        )
+        for name, q in facts["queues"].items()
     ]
     widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
     lines = [
@@ -105,7 +119,6 @@ def render_table(facts: dict[str, Any]) -> str:
     ]
     w = facts["workers"]
     lines.append(f"workers: {w['total']} ({w['busy']} busy, {w['idle']} idle)")
-    a = facts["autoscaler"]
     if a is None:
         lines.append("autoscaler: not running (no decision published in Redis)")
     else:
@@ -113,6 +126,8 @@ def render_table(facts: dict[str, Any]) -> str:
             f"autoscaler: {a['state']}, {a['deployment']} desired {a['desired']}, current {a['current']} "
             f"({a['reason']}, {a['updated_seconds_ago']:g}s ago)"
         )
+        target = "off" if a["target_wait"] is None else f"{a['target_wait']:g}s"
+        lines.append(f"service: {rate(a['service_rate'])} jobs/s per busy worker; target wait {target}")
     return "\n".join(lines)
 
 

@@ -11,7 +11,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import redis
@@ -20,11 +20,13 @@ from rq.serializers import JSONSerializer, Serializer
 from producer.scaling import metrics
 from producer.scaling.housekeeping import DueJobMover
 from producer.scaling.policy import Bounds, Decision, Observation, PolicyState, decide
+from producer.scaling.rates import RateMeter, Rates, WorkerTally
 from producer.scaling.report import LoopState, Report
 from task_processor.errors import TaskProcessorError, first_line
 from task_processor.logs import get_logger
-from task_processor.observe import QueueCounts, WorkerInfo, list_workers, queue_counts
+from task_processor.observe import QueueCounts, WorkerInfo, list_workers, oldest_waits, queue_counts
 from task_processor.reaper import Reaper
+from task_processor.settings import Settings
 
 BACKOFF_MAX = 30.0
 """Longest pause, in seconds, between two attempts while Redis or the target keeps failing."""
@@ -55,13 +57,32 @@ class TargetChanged(TaskProcessorError):
     """A write to the target was refused because the target changed since it was read (a 409 on Kubernetes)."""
 
 
+def bounds_from(
+    settings: Settings,
+    minimum: int | None = None,
+    maximum: int | None = None,
+    scale_down_delay: float | None = None,
+) -> Bounds:
+    """The policy's bounds from the AUTOSCALE_* settings (``run-local``'s options override three of them)."""
+    return Bounds(
+        settings.autoscale_min if minimum is None else minimum,
+        settings.autoscale_max if maximum is None else maximum,
+        settings.jobs_per_worker,
+        settings.scale_down_delay if scale_down_delay is None else scale_down_delay,
+        target_wait=settings.target_wait,
+    )
+
+
 @dataclass(frozen=True)
 class Look:
-    """What one pass of the loop sees: the policy's inputs, the target's state, and our queues' workers."""
+    """What one pass of the loop sees: the policy's inputs, the target's state, and our queues' workers; per queue,
+    the oldest queued job's wait (seconds) and the rates the latency rule reads."""
 
     observation: Observation
     target: TargetState
     workers: list[WorkerInfo]
+    waits: dict[str, float] = field(default_factory=dict)
+    rates: Rates = field(default_factory=Rates)
 
 
 class ScaleTarget(Protocol):
@@ -126,23 +147,33 @@ class Autoscaler:
         self._expected: int | None = None
         self._hold_until = 0.0
         self._counts: dict[str, QueueCounts] = {}
+        self.rates = RateMeter()
 
     def observe(self) -> Look:
         """One look at the queues, the workers and the target (a few Redis round trips; the target may cache)."""
         self._counts = queue_counts(self.connection, self.queues)
         counts = self._counts.values()
+        waits = oldest_waits(self.connection, self.queues)  # one round trip for every queue's head
         ours = set(self.queues)
         workers = [w for w in list_workers(self.connection) if ours.intersection(w.queues)]
         target = self.target.read()
+        rates = self.rates.update(
+            self.clock(),
+            {queue: c.total for queue, c in self._counts.items()},
+            {w.name: WorkerTally(w.completed, w.working_time) for w in workers},
+        )
         observation = Observation(
             queued=sum(c.queued for c in counts),
             in_flight=sum(c.started for c in counts),
             # Replicas with a running job: a worker process (a Pod) counts once, however many of its slots are busy.
             busy_workers=len({(w.hostname, w.pid) for w in workers if w.busy}),
             current=target.replicas,
+            oldest_wait=max(waits.values(), default=0.0),
+            arrival_rate=rates.total_arrival,
+            service_rate=rates.service,
         )
-        metrics.observed(self._counts, target.replicas)
-        return Look(observation, target, workers)
+        metrics.observed(self._counts, target.replicas, waits, rates)
+        return Look(observation, target, workers, waits, rates)
 
     def step(self) -> Decision | None:
         """One pass of the loop; writes to the target only when the replica count must change.
@@ -158,10 +189,10 @@ class Autoscaler:
         now = self.clock()
         if self._ops_in_control(target, now):
             metrics.desired(observation.current)
-            self._report(observation, None)
+            self._report(look, None)
             return None
         decision, self.state = decide(observation, self.bounds, self.state, now)
-        self._log_decision(observation, decision)
+        self._log_decision(look, decision)
         if decision.desired != observation.current:
             # Look again, uncached, right before writing: never overwrite a pause or a manual scale.
             latest = self.target.read(fresh=True)
@@ -190,7 +221,7 @@ class Autoscaler:
                     observation.in_flight,
                 )
             )
-        self._report(observation, decision)
+        self._report(look, decision)
         return decision
 
     def _ops_in_control(self, target: TargetState, now: float) -> bool:
@@ -227,12 +258,16 @@ class Autoscaler:
             self.state = PolicyState()
         return self.mode != ACTIVE
 
-    def _log_decision(self, observation: Observation, decision: Decision) -> None:
-        """One line per new (desired, reason), before the write: a refused write still shows what was decided."""
+    def _log_decision(self, look: Look, decision: Decision) -> None:
+        """One line per new (desired, reason), before the write: a refused write still shows what was decided.
+
+        With the inputs of both rules: the counts, and per queue the oldest job's wait and the arrival rate, with
+        one busy worker's service rate (null until a job has ended) and the target wait (null when off)."""
         metrics.desired(decision.desired)
         if (decision.desired, str(decision.reason)) == self._last_logged:
             return
         self._last_logged = (decision.desired, str(decision.reason))
+        observation, service = look.observation, look.rates.service
         log.info(
             "scaling decision",
             target=self.target.name,
@@ -243,9 +278,14 @@ class Autoscaler:
             desired=decision.desired,
             demand=decision.demand,
             reason=str(decision.reason),
+            oldest_wait={queue: round(wait, 3) for queue, wait in look.waits.items()},
+            arrival_rate={queue: round(rate, 3) for queue, rate in look.rates.arrival.items()},
+            service_rate=None if service is None else round(service, 3),
+            target_wait=self.bounds.target_wait,
         )
 
-    def _report(self, observation: Observation, decision: Decision | None) -> None:
+    def _report(self, look: Look, decision: Decision | None) -> None:
+        observation = look.observation
         desired = observation.current if decision is None else decision.desired
         reason = self.mode if decision is None else str(decision.reason)
         Report(
@@ -257,6 +297,10 @@ class Autoscaler:
             in_flight=observation.in_flight,
             busy=observation.busy_workers,
             updated_at=time.time(),
+            oldest_wait=dict(look.waits),
+            arrival_rate=dict(look.rates.arrival),
+            service_rate=look.rates.service,
+            target_wait=self.bounds.target_wait,
         ).publish(self.connection, self.target.name, ttl=max(60, int(self.interval * 10)))
 
     def run(self, stop: threading.Event) -> None:

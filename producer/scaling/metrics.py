@@ -7,11 +7,13 @@ set on every pass of the loop; a follower replica keeps its last values and says
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import redis
 from prometheus_client import Counter, Gauge
 
+from producer.scaling.rates import Rates
 from producer.scaling.report import LoopState
 from task_processor.metrics import new_registry
 from task_processor.observe import QueueCounts
@@ -21,6 +23,24 @@ QUEUE_DEPTH = Gauge("task_processor_queue_depth", "Jobs waiting in the queue.", 
 INFLIGHT = Gauge(
     "task_processor_inflight_jobs", "Jobs running now (live started entries).", ["queue"], registry=REGISTRY
 )
+OLDEST_WAIT = Gauge(
+    "task_processor_queue_oldest_wait_seconds",
+    "Seconds the job at the head of the queue has waited since it was enqueued (0 when the queue is empty).",
+    ["queue"],
+    registry=REGISTRY,
+)
+ARRIVAL_RATE = Gauge(
+    "task_processor_queue_arrival_rate",
+    "Jobs per second entering the queue, smoothed (half-life 30 s).",
+    ["queue"],
+    registry=REGISTRY,
+)
+SERVICE_RATE = Gauge(
+    "task_processor_service_rate",
+    "Jobs per second one busy worker completes, smoothed (half-life 30 s); NaN until a job has ended.",
+    registry=REGISTRY,
+)
+SERVICE_RATE.set(math.nan)  # unknown, not zero, until the loop has seen a job end
 REPLICAS_DESIRED = Gauge("task_processor_replicas_desired", "Workers the policy asks for.", registry=REGISTRY)
 REPLICAS_CURRENT = Gauge("task_processor_replicas_current", "Workers the target has now.", registry=REGISTRY)
 STATE = Gauge(
@@ -43,10 +63,15 @@ API_ERRORS = Counter(
 )
 
 
-def observed(counts: Mapping[str, QueueCounts], current: int) -> None:
+def observed(counts: Mapping[str, QueueCounts], current: int, waits: Mapping[str, float], rates: Rates) -> None:
     for queue, c in counts.items():
         QUEUE_DEPTH.labels(queue).set(c.queued)
         INFLIGHT.labels(queue).set(c.started)
+    for queue, wait in waits.items():
+        OLDEST_WAIT.labels(queue).set(wait)
+    for queue, rate in rates.arrival.items():
+        ARRIVAL_RATE.labels(queue).set(rate)
+    SERVICE_RATE.set(math.nan if rates.service is None else rates.service)
     REPLICAS_CURRENT.set(current)
 
 

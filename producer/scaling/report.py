@@ -4,8 +4,11 @@ its last decision, in the hash ``task-processor:autoscaler:<deployment>``. Writt
 from __future__ import annotations
 
 import enum
+import json
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 
@@ -23,9 +26,34 @@ class LoopState(enum.StrEnum):
     FOLLOWER = "follower"
 
 
+def _per_queue(raw: str | None) -> dict[str, float]:
+    """A JSON object of queue -> number, as ``publish`` writes it; anything else reads as no data."""
+    try:
+        value: Any = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    if not isinstance(value, dict):
+        return {}
+    return {
+        str(queue): float(number)
+        for queue, number in value.items()
+        if isinstance(number, int | float) and not isinstance(number, bool) and math.isfinite(number)
+    }
+
+
+def _optional_float(raw: str | None) -> float | None:
+    try:
+        value = float(raw) if raw else None
+    except ValueError:
+        return None
+    return value if value is not None and math.isfinite(value) else None
+
+
 @dataclass(frozen=True)
 class Report:
-    """One publication of the loop: what it saw and what it decided."""
+    """One publication of the loop: what it saw and what it decided. Per queue, the oldest queued job's wait
+    (seconds) and the arrival rate (jobs/s); the service rate of one busy worker (jobs/s, None until a job ended)
+    and AUTOSCALE_TARGET_WAIT (None when off). A report from an older autoscaler reads with those empty."""
 
     desired: int
     current: int
@@ -35,11 +63,18 @@ class Report:
     in_flight: int
     busy: int
     updated_at: float
+    oldest_wait: dict[str, float] = field(default_factory=dict)
+    arrival_rate: dict[str, float] = field(default_factory=dict)
+    service_rate: float | None = None
+    target_wait: float | None = None
 
     def publish(self, connection: redis.Redis, target: str, ttl: int) -> None:
         """Write the report for ``target``, kept ``ttl`` seconds: a stopped autoscaler's report lapses."""
         key = keys.autoscaler_status(target)
-        fields = {name: str(value) for name, value in vars(self).items()}
+        fields = {
+            name: json.dumps(value, sort_keys=True) if isinstance(value, dict) else "" if value is None else str(value)
+            for name, value in vars(self).items()
+        }
         with connection.pipeline(transaction=False) as pipe:
             pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
             pipe.expire(key, ttl)
@@ -60,6 +95,10 @@ class Report:
                 in_flight=int(fields.get("in_flight", 0)),
                 busy=int(fields.get("busy", 0)),
                 updated_at=float(fields["updated_at"]),
+                oldest_wait=_per_queue(fields.get("oldest_wait")),
+                arrival_rate=_per_queue(fields.get("arrival_rate")),
+                service_rate=_optional_float(fields.get("service_rate")),
+                target_wait=_optional_float(fields.get("target_wait")),
             )
         except (KeyError, ValueError):
             return None
