@@ -28,7 +28,7 @@ def obs(
     arrival: float | None = None,
     service: float | None = None,
 ) -> Observation:
-    return Observation(queued, in_flight, in_flight, current, oldest, arrival, service)
+    return Observation(queued, in_flight, 0, current, oldest, arrival, service)  # busy workers: the floor's test
 
 
 # ----------------------------------------------------------------------------------------------- the formula
@@ -38,7 +38,7 @@ def obs(
     ("observation", "expected"),
     [
         # λ/μ: 4 jobs/s of 0.5 s jobs keep 2 workers busy.
-        (obs(arrival=4.0, service=2.0), 2),
+        (obs(in_flight=2, arrival=4.0, service=2.0), 2),
         # Q/(μ·W): 30 queued 1 s jobs drained within 10 s need 3 workers.
         (obs(queued=30, service=1.0), 3),
         # Both: keep up with 1 job/s of 2 s jobs (2 workers) and drain 10 within 10 s (2 more).
@@ -48,9 +48,9 @@ def obs(
         # The oldest job is within the target: no correction.
         (obs(queued=30, oldest=9.0, service=1.0), 3),
         # A partial worker is a worker.
-        (obs(arrival=2.1, service=1.0), 3),
+        (obs(in_flight=3, arrival=2.1, service=1.0), 3),
         # Float noise is not a worker: 0.3/0.1 is 2.9999999999999996 or 3.0000000000000004.
-        (obs(arrival=0.3, service=0.1), 3),
+        (obs(in_flight=3, arrival=0.3, service=0.1), 3),
         # No service rate yet (no job ended): the rule abstains, whatever the queue.
         (obs(queued=1000, arrival=50.0), 0),
         (obs(queued=1000, arrival=50.0, service=0.0), 0),
@@ -59,6 +59,10 @@ def obs(
         (obs(queued=20, service=1.0), 2),
         # Nothing queued, nothing arriving.
         (obs(service=1.0), 0),
+        # Never more workers than jobs in sight: 10 jobs/s of 1 s jobs, but 4 jobs in sight.
+        (obs(queued=1, in_flight=3, arrival=10.0, service=1.0), 4),
+        # Nothing in sight, however high the smoothed arrival rate still is: the count rule takes over.
+        (obs(arrival=10.0, service=1.0), 0),
     ],
 )
 def test_the_latency_rule(observation: Observation, expected: int) -> None:
@@ -73,7 +77,7 @@ def test_the_count_rule_stays_the_floor_and_the_bounds_hold() -> None:
     b = bounds(per_worker=10, maximum=8)
     assert demand(obs(queued=50, service=100.0, arrival=0.0), b) == 5  # the count rule wins: 50/10
     assert demand(obs(queued=10, service=0.01, arrival=1.0), b) == 8  # the latency rule, capped at maximum
-    assert demand(obs(queued=1, service=1e-300, arrival=1e300), b) == 8  # overflow is "as many as allowed"
+    assert demand(obs(queued=100, service=1e-300, arrival=1e300), b) == 8  # overflow: as many as allowed
 
 
 @pytest.mark.parametrize("target", [0, -1.0, math.inf, math.nan, True, "5"])
@@ -93,10 +97,15 @@ def test_the_latency_rule_is_the_smallest_fleet_that_meets_its_own_estimate(
     queued: int, arrival: float, service: float, oldest: float, target: float
 ) -> None:
     """n workers meet the estimate (λ/μ + Q·lateness/(μ·W) <= n) and n - 1 do not, up to float rounding."""
-    n = latency_rule(obs(queued=queued, arrival=arrival, service=service, oldest=oldest), bounds(target=target))
+    in_flight = 10_000  # enough jobs in sight that the cap does not bind
+    observation = obs(queued=queued, in_flight=in_flight, arrival=arrival, service=service, oldest=oldest)
+    n = latency_rule(observation, bounds(target=target))
     need = arrival / service + queued / (service * target) * max(1.0, oldest / target)
-    assert n >= need - 1e-6
-    assert n - 1 < need + 1e-6 or n == 0
+    if need <= queued + in_flight:
+        assert n >= need - 1e-6
+        assert n - 1 < need + 1e-6 or n == 0
+    else:
+        assert n == queued + in_flight
 
 
 # ------------------------------------------------------------------------------ decisions over time, flapping
@@ -106,7 +115,8 @@ def run(b: Bounds, rates: list[tuple[float, float]], interval: float = 1.0) -> l
     """Feed (arrival, service) pairs one interval apart through decide; each desired count becomes current."""
     state, current, desired = PolicyState(), 0, []
     for step, (arrival, service) in enumerate(rates):
-        decision, state = decide(obs(current=current, arrival=arrival, service=service), b, state, step * interval)
+        observation = obs(in_flight=50, current=current, arrival=arrival, service=service)
+        decision, state = decide(observation, b, state, step * interval)
         current = decision.desired
         desired.append(current)
     return desired
@@ -141,7 +151,7 @@ def test_a_noisy_meter_fed_by_flapping_counters_keeps_the_fleet_steady() -> None
         done = tallies["w1"].completed + rng.choice([0, 1, 2])
         tallies = {"w1": WorkerTally(done, float(done))}  # 1 s a job
         rates = meter.update(now, {"default": total}, tallies)
-        observation = obs(current=current, arrival=rates.total_arrival, service=rates.service)
+        observation = obs(in_flight=20, current=current, arrival=rates.total_arrival, service=rates.service)
         decision, state = decide(observation, b, state, now)
         current = decision.desired
         counts.append(current)
@@ -197,6 +207,18 @@ def test_a_clock_that_stands_still_or_goes_back_changes_nothing() -> None:
     before = meter.update(11.0, {"q": 10}, {})
     assert meter.update(11.0, {"q": 500}, {}) == before
     assert meter.update(5.0, {"q": 900}, {}) == before
+
+
+def test_a_few_long_jobs_among_many_short_ones_are_weighed_by_their_time() -> None:
+    """Every interval one 0.1 s job ends; every 40th interval a 100 s job ends too. One busy worker then ends
+    41 jobs per 104 s worked: the rate is that ratio, not the short jobs' 10 jobs/s that most intervals see."""
+    meter, completed, worked = RateMeter(half_life=600.0), 0, 0.0
+    for step in range(4000):
+        completed, worked = completed + 1, worked + 0.1
+        if step % 40 == 39:
+            completed, worked = completed + 1, worked + 100.0
+        rates = meter.update(step * 1.0, {}, {"a": WorkerTally(completed, worked)})
+    assert rates.service == pytest.approx(41 / 104, rel=0.15)
 
 
 def test_jobs_faster_than_the_clock_give_a_finite_rate() -> None:

@@ -141,17 +141,20 @@ def latency_rule(obs: Observation, bounds: Bounds) -> int:
 
     λ/μ workers keep up with the arrivals; Q/(μ·W) more drain the Q jobs queued ahead of a new one within W.
     A is the oldest queued job's age: once it exceeds W the rates underestimate the need, and the backlog term
-    grows with the miss. 0 while the target is off or μ is unknown (no job finished yet): the count rule rules.
+    grows with the miss. Never more workers than jobs in sight (queued + in flight): a worker without a job
+    waits no job less, and with nothing in sight the count rule alone takes the fleet down to its minimum.
+    0 while the target is off or μ is unknown (no job finished yet): the count rule rules.
     """
     target, service = bounds.target_wait, obs.service_rate
-    if target is None or service is None or not math.isfinite(service) or service <= 0:
+    in_sight = max(0, obs.queued) + max(0, obs.in_flight)
+    if target is None or service is None or not math.isfinite(service) or service <= 0 or in_sight == 0:
         return 0
     arrival = obs.arrival_rate if obs.arrival_rate is not None and math.isfinite(obs.arrival_rate) else 0.0
     lateness = max(1.0, max(0.0, obs.oldest_wait) / target)
     needed = max(0.0, arrival) / service + max(0, obs.queued) / (service * target) * lateness
     if not math.isfinite(needed):
-        return bounds.maximum
-    return math.ceil(needed - 1e-9)  # 2.0000000001 from float noise is still 2 workers
+        return in_sight
+    return min(math.ceil(needed - 1e-9), in_sight)  # 2.0000000001 from float noise is still 2 workers
 
 
 def decide(obs: Observation, bounds: Bounds, state: PolicyState, now: float) -> tuple[Decision, PolicyState]:

@@ -10,7 +10,9 @@ jobs ended per second worked is one busy worker's service rate, 1 / the mean job
 new, gone or restarted under its name (counters lower than before) adds nothing to that interval.
 
 Both are exponentially weighted moving averages with a half-life in seconds, whatever the interval between
-looks; an interval in which no job ended keeps the service rate it had.
+looks. The service rate is the ratio of two such averages (jobs ended per second, seconds worked per second),
+not an average of per-interval ratios: most short intervals see only short jobs end, and averaging their
+ratios would overstate the rate of a fleet whose jobs are mostly long.
 """
 
 from __future__ import annotations
@@ -58,7 +60,8 @@ class RateMeter:
         self._totals: dict[str, int] = {}
         self._tallies: dict[str, WorkerTally] = {}
         self._arrival: dict[str, float] = {}
-        self._service: float | None = None
+        self._ended: float | None = None  # jobs ended per second (smoothed)
+        self._worked: float = 0.0  # seconds worked per second (smoothed)
 
     def update(self, now: float, queue_totals: Mapping[str, int], workers: Mapping[str, WorkerTally]) -> Rates:
         """Take one look's counters at ``now`` (a monotonic clock); return the rates so far."""
@@ -70,15 +73,22 @@ class RateMeter:
                     rate = max(0, total - self._totals[queue]) / elapsed
                     previous = self._arrival.get(queue, rate)
                     self._arrival[queue] = previous + weight * (rate - previous)
-            self._update_service(workers, weight)
+            self._update_service(workers, weight, elapsed)
         if elapsed is None or elapsed > 0:  # a clock that stood still or went back: keep the old snapshot
             self._at = now
             self._totals = dict(queue_totals)
             self._tallies = dict(workers)
         arrival = {queue: self._arrival.get(queue, 0.0) for queue in queue_totals}
-        return Rates(arrival=arrival, service=self._service)
+        return Rates(arrival=arrival, service=self.service)
 
-    def _update_service(self, workers: Mapping[str, WorkerTally], weight: float) -> None:
+    @property
+    def service(self) -> float | None:
+        if self._ended is None or self._ended <= 0:
+            return None
+        # Jobs shorter than the timer's resolution: a floor of 1 ms a job keeps the rate finite.
+        return self._ended / max(self._worked, self._ended * 0.001)
+
+    def _update_service(self, workers: Mapping[str, WorkerTally], weight: float, elapsed: float) -> None:
         ended, worked = 0, 0.0
         for name, tally in workers.items():
             before = self._tallies.get(name)
@@ -86,9 +96,10 @@ class RateMeter:
                 continue
             ended += tally.completed - before.completed
             worked += tally.working_time - before.working_time
-        if ended <= 0:
+        if self._ended is None:
+            if ended <= 0:
+                return  # nothing known yet: the first jobs to end start the averages
+            self._ended, self._worked = ended / elapsed, worked / elapsed
             return
-        # Jobs shorter than the timer's resolution: a floor of 1 ms a job keeps the rate finite.
-        rate = ended / max(worked, ended * 0.001)
-        previous = self._service
-        self._service = rate if previous is None else previous + weight * (rate - previous)
+        self._ended += weight * (ended / elapsed - self._ended)
+        self._worked += weight * (worked / elapsed - self._worked)
