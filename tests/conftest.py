@@ -113,11 +113,34 @@ class Proc:
         return lines
 
     def stop(self) -> None:
-        # The whole group: the worker's scheduler child may outlive its parent.
+        # The whole group, and every descendant in a group of its own (run-local's workers, like Pods, have
+        # theirs): a worker left behind by a failed test would take the next tests' jobs from the shared Redis.
+        family = descendants(self.popen.pid)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, signal.SIGKILL)
+        for pid in family:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                if os.getpgid(pid) == pid:
+                    os.killpg(pid, signal.SIGKILL)
+                else:
+                    os.kill(pid, signal.SIGKILL)
         self.popen.wait(timeout=10)
         self._log.close()
+
+
+def descendants(root: int) -> list[int]:
+    """The processes below ``root`` (children, theirs, ...), read from /proc."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [root]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 @pytest.fixture
