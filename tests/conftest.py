@@ -99,7 +99,11 @@ class Proc:
         self.popen.send_signal(sig)
 
     def wait(self, timeout: float = 30) -> int:
-        return self.popen.wait(timeout=timeout)
+        """The exit code; a process still running after ``timeout`` fails the test with the end of its output."""
+        try:
+            return self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{' '.join(self.args)} still running after {timeout}s; it said:\n{self.output()[-4000:]}")
 
     def output(self) -> str:
         self._log.flush()
