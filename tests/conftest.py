@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ import redis
 from producer import Producer
 from producer.commands.redis_server import LocalRedisServer
 from producer.scaling.autoscaler import Autoscaler
+from task_processor.logs import configure_logging
 
 BIN = Path(sys.executable).parent
 
@@ -181,3 +183,12 @@ def run(args: list[str], env: dict[str, str], timeout: float = 60) -> subprocess
     return subprocess.run(
         [str(BIN / args[0]), *args[1:]], env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
+
+
+@pytest.fixture
+def logs() -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    """The structured log lines this process writes during the test."""
+    buffer = io.StringIO()
+    configure_logging("INFO", "json", buffer)
+    yield lambda: [json.loads(line) for line in buffer.getvalue().splitlines() if line.startswith("{")]
+    configure_logging("INFO", "json")

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import io
-import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -19,7 +17,6 @@ from producer.commands.redis_server import free_port
 from producer.scaling.autoscaler import Autoscaler
 from producer.scaling.kube import ConflictError, KubeClient, KubeDeployment, NotFoundError, UnreachableError
 from producer.scaling.leader import LeaderElector
-from task_processor.logs import configure_logging
 from task_processor.settings import Settings
 from tests.conftest import Proc, running, wait_for
 from tests.kubeapi.fixtures import kube_api, requires_kubectl  # noqa: F401
@@ -40,15 +37,6 @@ def settings(redis_url: str) -> Settings:
         autoscale_max=6,
         manual_hold=0.0,
     )
-
-
-@pytest.fixture
-def logs() -> Iterator[Callable[[], list[dict[str, Any]]]]:
-    """The structured log lines this process writes during the test."""
-    buffer = io.StringIO()
-    configure_logging("INFO", "json", buffer)
-    yield lambda: [json.loads(line) for line in buffer.getvalue().splitlines() if line.startswith("{")]
-    configure_logging("INFO", "json")
 
 
 def client_for(api: KubeAPI) -> KubeClient:

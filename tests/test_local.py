@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import json
 import os
 import signal
 import threading
@@ -22,7 +20,6 @@ from producer.commands.status import collect
 from producer.scaling.autoscaler import Autoscaler, TargetState
 from producer.scaling.local import LocalDeployment
 from producer.scaling.policy import Bounds
-from task_processor.logs import configure_logging
 from task_processor.observe import WorkerInfo, list_workers
 from task_processor.settings import Settings
 from tests.conftest import TASK_MODULES, Proc, running, wait_for
@@ -149,15 +146,6 @@ def own_redis() -> Iterator[LocalRedisServer]:
     """A redis-server of this test's own, on a free port, for a test that kills and restarts it."""
     with LocalRedisServer(appendonly=False) as server:
         yield server
-
-
-@pytest.fixture
-def logs() -> Iterator[Callable[[], list[dict[str, Any]]]]:
-    """The structured log lines this process writes during the test."""
-    buffer = io.StringIO()
-    configure_logging("INFO", "json", buffer)
-    yield lambda: [json.loads(line) for line in buffer.getvalue().splitlines() if line.startswith("{")]
-    configure_logging("INFO", "json")
 
 
 def events(logs: Callable[[], list[dict[str, Any]]], event: str) -> list[dict[str, Any]]:
