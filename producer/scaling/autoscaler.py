@@ -204,7 +204,8 @@ class Autoscaler:
             except TargetChanged:
                 # Someone wrote since that read: theirs stands; the next pass reads it and holds or hands over.
                 log.info(
-                    "the target changed just before our write (kubectl scale?); not overwriting it",
+                    "the target changed just before our write (a kubectl scale, or its status); not overwriting it, "
+                    "deciding again on the next look",
                     target=self.target.name,
                     desired=decision.desired,
                 )
