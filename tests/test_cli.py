@@ -16,7 +16,7 @@ from producer import Producer, RedisUnavailableError
 from producer.commands.redis_server import free_port
 from producer.commands.run_local import redis_for_run
 from task_processor.settings import Settings
-from tests.conftest import Proc, run, wait_for
+from tests.conftest import BIN, Proc, run, wait_for
 
 
 def test_enqueue_prints_the_job_id_and_parses_arguments(env: dict[str, str], conn: redis.Redis) -> None:
@@ -130,10 +130,20 @@ def test_fallback_to_a_private_redis_only_when_redis_url_is_unset(capsys: pytest
         pass
 
 
+IGNORING_SIGINT = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); os.execv(sys.argv[1], sys.argv[1:])"
+)
+"""Runs a command with SIGINT ignored, as a shell starts its background jobs (and a CI step may)."""
+
+
+@pytest.mark.parametrize("sigint_ignored", [False, True], ids=["plain", "started-with-sigint-ignored"])
 def test_run_local_keep_running_serves_new_work_until_interrupted(
-    env: dict[str, str], spawn: Callable[..., Proc], conn: redis.Redis
+    env: dict[str, str], spawn: Callable[..., Proc], conn: redis.Redis, sigint_ignored: bool
 ) -> None:
-    local = spawn("task-producer", "run-local", "--jobs", "3", "--min", "1", "--keep-running")
+    command = ("task-producer", "run-local", "--jobs", "3", "--min", "1", "--keep-running")
+    if sigint_ignored:
+        command = ("python", "-c", IGNORING_SIGINT, str(BIN / command[0]), *command[1:])
+    local = spawn(*command)
     wait_for(lambda: "Workers keep running" in local.output(), timeout=60, what="the demo to finish")
     job_id = run(["task-producer", "enqueue", "worker.examples.add", "20", "22"], env).stdout.strip()
     assert Producer(env["REDIS_URL"]).wait([Job.fetch(job_id, connection=conn, serializer="json")], timeout=30) == [42]

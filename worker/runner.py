@@ -165,13 +165,11 @@ class TaskWorker(ResilientWorker):
         self, timeout: int | None, max_idle_time: int | None = None
     ) -> tuple[Job, Queue] | None:
         """Take the next job, a short blocking pop at a time so that a stop request is seen within a second."""
-        if self.get_state() != WorkerStatus.IDLE:
-            self.set_state(WorkerStatus.IDLE)
-            self.procline(f"Listening on {','.join(self.queue_names())}")
         idle_since = time.monotonic()
         pause = 1.0
         while not self._stop_requested:
             try:
+                self._mark_idle()
                 self.maintain()
                 taken = self._dequeue.take(timeout)
                 self._check_reconnected()
@@ -198,6 +196,19 @@ class TaskWorker(ResilientWorker):
             self.reorder_queues(reference_queue=taken.queue)
             return taken.job, taken.queue
         return None
+
+    def _mark_idle(self) -> None:
+        """Say "idle" in the worker's hash once per wait for work; when Redis is lost meanwhile, the next try says
+        it again (RQ's set_state records the state before it writes it)."""
+        before = self.get_state()
+        if before == WorkerStatus.IDLE:
+            return
+        try:
+            self.set_state(WorkerStatus.IDLE)
+        except redis.RedisError:
+            self._state = before
+            raise
+        self.procline(f"Listening on {','.join(self.queue_names())}")
 
     def _give_back(self, taken: Taken) -> None:
         """A job taken when the worker is to run no more goes back to the front of its queue, as it was: when the

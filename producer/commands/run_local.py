@@ -7,6 +7,7 @@ processes, the autoscaler sizing it, and a demo workload whose progress and scal
 from __future__ import annotations
 
 import random
+import signal
 import tempfile
 import threading
 import time
@@ -130,6 +131,10 @@ def run_local(settings: Settings, options: RunLocalOptions, out: TextIO) -> int:
             )
             print(f"  worker logs  {log_dir / 'workers.log'}", file=out)
             if options.keep_running:
+                # Ctrl-C is the documented way out: honoured even when started with SIGINT ignored (a shell
+                # starts its background jobs so), as `task-producer autoscale` does.
+                if threading.current_thread() is threading.main_thread():
+                    signal.signal(signal.SIGINT, signal.default_int_handler)
                 print(
                     "Workers keep running and scaling; enqueue with "
                     f"`REDIS_URL={redact_url(url)} task-producer enqueue {DEMO_MODULE}.add 1 2` (tasks of your own: "
