@@ -58,6 +58,17 @@ def _name_errors(value: str, limit: int, pattern: str, message: str, *examples: 
     return errors
 
 
+def _qualified_error() -> str:
+    return _regex_error(
+        "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric "
+        "character",
+        _QUALIFIED,
+        "MyName",
+        "my.name",
+        "123-abc",
+    )
+
+
 def dns1123_subdomain(value: str) -> list[str]:
     message = (
         "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
@@ -96,14 +107,7 @@ def qualified_name(value: str) -> list[str]:
     if len(parts) > 2:
         return [
             "a qualified name "
-            + _regex_error(
-                "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an "
-                "alphanumeric character",
-                _QUALIFIED,
-                "MyName",
-                "my.name",
-                "123-abc",
-            )
+            + _qualified_error()
             + " with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"
         ]
     name = parts[-1]
@@ -119,14 +123,7 @@ def qualified_name(value: str) -> list[str]:
     if not _matches(_QUALIFIED, name):
         errors.append(
             "name part "
-            + _regex_error(
-                "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an "
-                "alphanumeric character",
-                _QUALIFIED,
-                "MyName",
-                "my.name",
-                "123-abc",
-            )
+            + _qualified_error()
         )
     return errors
 
