@@ -121,10 +121,7 @@ def qualified_name(value: str) -> list[str]:
     elif len(name) > 63:
         errors.append("name part must be no more than 63 characters")
     if not _matches(_QUALIFIED, name):
-        errors.append(
-            "name part "
-            + _qualified_error()
-        )
+        errors.append("name part " + _qualified_error())
     return errors
 
 
