@@ -14,7 +14,10 @@ from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from producer import Producer, Task, TaskFailedError
 from producer.commands.redis_server import free_port
-from tests.conftest import Proc, run, wait_for
+from task_processor.connection import connect
+from task_processor.settings import Settings
+from tests.conftest import TASK_MODULES, Proc, run, wait_for
+from worker.runner import build_worker
 
 
 def recorded(conn: redis.Redis, key: str) -> list[str]:
@@ -163,6 +166,27 @@ def test_second_signal_stops_at_once_and_requeues_the_task_at_the_front(
     assert conn.lrange("rq:queue:default", 0, -1) == [running.id.encode(), waiting.id.encode()]
     assert not started(conn, running.id)
     assert [line["outcome"] for line in job_lines(worker)] == ["interrupted-requeued"]
+
+
+@pytest.mark.parametrize("cold_stop", [True, False], ids=["interrupted-requeued", "failed"])
+def test_a_heartbeat_after_a_jobs_end_does_not_put_it_back_in_started(
+    producer: Producer, conn: redis.Redis, redis_url: str, cold_stop: bool
+) -> None:
+    """The heartbeat thread beats on its own clock; one that falls just after an interrupted or failed job's
+    bookkeeping must not put the job back in its started registry (the reaper would run it once more)."""
+    worker = build_worker(Settings(redis_url=redis_url, task_modules=(TASK_MODULES,)), connect(redis_url))
+    job = producer.enqueue("worker.examples.noop")
+    taken = worker._dequeue.take(timeout=None)
+    assert taken is not None
+    assert started(conn, job.id)  # the pop started it
+    worker.execution = taken.execution
+    worker._heartbeat.running(taken.job)
+    worker._cold_stop = cold_stop
+    worker.handle_job_failure(taken.job, taken.queue, exc_string="RuntimeError: boom")
+    worker._heartbeat.beat()  # the thread's next beat, right after the bookkeeping
+    assert not started(conn, job.id)
+    expected = JobStatus.QUEUED if cold_stop else JobStatus.FAILED
+    assert job.get_status(refresh=True) == expected
 
 
 def test_check_passes_only_while_the_worker_lives(env: dict[str, str], spawn: Callable[..., Proc]) -> None:

@@ -64,13 +64,17 @@ class Heartbeat:
 
     def _beat(self) -> None:
         while not self._stopped.wait(self.interval):
-            try:
-                with self._lock:
-                    if self._running is None:
-                        self.worker.heartbeat()
-                    else:
-                        self.worker.maintain_heartbeats(self._running)
-            except redis.ConnectionError as exc:
-                self.worker.outage.failed(exc)
-            except redis.RedisError as exc:
-                log.warning("heartbeat failed; will retry", error=first_line(exc))
+            self.beat()
+
+    def beat(self) -> None:
+        """One beat: the worker's, and the running job's if there is one (the thread's every ``interval``)."""
+        try:
+            with self._lock:
+                if self._running is None:
+                    self.worker.heartbeat()
+                else:
+                    self.worker.maintain_heartbeats(self._running)
+        except redis.ConnectionError as exc:
+            self.worker.outage.failed(exc)
+        except Exception as exc:  # a Redis refusal, or a bug: the thread must go on beating either way
+            log.warning("heartbeat failed; will retry", error=first_line(exc))

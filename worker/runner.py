@@ -313,6 +313,9 @@ class TaskWorker(ResilientWorker):
         started_job_registry: StartedJobRegistry | None = None,
         exc_string: str = "",
     ) -> None:
+        # The heartbeat thread leaves the job alone before its end is recorded: a beat after the bookkeeping
+        # would put the job back in its started registry (RQ's execution heartbeat is a plain ZADD).
+        self._heartbeat.idle()
         if isinstance(job, TaskJob) and job.refusal is not None:
             # Refused code will never be allowed by a retry: the job fails now, with the one line that says why.
             exc_string = job.refusal
