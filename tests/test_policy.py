@@ -135,6 +135,27 @@ def test_flapping_queue_scales_up_once_and_down_once() -> None:
     assert changes == [(0.0, 1, 10), (69.0, 10, 1)]
 
 
+def test_a_falling_demand_is_followed_down_in_steps_a_quarter_delay_apart() -> None:
+    # Demand falls by one worker a second, from 40 to 0: one write per worker would be 40 scale-ins.
+    ticks = [(float(t), max(0, 40 - t)) for t in range(200)]
+    result = run(bounds(maximum=50, delay=60), ticks, start=40)
+    replicas = [40] + [d.desired for _, d in result]
+    changes = [
+        (now, before, after)
+        for (now, _), before, after in zip(result, replicas, replicas[1:], strict=False)
+        if before != after
+    ]
+    # Each step goes to the highest demand of the last 60 s, and the next waits 15 s.
+    assert changes == [(61.0, 40, 39), (76.0, 39, 24), (91.0, 24, 9), (106.0, 9, 0)]
+
+
+def test_a_count_above_maximum_comes_down_at_once_even_right_after_a_scale_in() -> None:
+    b = bounds(maximum=5, delay=60)
+    state = PolicyState(history=((0.0, 5),), scaled_in_at=59.0)
+    decision, _ = decide(obs(current=30), b, state, 60.0)  # kubectl scale --replicas=30 just now
+    assert decision.desired == 5
+
+
 def test_time_going_backwards_does_not_scale_down() -> None:
     b = bounds(delay=10)
     _, state = decide(obs(queued=10, current=10), b, PolicyState(), 100.0)

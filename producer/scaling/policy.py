@@ -116,9 +116,11 @@ class Decision:
 
 @dataclass(frozen=True)
 class PolicyState:
-    """Recent (time, demand) pairs; the caller threads it between calls so the policy stays pure."""
+    """Recent (time, demand) pairs and the last scale-in; the caller threads it between calls so the policy stays
+    pure."""
 
     history: tuple[tuple[float, int], ...] = ()
+    scaled_in_at: float | None = None
 
 
 def demand(obs: Observation, bounds: Bounds) -> int:
@@ -166,6 +168,9 @@ def decide(obs: Observation, bounds: Bounds, state: PolicyState, now: float) -> 
          then clamped to [minimum, maximum] (a hand-made count above maximum is brought back without delay).
       3. never below min(busy_workers, current): busy workers beat maximum, because scaling below them would
          kill running jobs, but they never raise desired above current, because busy counts may be stale.
+      4. a scale-in comes at most once per quarter of `scale_down_delay` (a count above maximum excepted): as
+         demand falls the window's maximum falls with it one worker at a time, and a write per worker would
+         only churn the Deployment.
 
     The first call (empty history) seeds the window with `current`, so a freshly started autoscaler waits a
     full delay before scaling down instead of trusting a single sample. Entries stamped later than `now`
@@ -178,7 +183,8 @@ def decide(obs: Observation, bounds: Bounds, state: PolicyState, now: float) -> 
     if not history and delay > 0:
         history = ((now, current),)
     window = (*(entry for entry in history if entry[0] >= now - delay), (now, wanted))
-    next_state = PolicyState(history=window)
+    last_in = state.scaled_in_at
+    next_state = PolicyState(history=window, scaled_in_at=last_in)
 
     if wanted >= current:
         reason = Reason.SCALE_UP if wanted > current else Reason.STEADY
@@ -187,7 +193,9 @@ def decide(obs: Observation, bounds: Bounds, state: PolicyState, now: float) -> 
     held = min(max(value for _, value in window), current)
     held = min(max(held, bounds.minimum), bounds.maximum)
     floor = min(max(0, obs.busy_workers), current)
-    if floor > held:
-        return Decision(desired=floor, reason=Reason.BUSY_WORKERS, demand=wanted), next_state
-    reason = Reason.SCALE_DOWN if held < current else Reason.SCALE_DOWN_DELAYED
-    return Decision(desired=held, reason=reason, demand=wanted), next_state
+    desired, reason = (floor, Reason.BUSY_WORKERS) if floor > held else (held, Reason.SCALE_DOWN)
+    if desired >= current:
+        return Decision(desired=current, reason=Reason.SCALE_DOWN_DELAYED, demand=wanted), next_state
+    if last_in is not None and now - delay / 4 < last_in <= now and current <= bounds.maximum:
+        return Decision(desired=current, reason=Reason.SCALE_DOWN_DELAYED, demand=wanted), next_state
+    return Decision(desired=desired, reason=reason, demand=wanted), PolicyState(history=window, scaled_in_at=now)
