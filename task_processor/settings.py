@@ -107,15 +107,17 @@ def _number(name: str, raw: str, kind: Callable[[str], T], minimum: float) -> T:
     return value
 
 
-def _positive_seconds(name: str, raw: str) -> float:
-    """A number of seconds > 0: 0 would ask every job to start at once, which no fleet can promise."""
+def _target_wait(name: str, raw: str) -> float | None:
+    """Seconds > 0, or ``off``: 0 would ask every job to start at once, which no fleet can promise."""
+    if raw.lower() == "off":
+        return None
     try:
         value = float(raw)
     except ValueError:
         value = math.nan
     if not math.isfinite(value) or value <= 0:
         raise ConfigError(
-            f"{name}={raw!r} is not a number of seconds > 0: set it to one (e.g. {name}=30), or unset it to turn it off"
+            f"{name}={raw!r} is not a number of seconds > 0: set it to one (e.g. {name}=30), or to off to turn it off"
         )
     return value
 
@@ -154,7 +156,7 @@ class Settings:
     autoscale_interval: float = 0.25
     scale_down_delay: float = 60.0
     manual_hold: float = 300.0
-    target_wait: float | None = None
+    target_wait: float | None = 30.0
     pod_name: str | None = None
     log_format: LogFormat = "auto"
     log_level: str = "INFO"
@@ -223,7 +225,7 @@ class Settings:
             autoscale_interval=opt("AUTOSCALE_INTERVAL", real(0.05), d.autoscale_interval),
             scale_down_delay=opt("AUTOSCALE_SCALE_DOWN_DELAY", real(0), d.scale_down_delay),
             manual_hold=opt("AUTOSCALE_MANUAL_HOLD", real(0), d.manual_hold),
-            target_wait=opt("AUTOSCALE_TARGET_WAIT", _positive_seconds, d.target_wait),
+            target_wait=opt("AUTOSCALE_TARGET_WAIT", _target_wait, d.target_wait),
             pod_name=opt("POD_NAME", lambda _, raw: raw, d.pod_name),
             log_format=opt("LOG_FORMAT", one_of(LOG_FORMATS, str.lower), d.log_format),  # type: ignore[arg-type]
             log_level=opt("LOG_LEVEL", one_of(LOG_LEVELS, str.upper), d.log_level),

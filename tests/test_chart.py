@@ -445,6 +445,7 @@ def test_settings_reach_the_containers_under_the_readme_names(helm: Helm) -> Non
         "autoscale.jobsPerWorker=5",
         "autoscale.scaleDownDelay=90",
         "autoscale.manualHold=600",
+        "autoscale.targetWait=off",
     )
     worker = env_of(the_container(docs, "Deployment", "task-processor"))
     producer = env_of(the_container(docs, "Deployment", "task-processor-producer"))
@@ -461,6 +462,7 @@ def test_settings_reach_the_containers_under_the_readme_names(helm: Helm) -> Non
         "AUTOSCALE_INTERVAL": "0.25",
         "AUTOSCALE_SCALE_DOWN_DELAY": "90",
         "AUTOSCALE_MANUAL_HOLD": "600",
+        "AUTOSCALE_TARGET_WAIT": "off",
     }
     wrong = {name: values.get(name) for name, want in expected.items() if values.get(name) != want}
     assert not wrong, f"the autoscaler's environment does not follow the values: {wrong}"
@@ -698,6 +700,8 @@ def test_the_network_policy_admits_only_the_release_pods_to_redis(helm: Helm) ->
         ("autoscale.max=many", "/autoscale/max"),
         ("autoscale.max=0", "/autoscale/max"),
         ("autoscale.min=-1", "/autoscale/min"),
+        ("autoscale.targetWait=0", "/autoscale/targetWait"),
+        ("autoscale.targetWait=never", "/autoscale/targetWait"),
         ("config.logFormat=xml", "/config/logFormat"),
         ("config.taskTimeout=0", "/config/taskTimeout"),
         ("config.queues={bad:name}", "/config/queues"),

@@ -140,16 +140,19 @@ def test_worker_tallies_of_foreign_data_read_as_zero(conn: redis.Redis) -> None:
 # ------------------------------------------------------------------------------------------------------ settings
 
 
-@pytest.mark.parametrize(("raw", "parsed"), [(None, None), ("", None), ("  ", None), ("2", 2.0), (" 0.5 ", 0.5)])
-def test_the_setting_is_off_unless_set(raw: str | None, parsed: float | None) -> None:
+@pytest.mark.parametrize(
+    ("raw", "parsed"),
+    [(None, 30.0), ("", 30.0), ("  ", 30.0), ("2", 2.0), (" 0.5 ", 0.5), ("off", None), ("OFF", None)],
+)
+def test_the_target_is_30_seconds_unless_set_or_off(raw: str | None, parsed: float | None) -> None:
     settings = Settings.from_env({} if raw is None else {"AUTOSCALE_TARGET_WAIT": raw})
     assert settings.target_wait == parsed
     assert bounds_from(settings).target_wait == parsed
 
 
-@pytest.mark.parametrize("raw", ["0", "-1", "abc", "inf", "nan", "2s"])
+@pytest.mark.parametrize("raw", ["0", "-1", "abc", "inf", "nan", "2s", "none"])
 def test_a_bad_target_wait_is_one_line_naming_the_variable(raw: str, env: dict[str, str]) -> None:
-    with pytest.raises(ConfigError, match=r"^AUTOSCALE_TARGET_WAIT=.* seconds > 0: set it to one .*unset it"):
+    with pytest.raises(ConfigError, match=r"^AUTOSCALE_TARGET_WAIT=.* seconds > 0: set it to one .*or to off"):
         Settings.from_env({"AUTOSCALE_TARGET_WAIT": raw})
     result = run(["task-producer", "status"], {**env, "AUTOSCALE_TARGET_WAIT": raw})
     assert result.returncode == 2
@@ -221,8 +224,8 @@ def test_status_before_any_job_ended_shows_no_service_rate(
     Autoscaler(conn, ("default",), FixedTarget(1), bounds_from(Settings())).step()
     assert math.isnan(metrics.REGISTRY.get_sample_value("task_processor_service_rate"))  # type: ignore[arg-type]
     facts = json.loads(run(["task-producer", "status", "--json"], env).stdout)["autoscaler"]
-    assert (facts["service_rate"], facts["target_wait"]) == (None, None)
-    assert "service: - jobs/s per busy worker; target wait off" in run(["task-producer", "status"], env).stdout
+    assert (facts["service_rate"], facts["target_wait"]) == (None, 30.0)  # the default target
+    assert "service: - jobs/s per busy worker; target wait 30s" in run(["task-producer", "status"], env).stdout
 
 
 # ------------------------------------------------------------------------------------ end to end: a real fleet
@@ -253,9 +256,9 @@ def p95(values: list[float]) -> float:
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("target_wait", [str(TARGET_WAIT), None], ids=["target-2s", "target-unset"])
+@pytest.mark.parametrize("target_wait", [str(TARGET_WAIT), "off"], ids=["target-2s", "target-off"])
 def test_a_steady_stream_grows_the_fleet_to_keep_waits_near_the_target(
-    target_wait: str | None, env: dict[str, str], producer: Producer, conn: redis.Redis, tmp_path: Path
+    target_wait: str, env: dict[str, str], producer: Producer, conn: redis.Redis, tmp_path: Path
 ) -> None:
     # The count rule alone keeps one worker: 1000 jobs per worker is never reached.
     environ = {
@@ -266,8 +269,7 @@ def test_a_steady_stream_grows_the_fleet_to_keep_waits_near_the_target(
         "AUTOSCALE_SCALE_DOWN_DELAY": "60",
         "AUTOSCALE_INTERVAL": "0.25",
     }
-    if target_wait is not None:
-        environ["AUTOSCALE_TARGET_WAIT"] = target_wait
+    environ["AUTOSCALE_TARGET_WAIT"] = target_wait
     settings = Settings.from_env(environ)
     deployment = LocalDeployment(
         conn,
@@ -287,7 +289,7 @@ def test_a_steady_stream_grows_the_fleet_to_keep_waits_near_the_target(
         with running(autoscaler):
             wait_for(lambda: len(list_workers(conn)) == 1, timeout=30, what="the first worker")
             jobs = stream(producer, seen)
-            if target_wait is None:
+            if target_wait == "off":
                 # Without the target nothing asks for a second worker, and the backlog's head has waited for long.
                 head = oldest_waits(conn, settings.queues)[settings.queues[0]]
                 assert [e.desired for e in autoscaler.events] == []
