@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             "grace_period": setup.sim.grace_period,
             "seed": args.seed,
             "pod_concurrency": 1,
-            "ours": {k: v for k, v in asdict(ours).items() if k != "target_wait"},
+            "ours": asdict(ours),
             "ours_target_wait": setup.bounds("ours-target-wait").target_wait,
         },
         "trace_info": trace_info,

@@ -32,7 +32,7 @@ class Ours:
         self.state = PolicyState()
         self.meter = RateMeter()
         cluster.prefer_idle_victims = True
-        cluster.every(interval, 0.0, self.step)
+        cluster.every(interval, self.step)
 
     def step(self, now: float) -> None:
         c = self.cluster
@@ -140,8 +140,8 @@ class Keda:
         self.spec = spec
         self.hpa = Hpa(HpaSpec(target=spec.list_length, minimum=1, maximum=maximum))
         self.last_active = -math.inf
-        cluster.every(spec.polling_interval, 0.0, self.poll)
-        cluster.every(self.hpa.spec.sync_period, 5.0, self.sync)
+        cluster.every(spec.polling_interval, self.poll)
+        cluster.every(self.hpa.spec.sync_period, self.sync)
 
     def poll(self, now: float) -> None:
         c, s = self.cluster, self.spec
@@ -184,8 +184,8 @@ class PromHpa:
         self.hpa = Hpa(HpaSpec(target=spec.target, minimum=spec.minimum, maximum=maximum))
         self.scrapes: deque[tuple[float, int]] = deque()
         cluster.set_replicas(spec.minimum)
-        cluster.every(spec.scrape_interval, 0.0, self.scrape)
-        cluster.every(self.hpa.spec.sync_period, 5.0, self.sync)
+        cluster.every(spec.scrape_interval, self.scrape)
+        cluster.every(self.hpa.spec.sync_period, self.sync)
 
     def scrape(self, now: float) -> None:
         self.scrapes.append((now, len(self.cluster.queue)))

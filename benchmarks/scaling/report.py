@@ -6,6 +6,7 @@ import importlib
 from pathlib import Path
 from typing import Any
 
+from .run import TARGET_WAIT
 from .sim import Sample
 
 COLUMNS = (
@@ -22,9 +23,9 @@ COLUMNS = (
 TARGET_NAMES = {
     "ours_p95_wait_le_half_keda_or_lt_1s": "ours p95 wait <= 1/2 KEDA's (or < 1 s)",
     "ours_pod_seconds_le_keda": "ours pod-seconds <= KEDA's",
-    "ours_no_busy_pods_removed": "ours (both) removed no busy Pod",
+    "ours_no_busy_pods_removed": "ours (all three rows) removed no busy Pod",
     "no_jobs_lost": "no job lost (all policies)",
-    "target_wait_p95_lt_target": "ours-target-wait p95 < 30 s",
+    "target_wait_p95_lt_target": f"ours-target-wait p95 < {TARGET_WAIT:g} s",
 }
 
 
@@ -60,7 +61,9 @@ def markdown(doc: dict[str, Any]) -> str:
             f"(seeded, same draws for every policy), grace period {setup['grace_period']:g} s, our loop every "
             f"{setup['interval']:g} s with the production defaults (min {setup['ours']['minimum']}, "
             f"jobs per worker {setup['ours']['jobs_per_worker']}, scale-down delay "
-            f"{setup['ours']['scale_down_delay']:g} s); {doc['seconds']:.0f} s to simulate.",
+            f"{setup['ours']['scale_down_delay']:g} s, target wait {setup['ours']['target_wait']:g} s); "
+            f"`ours-target-wait` sets the target to {setup['ours_target_wait']:g} s, `ours-count-only` turns it off; "
+            f"{doc['seconds']:.0f} s to simulate.",
             traces,
             table(doc["traces"]),
             targets_table(doc["targets"]),

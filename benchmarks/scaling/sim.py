@@ -61,8 +61,8 @@ class SimConfig:
     seed: int = 1
 
 
-Periodic = tuple[float, float, Callable[[float], None]]
-"""(period, first run, action): a controller's loop, called with the simulated time."""
+Periodic = tuple[float, Callable[[float], None]]
+"""(period, action): a controller's loop, called with the simulated time."""
 
 
 class Cluster:
@@ -71,6 +71,7 @@ class Cluster:
         self.horizon = horizon
         self.config = config
         self.delays = random.Random(config.seed)  # same seed for every policy: Pod k gets draw k
+        self.phases = random.Random(f"phase:{config.seed}")  # loop k of a policy starts at the same draw
         self.now = 0.0
         self.queue: deque[Job] = deque()
         self.pods: dict[int, Pod] = {}  # the Deployment's Pods, not terminating
@@ -111,9 +112,11 @@ class Cluster:
 
     # -- what a controller may do ----------------------------------------------------------------------------
 
-    def every(self, period: float, first: float, action: Callable[[float], None]) -> None:
-        self._periodic.append((period, first, action))
-        self._push(first, TICK, len(self._periodic) - 1)
+    def every(self, period: float, action: Callable[[float], None]) -> None:
+        """Run `action` every `period` seconds from a seeded phase in [0, period): a real controller's loop
+        runs from whenever its process started, so the trace's arrivals fall anywhere in its period."""
+        self._periodic.append((period, action))
+        self._push(self.phases.uniform(0.0, period), TICK, len(self._periodic) - 1)
 
     def set_replicas(self, replicas: int) -> None:
         if replicas == self.replicas:
@@ -141,7 +144,7 @@ class Cluster:
             at, kind, _, ref, token = heapq.heappop(events)
             self._advance(at)
             if kind == TICK:
-                period, _, action = self._periodic[ref]
+                period, action = self._periodic[ref]
                 action(at)
                 self._push(at + period, TICK, ref)
             elif kind == ARRIVE:

@@ -50,8 +50,11 @@ def diurnal(rng: random.Random, scale: float) -> Trace:
 
 def sawtooth(rng: random.Random, scale: float) -> Trace:
     end = 2 * 3600.0 * scale
-    jobs = [(float(start), rng.uniform(1.0, 5.0)) for start in range(60, int(end), 120) for _ in range(150)]
-    return Trace("sawtooth", f"150 jobs of 1-5 s every 2 min for {end / 3600:.1f} h", jobs, end)
+    jobs: Jobs = []
+    for start in range(60, int(end), 120):  # a producer on a 2-min timer, each run late by up to 30 s
+        at = start + rng.uniform(0.0, 30.0)
+        jobs += [(at, rng.uniform(1.0, 5.0)) for _ in range(150)]
+    return Trace("sawtooth", f"150 jobs of 1-5 s every 2 min (+0-30 s) for {end / 3600:.1f} h", jobs, end)
 
 
 def trickle(rng: random.Random, scale: float) -> Trace:
