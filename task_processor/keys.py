@@ -109,6 +109,11 @@ def autoscaler_status(target: str) -> str:
     return f"{OURS}autoscaler:{target}"
 
 
+AUTOSCALER_POOLS = f"{OURS}autoscaler:_pools"
+"""Sorted set of the Deployments an autoscaler reported on, scored by the time of the report: how ``status`` finds
+every pool. ``_`` cannot start a Deployment's name, so no Deployment's report can take this key."""
+
+
 def intermediate_seen(name: str) -> str:
     """task-processor:intermediate-seen:<q>, job id -> when the reaper first saw it stranded in the intermediate
     list."""

@@ -28,6 +28,7 @@ WORKER_FIELDS = (
     "successful_job_count",
     "failed_job_count",
     "total_working_time",
+    "pool",
 )
 
 
@@ -60,6 +61,8 @@ class WorkerInfo:
     """Jobs the worker has ended (RQ's successful_job_count + failed_job_count)."""
     working_time: float = 0.0
     """Seconds the worker spent on those jobs (RQ's total_working_time)."""
+    pool: str | None = None
+    """The worker pool it belongs to (WORKER_POOL; None for a worker started without one)."""
 
     @property
     def busy(self) -> bool:
@@ -103,7 +106,9 @@ def list_workers(connection: Redis) -> list[WorkerInfo]:
         rows = pipe.execute()
     workers = []
     for key, row in zip(names, rows, strict=True):
-        hostname, pid, state, current_job, queues, heartbeat, death, succeeded, failed, worked = (text(v) for v in row)
+        hostname, pid, state, current_job, queues, heartbeat, death, succeeded, failed, worked, pool = (
+            text(v) for v in row
+        )
         if not heartbeat or death:
             continue
         workers.append(
@@ -116,6 +121,7 @@ def list_workers(connection: Redis) -> list[WorkerInfo]:
                 queues=tuple(q for q in queues.split(",") if q),
                 completed=_count(succeeded) + _count(failed),
                 working_time=_seconds(worked),
+                pool=pool or None,
             )
         )
     return workers

@@ -64,14 +64,15 @@ def validate_queue_name(name: str, source: str = "queue") -> str:
     return name
 
 
-def _parse_queues(raw: str) -> tuple[str, ...]:
+def parse_queues(raw: str, source: str = "TASK_QUEUES") -> tuple[str, ...]:
+    """A comma list of queue names, highest priority first (TASK_QUEUES, or a pool's queues annotation)."""
     names = tuple(part.strip() for part in raw.split(",") if part.strip())
     if not names:
-        raise ConfigError("TASK_QUEUES is empty: give a comma-separated list such as 'high,default,low'")
+        raise ConfigError(f"{source} is empty: give a comma-separated list such as 'high,default,low'")
     for name in names:
-        validate_queue_name(name, "TASK_QUEUES")
+        validate_queue_name(name, source)
     if len(set(names)) != len(names):
-        raise ConfigError(f"TASK_QUEUES lists a queue twice ({raw!r}): name each queue once")
+        raise ConfigError(f"{source} lists a queue twice ({raw!r}): name each queue once")
     return names
 
 
@@ -97,7 +98,7 @@ def _bind_address(name: str, raw: str) -> str:
     return raw
 
 
-def _number(name: str, raw: str, kind: Callable[[str], T], minimum: float) -> T:
+def parse_number(name: str, raw: str, kind: Callable[[str], T], minimum: float) -> T:
     try:
         value = kind(raw)
     except ValueError:
@@ -107,7 +108,7 @@ def _number(name: str, raw: str, kind: Callable[[str], T], minimum: float) -> T:
     return value
 
 
-def _target_wait(name: str, raw: str) -> float | None:
+def parse_target_wait(name: str, raw: str) -> float | None:
     """Seconds > 0, or ``off``: 0 would ask every job to start at once, which no fleet can promise."""
     if raw.lower() == "off":
         return None
@@ -158,6 +159,8 @@ class Settings:
     manual_hold: float = 300.0
     target_wait: float | None = 30.0
     pod_name: str | None = None
+    pool: str | None = None
+    """WORKER_POOL: the worker pool this worker belongs to (the chart sets it from the Pod's pool label)."""
     log_format: LogFormat = "auto"
     log_level: str = "INFO"
     metrics_port: int = 0
@@ -196,10 +199,10 @@ class Settings:
             return default if raw is None else parse(name, raw)
 
         def integer(minimum: int) -> Callable[[str, str], int]:
-            return lambda name, raw: _number(name, raw, int, minimum)
+            return lambda name, raw: parse_number(name, raw, int, minimum)
 
         def real(minimum: float) -> Callable[[str, str], float]:
-            return lambda name, raw: _number(name, raw, float, minimum)
+            return lambda name, raw: parse_number(name, raw, float, minimum)
 
         def one_of(choices: tuple[str, ...], case: Callable[[str], str]) -> Callable[[str, str], str]:
             return lambda name, raw: _choice(name, case(raw), choices)
@@ -209,7 +212,7 @@ class Settings:
         return cls(
             redis_url=redis_url or d.redis_url,
             redis_url_set=redis_url is not None,
-            queues=opt("TASK_QUEUES", lambda _, raw: _parse_queues(raw), d.queues),
+            queues=opt("TASK_QUEUES", lambda _, raw: parse_queues(raw), d.queues),
             serializer_name=opt("TASK_SERIALIZER", one_of(tuple(SERIALIZERS), str.lower), d.serializer_name),
             task_modules=opt("TASK_MODULES", lambda name, raw: parse_modules(raw, name), d.task_modules),
             task_timeout=opt("TASK_TIMEOUT", integer(1), d.task_timeout),
@@ -225,8 +228,9 @@ class Settings:
             autoscale_interval=opt("AUTOSCALE_INTERVAL", real(0.05), d.autoscale_interval),
             scale_down_delay=opt("AUTOSCALE_SCALE_DOWN_DELAY", real(0), d.scale_down_delay),
             manual_hold=opt("AUTOSCALE_MANUAL_HOLD", real(0), d.manual_hold),
-            target_wait=opt("AUTOSCALE_TARGET_WAIT", _target_wait, d.target_wait),
+            target_wait=opt("AUTOSCALE_TARGET_WAIT", parse_target_wait, d.target_wait),
             pod_name=opt("POD_NAME", lambda _, raw: raw, d.pod_name),
+            pool=opt("WORKER_POOL", lambda _, raw: raw, d.pool),
             log_format=opt("LOG_FORMAT", one_of(LOG_FORMATS, str.lower), d.log_format),  # type: ignore[arg-type]
             log_level=opt("LOG_LEVEL", one_of(LOG_LEVELS, str.upper), d.log_level),
             metrics_port=opt("METRICS_PORT", integer(0), d.metrics_port),

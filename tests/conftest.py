@@ -23,6 +23,7 @@ from producer import Producer
 from producer.commands.redis_server import LocalRedisServer
 from producer.scaling.autoscaler import Autoscaler
 from task_processor.logs import configure_logging
+from task_processor.settings import Settings
 
 BIN = Path(sys.executable).parent
 
@@ -69,6 +70,22 @@ def conn(redis_url: str) -> Iterator[redis.Redis]:
 @pytest.fixture
 def producer(redis_url: str) -> Producer:
     return Producer(redis_url)
+
+
+@pytest.fixture
+def loop_settings(redis_url: str) -> Settings:
+    """An autoscaler that reacts within a test's patience: a pass every 50 ms, 5 jobs a worker, at most 6 workers,
+    down after 0.5 s, no hold after a manual scale, the count rule alone (no target wait)."""
+    return Settings(
+        redis_url=redis_url,
+        autoscale_interval=0.05,
+        scale_down_delay=0.5,
+        jobs_per_worker=5,
+        autoscale_min=0,
+        autoscale_max=6,
+        manual_hold=0.0,
+        target_wait=None,
+    )
 
 
 @pytest.fixture

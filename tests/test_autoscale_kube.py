@@ -14,8 +14,10 @@ import redis
 from producer import Producer, Task
 from producer.commands.autoscale import build
 from producer.commands.redis_server import free_port
-from producer.scaling.autoscaler import Autoscaler
-from producer.scaling.kube import ConflictError, KubeClient, KubeDeployment, NotFoundError, UnreachableError
+from producer.scaling.fleet import Fleet
+from producer.scaling.kube import ConflictError, KubeClient, NotFoundError, UnreachableError
+from producer.scaling.kube_deployment import KubeDeployment
+from producer.scaling.kube_pools import FALLBACK, KubePools
 from producer.scaling.leader import LeaderElector
 from task_processor.settings import Settings
 from tests.conftest import Proc, running, wait_for
@@ -27,16 +29,8 @@ DEPLOYMENT = r"/namespaces/default/deployments/task-processor$"
 
 
 @pytest.fixture
-def settings(redis_url: str) -> Settings:
-    return Settings(
-        redis_url=redis_url,
-        autoscale_interval=0.05,
-        scale_down_delay=0.5,
-        jobs_per_worker=5,
-        autoscale_min=0,
-        autoscale_max=6,
-        manual_hold=0.0,
-    )
+def settings(loop_settings: Settings) -> Settings:
+    return loop_settings
 
 
 def client_for(api: KubeAPI) -> KubeClient:
@@ -56,7 +50,7 @@ def enqueue(producer: Producer, count: int) -> None:
     producer.enqueue_many([Task("worker.examples.noop") for _ in range(count)])
 
 
-def count_steps(autoscaler: Autoscaler) -> list[float]:
+def count_steps(autoscaler: Fleet) -> list[float]:
     """The times of the loop's passes as leader (the loop calls ``step`` only while it leads), as they happen."""
     times: list[float] = []
     step = autoscaler.step
@@ -176,8 +170,10 @@ def test_a_change_inside_the_read_cache_is_seen_before_a_write(
     to scale, but its uncached read right before the write sees ops' change, and it writes nothing."""
     kube_api.create_deployment("task-processor", replicas=0)
     autoscaler = build(replace(settings, manual_hold=60.0), client_for(kube_api))
-    assert isinstance(autoscaler.target, KubeDeployment)
-    autoscaler.target.resync = 3600.0  # the cached read never expires here: only the read before a write sees ops
+    autoscaler.discover()
+    target = autoscaler.pools[FALLBACK].target
+    assert isinstance(target, KubeDeployment)
+    target.resync = 3600.0  # the cached read never expires here: only the read before a write sees ops
     steps = count_steps(autoscaler)
     with running(autoscaler):
         wait_for(lambda: len(steps) >= 2, what="the loop to lead with a cached read")
@@ -316,13 +312,13 @@ def test_two_autoscalers_with_one_lease_never_both_write(
     kube_api.create_deployment("task-processor", replicas=0)
     fast = {"duration": 3, "renew_deadline": 2.0, "retry_period": 0.2}
 
-    def replica(name: str) -> Autoscaler:
+    def replica(name: str) -> Fleet:
         autoscaler = build(settings, client_for(kube_api))
         elector = autoscaler.elector
         assert isinstance(elector, LeaderElector)
         autoscaler.elector = LeaderElector(elector.kube, elector.lease_name, name, **fast)
-        assert isinstance(autoscaler.target, KubeDeployment)
-        autoscaler.target.kube.api_client.user_agent = f"task-producer/{name}"
+        assert isinstance(autoscaler.source, KubePools)
+        autoscaler.source.kube.api_client.user_agent = f"task-producer/{name}"
         return autoscaler
 
     first, second = replica("first"), replica("second")

@@ -3,7 +3,8 @@
 Everything here checks what helm renders, parsed as YAML, not the template text: lint, the Kubernetes schemas of
 the lowest and highest supported versions (kubernetes-validate --strict), secure pods, RBAC equal to the README's
 table, secrets, names, the values schema, the committed manifest's freshness, and `kubectl apply` of that manifest
-against the API emulator.
+against the API emulator. Worker pools: tests/test_chart_pools.py; what both share: tests/chart.py (other test
+modules import Helm, helm, CHART, VARIANTS, HELM, find, env_of and the_container from here: keep them here).
 """
 
 from __future__ import annotations
@@ -24,12 +25,28 @@ import yaml
 
 from producer import Producer
 from producer.commands.redis_server import free_port
+from tests.chart import (
+    ALL_ON,
+    CHART,
+    EXTERNAL_REDIS,
+    REPO_ROOT,
+    VARIANTS,
+    Helm,
+    component,
+    containers,
+    env_of,
+    find,
+    new_helm,
+    pod_labels,
+    pod_role,
+    pod_specs,
+    selects,
+    the_container,
+)
 from tests.conftest import wait_for
 from tests.kubeapi.fixtures import kube_api, requires_helm, requires_kubectl  # noqa: F401
-from tests.kubeapi.server import HELM, KubeAPI
+from tests.kubeapi.server import HELM, KubeAPI  # noqa: F401  (HELM: tests/test_faults.py imports it from here)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-CHART = REPO_ROOT / "charts" / "task-processor"
 MANIFEST = REPO_ROOT / "deploy" / "task-processor.yaml"
 RENDER_SCRIPT = REPO_ROOT / "scripts" / "render-manifest"
 README = REPO_ROOT / "README.md"
@@ -48,110 +65,15 @@ SERVED_KINDS = {"Deployment", "Service", "ServiceAccount", "Secret", "ConfigMap"
 UNSERVED_KINDS = {"StatefulSet", "PodDisruptionBudget", "NetworkPolicy", "ServiceMonitor"}
 """Kinds the emulator does not serve: left out of the apply test. A new kind must be put in one of the two sets."""
 
-ALL_ON = (
-    "dashboard.enabled=true",
-    "networkPolicy.enabled=true",
-    "metrics.enabled=true",
-    "serviceMonitor.enabled=true",
-)
-EXTERNAL_REDIS = ("redis.enabled=false", "externalRedis.existingSecret=my-redis")
-VARIANTS = {
-    "defaults": (),
-    "all-on": ALL_ON,
-    "external-redis": EXTERNAL_REDIS,
-    "no-autoscaler": ("autoscale.enabled=false",),
-}
-
 APP_UID = 10001
-WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "Pod"}
-
-# --- helm ---------------------------------------------------------------------------------------------------
-
-
-class Helm:
-    """The pinned helm with a private HOME (it neither reads nor writes the user's configuration); renders are
-    cached, since most tests look at the same few."""
-
-    def __init__(self, home: Path) -> None:
-        self.env = {
-            "PATH": "/usr/bin:/bin",
-            "HOME": str(home),
-            "KUBECONFIG": str(home / "no-kubeconfig"),
-            "HELM_CACHE_HOME": str(home / "cache"),
-            "HELM_CONFIG_HOME": str(home / "config"),
-            "HELM_DATA_HOME": str(home / "data"),
-        }
-        self._cache: dict[tuple[str, ...], str] = {}
-
-    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(HELM), *args], capture_output=True, text=True, env=self.env, timeout=60, check=False)
-
-    def template_args(self, sets: tuple[str, ...], release: str, namespace: str, extra: tuple[str, ...]) -> list[str]:
-        return ["template", release, str(CHART), "--namespace", namespace, *extra, *(f"--set={s}" for s in sets)]
-
-    def template(
-        self,
-        *sets: str,
-        release: str = "task-processor",
-        namespace: str = "default",
-        extra: tuple[str, ...] = (),
-    ) -> str:
-        args = self.template_args(sets, release, namespace, extra)
-        key = tuple(args)
-        if key not in self._cache:
-            result = self.run(*args)
-            assert result.returncode == 0, f"helm {' '.join(args)} failed:\n{result.stderr}"
-            self._cache[key] = result.stdout
-        return self._cache[key]
-
-    def docs(self, *sets: str, **kwargs: Any) -> list[dict[str, Any]]:
-        return [d for d in yaml.safe_load_all(self.template(*sets, **kwargs)) if d]
 
 
 @pytest.fixture(scope="module")
 def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
-    """Every test that renders the chart takes this fixture, so it is skipped, not failed, without helm."""
-    if not HELM.exists():
-        pytest.skip(f"{HELM} missing: run scripts/k8s-tools")
-    return Helm(tmp_path_factory.mktemp("helm-home"))
+    return new_helm(tmp_path_factory)
 
 
 # --- reading rendered objects ---------------------------------------------------------------------------------
-
-
-def find(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
-    found = [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
-    names = sorted(f"{d['kind']}/{d['metadata']['name']}" for d in docs)
-    assert len(found) == 1, f"expected one {kind} {name or ''} in the render, found {len(found)} among {names}"
-    return found[0]
-
-
-def component(doc: dict[str, Any]) -> str:
-    return doc["metadata"].get("labels", {}).get("app.kubernetes.io/component", "")
-
-
-def pod_specs(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
-    """(where, the Pod's spec, the owning object) for every Pod the render would run."""
-    for doc in docs:
-        if doc["kind"] == "Pod":
-            yield f"Pod/{doc['metadata']['name']}", doc["spec"], doc
-        elif doc["kind"] in WORKLOAD_KINDS:
-            yield f"{doc['kind']}/{doc['metadata']['name']}", doc["spec"]["template"]["spec"], doc
-        else:
-            assert "template" not in doc.get("spec", {}), f"{doc['kind']} has a Pod template this test does not read"
-
-
-def containers(spec: dict[str, Any]) -> list[dict[str, Any]]:
-    return [*spec.get("initContainers", []), *spec["containers"]]
-
-
-def env_of(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {e["name"]: e for e in container.get("env", [])}
-
-
-def the_container(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
-    (only,) = find(docs, kind, name)["spec"]["template"]["spec"]["containers"]
-    return only
 
 
 def security_problems(docs: list[dict[str, Any]]) -> list[str]:
@@ -263,17 +185,6 @@ def test_rendered_objects_match_the_kubernetes_schema(helm: Helm, variant: str, 
     assert all(any(kind in line for kind in CRD_KINDS) for line in warned), f"unexpected warnings:\n{report}"
 
 
-def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
-    """A Kubernetes label selector (matchLabels and matchExpressions with In) applied to labels."""
-    if not selector.get("matchLabels", {}).items() <= labels.items():
-        return False
-    for expression in selector.get("matchExpressions", []):
-        assert expression["operator"] == "In", expression
-        if labels.get(expression["key"]) not in expression["values"]:
-            return False
-    return True
-
-
 def test_service_monitor_scrapes_the_workers_and_the_autoscalers(helm: Helm) -> None:
     """The CRD kubernetes-validate cannot check: its selector and port must meet both metrics Services, and
     those must reach a container port named metrics on Pods that are told to serve it (METRICS_PORT)."""
@@ -365,8 +276,10 @@ def test_the_role_grants_exactly_the_readme_verbs(helm: Helm, override: str | No
             if group in rule["apiGroups"] and resource in rule["resources"] and verb in rule["verbs"]
         ]
 
-    assert names("apps", "deployments", "get") == [[worker]]
-    assert names("apps", "deployments/scale", "patch") == [[worker]]
+    # Pools are whichever Deployments carry the pool label, some added with kubectl alone: no name to limit to.
+    assert names("apps", "deployments", "list") == [None]
+    assert names("apps", "deployments", "get") == [None]
+    assert names("apps", "deployments/scale", "patch") == [None]
     assert names("coordination.k8s.io", "leases", "get") == [[f"{worker}-autoscaler"]]
     assert names("coordination.k8s.io", "leases", "update") == [[f"{worker}-autoscaler"]]
     assert names("coordination.k8s.io", "leases", "create") == [None], "create cannot be limited by resourceNames"
@@ -479,7 +392,7 @@ def test_task_modules_reach_workers_autoscalers_and_the_test_pod(helm: Helm, mod
     docs = helm.docs(f"config.taskModules={modules}")
     seen = {}
     for where, spec, owner in pod_specs(docs):
-        if component(owner) in ("worker", "producer", "test"):
+        if pod_role(owner) in ("worker", "producer", "test"):
             (container,) = spec["containers"]
             seen[where] = env_of(container)["TASK_MODULES"].get("value")
     assert len(seen) == 3, seen
@@ -493,7 +406,7 @@ def test_task_modules_reach_workers_autoscalers_and_the_test_pod(helm: Helm, mod
 def test_pod_name_comes_from_the_downward_api(helm: Helm, variant: str) -> None:
     docs = helm.docs(*VARIANTS[variant])
     for where, spec, owner in pod_specs(docs):
-        if component(owner) in ("worker", "producer", "test"):
+        if pod_role(owner) in ("worker", "producer", "test"):
             for c in spec["containers"]:
                 pod_name = env_of(c).get("POD_NAME", {})
                 assert pod_name.get("valueFrom") == {"fieldRef": {"fieldPath": "metadata.name"}}, f"{where}: {pod_name}"
@@ -681,10 +594,7 @@ def test_the_network_policy_admits_only_the_release_pods_to_redis(helm: Helm) ->
     (source,) = rule["from"]
     allowed = source["podSelector"]["matchLabels"]
     for where, _, owner in pod_specs(docs):
-        labels = (
-            owner["metadata"]["labels"] if owner["kind"] == "Pod" else owner["spec"]["template"]["metadata"]["labels"]
-        )
-        assert allowed.items() <= labels.items(), f"{where} could not reach Redis"
+        assert allowed.items() <= pod_labels(owner).items(), f"{where} could not reach Redis"
     assert allowed["app.kubernetes.io/instance"] == "task-processor", "Pods of other releases would be admitted"
 
 

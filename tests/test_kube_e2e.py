@@ -15,8 +15,9 @@ from rq.job import Job, JobStatus
 
 from producer import Producer, Task
 from producer.commands.autoscale import build
-from producer.scaling.autoscaler import Autoscaler
-from producer.scaling.kube import BUSY_COST, DELETION_COST, IDLE_COST, KubeClient
+from producer.scaling.fleet import Fleet
+from producer.scaling.kube import KubeClient
+from producer.scaling.kube_deployment import BUSY_COST, DELETION_COST, IDLE_COST
 from producer.scaling.report import LoopState, Report
 from task_processor.observe import list_workers
 from task_processor.settings import Settings
@@ -31,7 +32,7 @@ AUTOSCALE = Settings(autoscale_min=0, autoscale_max=4, jobs_per_worker=4, autosc
 """The autoscaler's settings in every test: small, so that a burst scales up and back to zero in seconds."""
 
 
-def autoscaler_thread(redis_url: str, api: KubeAPI) -> AbstractContextManager[Autoscaler]:
+def autoscaler_thread(redis_url: str, api: KubeAPI) -> AbstractContextManager[Fleet]:
     """The autoscaler as ``task-producer autoscale`` builds it (Lease included), looping in a thread."""
     return running(build(replace(AUTOSCALE, redis_url=redis_url), KubeClient(api.api_client(), "default")))
 

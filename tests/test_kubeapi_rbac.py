@@ -69,6 +69,9 @@ def test_the_producer_role_grants_its_verbs(kube_api: KubeAPI, producer_token: s
     assert apps.read_namespaced_deployment(WORKER, NS).metadata.name == WORKER
     scaled = apps.patch_namespaced_deployment_scale(WORKER, NS, {"spec": {"replicas": 3}})
     assert scaled.spec.replicas == 3
+    # Pools: any Deployment of the namespace may be a pool (ops label it with kubectl), found by a list.
+    assert sorted(d.metadata.name for d in apps.list_namespaced_deployment(NS).items) == ["other", WORKER]
+    assert apps.patch_namespaced_deployment_scale("other", NS, {"spec": {"replicas": 2}}).spec.replicas == 2
     assert [p.metadata.name for p in core.list_namespaced_pod(NS, label_selector="app=w").items] == ["w1"]
     cost = {"metadata": {"annotations": {"controller.kubernetes.io/pod-deletion-cost": "-1000"}}}
     assert core.patch_namespaced_pod("w1", NS, cost).metadata.annotations == cost["metadata"]["annotations"]
@@ -89,8 +92,8 @@ def test_the_producer_role_refuses_everything_else(kube_api: KubeAPI, producer_t
 
     cases: list[tuple[Callable[[], Any], str, dict[str, str]]] = [
         (
-            lambda: apps.patch_namespaced_deployment_scale("other", NS, {"spec": {"replicas": 3}}),
-            _forbidden("patch", "deployments/scale", "apps", "other", "deployments"),
+            lambda: apps.delete_namespaced_deployment("other", NS),
+            _forbidden("delete", "deployments", "apps", "other"),
             {"name": "other", "group": "apps", "kind": "deployments"},
         ),
         (
@@ -101,8 +104,8 @@ def test_the_producer_role_refuses_everything_else(kube_api: KubeAPI, producer_t
             {"name": WORKER, "group": "apps", "kind": "deployments"},
         ),
         (
-            lambda: apps.list_namespaced_deployment(NS),
-            _forbidden("list", "deployments", "apps"),
+            lambda: apps.list_deployment_for_all_namespaces(),
+            _forbidden("list", "deployments", "apps").replace(f' in the namespace "{NS}"', " at the cluster scope"),
             {"group": "apps", "kind": "deployments"},
         ),
         (

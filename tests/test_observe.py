@@ -54,7 +54,7 @@ def every_line_is_json(proc: Proc) -> list[dict[str, Any]]:
 
 def test_a_worker_counts_its_jobs_and_logs_each_as_json(producer: Producer, spawn: Callable[..., Proc]) -> None:
     port = free_port()
-    worker = spawn("task-worker", extra_env={"METRICS_PORT": str(port)})
+    worker = spawn("task-worker", extra_env={"METRICS_PORT": str(port), "WORKER_POOL": "bulk"})
     jobs = producer.enqueue_many(
         [
             Task("worker.examples.add", (1, 2)),
@@ -88,12 +88,12 @@ def test_a_worker_counts_its_jobs_and_logs_each_as_json(producer: Producer, spaw
     assert all(dict(labels)["queue"] == "default" for (_, labels) in samples if "function" in dict(labels))
     assert value(samples, "task_processor_job_duration_seconds_count", **FLAKY) == 2
     assert value(samples, "task_processor_job_duration_seconds_bucket", le="+Inf", **FLAKY) == 2
-    assert value(samples, "task_processor_worker_busy") == 0
+    assert value(samples, "task_processor_worker_busy", pool="bulk") == 0
     assert value(samples, "process_resident_memory_bytes")
 
     running = producer.enqueue("worker.examples.sleep", 60)
     wait_for(lambda: running.get_status(refresh=True) == "started", what="the long job to start")
-    assert value(scrape(port), "task_processor_worker_busy") == 1
+    assert value(scrape(port), "task_processor_worker_busy", pool="bulk") == 1
     worker.signal(signal.SIGTERM)
     wait_for(lambda: "warm shutdown" in worker.output(), what="the warm shutdown log line")
     worker.signal(signal.SIGINT)  # a second signal: a cold stop, the job goes back to its queue
@@ -119,7 +119,7 @@ def test_a_worker_counts_its_jobs_and_logs_each_as_json(producer: Producer, spaw
     )
 
 
-FLAKY = {"queue": "default", "function": "worker.examples.flaky"}
+FLAKY = {"pool": "bulk", "queue": "default", "function": "worker.examples.flaky"}
 
 
 def test_the_autoscaler_exports_what_it_sees_and_logs_each_decision_once(
@@ -138,17 +138,23 @@ def test_the_autoscaler_exports_what_it_sees_and_logs_each_decision_once(
         "METRICS_PORT": str(port),
     }
     autoscaler = spawn("task-producer", "autoscale", "--kubeconfig", str(kube_api.kubeconfig), extra_env=env)
-    wait_for(lambda: value(scrape_or_empty(port), "task_processor_autoscaler_state", state="active"), what="a leader")
+    wait_for(
+        lambda: value(scrape_or_empty(port), "task_processor_autoscaler_state", pool="default", state="active"),
+        what="a leader",
+    )
     producer.enqueue_many([Task("worker.examples.noop") for _ in range(12)])
     wait_for(lambda: kube_api.replicas() == 3, what="the scale-up")
     samples = wait_for(
-        lambda: (s := scrape(port)) and value(s, "task_processor_replicas_current") == 3 and s, what="current 3"
+        lambda: (s := scrape(port)) and value(s, "task_processor_replicas_current", pool="default") == 3 and s,
+        what="current 3",
     )
     assert value(samples, "task_processor_queue_depth", queue="default") == 12
     assert value(samples, "task_processor_inflight_jobs", queue="default") == 0
-    assert value(samples, "task_processor_replicas_desired") == 3
-    assert value(samples, "task_processor_scale_decisions_total", direction="up", reason="scale-up") == 1
-    assert value(samples, "task_processor_autoscaler_state", state="paused") == 0
+    assert value(samples, "task_processor_replicas_desired", pool="default") == 3
+    assert (
+        value(samples, "task_processor_scale_decisions_total", pool="default", direction="up", reason="scale-up") == 1
+    )
+    assert value(samples, "task_processor_autoscaler_state", pool="default", state="paused") == 0
 
     kube_api.fail("PATCH", SCALE, 403, times=1000)
     producer.connection.delete("rq:queue:default")  # demand drops to zero: the scale-down is refused
@@ -158,8 +164,11 @@ def test_the_autoscaler_exports_what_it_sees_and_logs_each_decision_once(
     )
     samples = scrape(port)
     assert value(samples, "task_processor_queue_depth", queue="default") == 0
-    assert value(samples, "task_processor_replicas_desired") == 0
-    assert value(samples, "task_processor_scale_decisions_total", direction="down", reason="scale-down") is None
+    assert value(samples, "task_processor_replicas_desired", pool="default") == 0
+    assert (
+        value(samples, "task_processor_scale_decisions_total", pool="default", direction="down", reason="scale-down")
+        is None
+    )
 
     autoscaler.signal(signal.SIGTERM)
     assert autoscaler.wait() == 0
@@ -209,9 +218,11 @@ def test_run_local_serves_the_autoscalers_metrics_and_its_workers_stay_off_the_p
     )
     wait_for(lambda: "Workers keep running" in local.output(), timeout=60, what="the demo to finish")
     samples = scrape(port)
-    assert value(samples, "task_processor_scale_decisions_total", direction="up", reason="scale-up") >= 1
+    assert (
+        value(samples, "task_processor_scale_decisions_total", pool="default", direction="up", reason="scale-up") >= 1
+    )
     assert value(samples, "task_processor_queue_depth", queue="default") == 0
-    assert value(samples, "task_processor_autoscaler_state", state="active") == 1
+    assert value(samples, "task_processor_autoscaler_state", pool="default", state="active") == 1
     assert "5 finished, 0 failed" in local.output()  # workers that fought over the port would never get there
     local.signal(signal.SIGINT)
     assert local.wait(timeout=60) == 130

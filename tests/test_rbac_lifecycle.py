@@ -14,8 +14,10 @@ import redis
 
 from producer import Producer, Task
 from producer.commands.autoscale import build
-from producer.scaling.autoscaler import Autoscaler, LoopState
-from producer.scaling.kube import DELETION_COST, IDLE_COST, PAUSE_ANNOTATION, KubeClient
+from producer.scaling.autoscaler import LoopState
+from producer.scaling.fleet import Fleet
+from producer.scaling.kube import PAUSE_ANNOTATION, KubeClient
+from producer.scaling.kube_deployment import DELETION_COST, IDLE_COST
 from task_processor.observe import list_workers
 from task_processor.settings import Settings
 from tests.conftest import Proc, running, wait_for
@@ -70,7 +72,7 @@ def sent_with(api: KubeAPI, token: str) -> list[RecordedRequest]:
     return [r for r in api.requests() if r.headers.get("Authorization") == f"Bearer {token}"]
 
 
-def autoscaler_for(api: KubeAPI, token: str, redis_url: str, settings: Settings = AUTOSCALE) -> Autoscaler:
+def autoscaler_for(api: KubeAPI, token: str, redis_url: str, settings: Settings = AUTOSCALE) -> Fleet:
     """The autoscaler as ``task-producer autoscale`` builds it, Lease included, with the ServiceAccount's token."""
     return build(replace(settings, redis_url=redis_url), KubeClient(api.api_client(token), "default"))
 
@@ -122,7 +124,7 @@ def rule_ids(rules: list[dict[str, Any]]) -> list[str]:
     return ["{}:{}:{}".format(",".join(r["apiGroups"]), ",".join(r["resources"]), ",".join(r["verbs"])) for r in rules]
 
 
-CHART_RULES = 5
+CHART_RULES = 6
 """Rules in the chart's Role; test_each_rule_is_needed covers each by index, checked against the render."""
 
 

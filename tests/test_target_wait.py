@@ -196,7 +196,7 @@ def test_status_metrics_and_the_decision_log_show_wait_arrivals_and_service(
 
     assert 95 <= sample("task_processor_queue_oldest_wait_seconds", queue="default") < 110  # type: ignore[operator]
     assert sample("task_processor_queue_arrival_rate", queue="default") == pytest.approx(arrival)
-    assert sample("task_processor_service_rate") == pytest.approx(2.0)
+    assert sample("task_processor_service_rate", pool="default") == pytest.approx(2.0)
 
     # The decision log: the second look decided anew (the latency rule, now that the rates are known).
     decision = [line for line in logs() if line.get("event") == "scaling decision"][-1]
@@ -222,7 +222,9 @@ def test_status_before_any_job_ended_shows_no_service_rate(
 ) -> None:
     producer.enqueue("worker.examples.noop")
     Autoscaler(conn, ("default",), FixedTarget(1), bounds_from(Settings())).step()
-    assert math.isnan(metrics.REGISTRY.get_sample_value("task_processor_service_rate"))  # type: ignore[arg-type]
+    service = metrics.REGISTRY.get_sample_value("task_processor_service_rate", {"pool": "default"})
+    assert service is not None
+    assert math.isnan(service)
     facts = json.loads(run(["task-producer", "status", "--json"], env).stdout)["autoscaler"]
     assert (facts["service_rate"], facts["target_wait"]) == (None, 30.0)  # the default target
     assert "service: - jobs/s per busy worker; target wait 30s" in run(["task-producer", "status"], env).stdout

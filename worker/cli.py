@@ -116,7 +116,7 @@ def _run(argv: list[str], settings: Settings) -> int:
     queues = tuple(validate_queue_name(q, "--queue") for q in args.queue) if args.queue else settings.queues
     recycler = Recycler(args.max_jobs, args.max_memory or settings.max_memory_mib)
     configure_logging(settings.log_level, settings.log_format)
-    serve_metrics(settings.metrics_port, settings.metrics_bind)
+    serve_metrics(settings.metrics_port, settings.metrics_bind, settings.pool)
     connection = connect(settings.redis_url, workers=args.concurrency)
     ping(connection, settings.redis_url)
     quiet = "DEBUG" if settings.log_level == "DEBUG" else "WARNING"

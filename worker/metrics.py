@@ -2,7 +2,8 @@
 
 Off unless METRICS_PORT is set, and then not even counted (a job's metrics cost more than a short task). One
 registry per process: however many worker slots a process runs, one port serves them all; jobs are counted by
-queue and function, and ``task_processor_worker_busy`` counts the slots running a job right now.
+pool (WORKER_POOL, ``default`` without one), queue and function, and ``task_processor_worker_busy`` counts the
+slots running a job right now.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from task_processor import metrics
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 """Seconds: from sub-millisecond tasks to the half-hour ones (TASK_TIMEOUT is 180 s by default)."""
 
-LABELS = ("queue", "function")
+LABELS = ("pool", "queue", "function")
 
 REGISTRY = metrics.new_registry()
 JOBS_STARTED = Counter("task_processor_jobs_started", "Job runs started.", LABELS, registry=REGISTRY)
@@ -40,7 +41,9 @@ JOB_DURATION = Histogram(
     buckets=DURATION_BUCKETS,
     registry=REGISTRY,
 )
-BUSY = Gauge("task_processor_worker_busy", "Worker slots of this process running a job now.", registry=REGISTRY)
+BUSY = Gauge(
+    "task_processor_worker_busy", "Worker slots of this process running a job now.", ["pool"], registry=REGISTRY
+)
 
 _ENDED = {
     JobStatus.FINISHED: JOBS_FINISHED,
@@ -49,23 +52,26 @@ _ENDED = {
 }
 
 
-def _labels(job: Job) -> tuple[str, str]:
+def _labels(job: Job) -> tuple[str, str, str]:
     try:
         function = job.func_name
     except DeserializationError:
         function = "<undecodable>"
-    return job.origin, function or "-"
+    return _pool, job.origin, function or "-"
 
 
 _counting = False
 """Whether this process serves its metrics (``serve`` with a port), and so counts jobs."""
+
+_pool = "default"
+"""The worker pool this process belongs to, as the autoscaler's metrics name it."""
 
 
 def job_started(job: Job) -> None:
     if not _counting:
         return
     JOBS_STARTED.labels(*_labels(job)).inc()
-    BUSY.inc()
+    BUSY.labels(_pool).inc()
 
 
 def job_ended(job: Job, seconds: float, interrupted: bool = False) -> None:
@@ -76,10 +82,12 @@ def job_ended(job: Job, seconds: float, interrupted: bool = False) -> None:
     counter = JOBS_RETRIED if interrupted else _ENDED.get(job.get_status(refresh=False), JOBS_FAILED)
     counter.labels(*labels).inc()
     JOB_DURATION.labels(*labels).observe(seconds)
-    BUSY.dec()
+    BUSY.labels(_pool).dec()
 
 
-def serve(port: int, bind: str) -> None:
+def serve(port: int, bind: str, pool: str | None = None) -> None:
     """Serve this process's worker metrics (``task_processor.metrics.serve``), and count jobs only if it does."""
-    global _counting
+    global _counting, _pool
+    _pool = pool or "default"
+    BUSY.labels(_pool).set(0)  # an idle worker shows 0 busy slots, not nothing
     _counting = metrics.serve(port, bind, REGISTRY)

@@ -47,6 +47,8 @@ class ResilientWorker(SimpleWorker):
         self.reaper = Reaper(self.connection, tuple(self.queue_names()), self.serializer, max_abandons)
         self._reaped_at = 0.0
         self.outage = outage or OutageLog()  # shared by the slots of one process: one pair of lines per outage
+        self.pool: str | None = None
+        """WORKER_POOL, recorded in the worker's hash (``pool``) so the autoscaler counts its jobs for its pool."""
 
     def _set_ip_address(self, connection: redis.Redis) -> None:
         # RQ lists every client of the server (CLIENT LIST, an admin command a worker's ACL user is refused) to
@@ -103,6 +105,8 @@ class ResilientWorker(SimpleWorker):
     def register_birth(self) -> None:
         self.reaper.set_aside_foreign_data()  # RQ's SADD to rq:workers would fail on foreign data there
         super().register_birth()
+        if self.pool:
+            self.connection.hset(self.key, "pool", self.pool)
 
     def clean_registries(self) -> None:
         # Before RQ's own cleanup, which would move abandoned jobs to the failed registry.

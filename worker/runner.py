@@ -392,5 +392,5 @@ def build_worker(
         calls=calls,
     )
     # RQ records socket.gethostname(); the Pod name is what the autoscaler matches Pods by.
-    worker.hostname = settings.host
+    worker.hostname, worker.pool = settings.host, settings.pool
     return worker

@@ -7,8 +7,9 @@ import threading
 from types import FrameType
 from uuid import uuid4
 
-from producer.scaling.autoscaler import Autoscaler, bounds_from
-from producer.scaling.kube import KubeClient, KubeDeployment
+from producer.scaling.fleet import Fleet
+from producer.scaling.kube import KubeClient
+from producer.scaling.kube_pools import KubePools
 from producer.scaling.leader import LeaderElector
 from task_processor.connection import connect
 from task_processor.logs import get_logger
@@ -17,21 +18,13 @@ from task_processor.settings import Settings
 log = get_logger("task_processor.autoscaler")
 
 
-def build(settings: Settings, kube: KubeClient) -> Autoscaler:
-    """The autoscaler for ``settings``' Deployment, leading only while it holds ``<deployment>-autoscaler``."""
+def build(settings: Settings, kube: KubeClient) -> Fleet:
+    """Every worker pool of the namespace (or ``settings``' one Deployment), sized only while this replica holds
+    ``<deployment>-autoscaler``."""
     identity = f"{settings.host}-{uuid4().hex[:6]}"
     kube.api_client.user_agent = f"task-producer/{identity}"  # which replica wrote, in the API's audit log
-    return Autoscaler(
-        connect(settings.redis_url),
-        settings.queues,
-        KubeDeployment(kube, settings.deployment),
-        bounds_from(settings),
-        interval=settings.autoscale_interval,
-        serializer=settings.serializer,
-        max_abandons=settings.max_abandons,
-        manual_hold=settings.manual_hold,
-        elector=LeaderElector(kube, f"{settings.deployment}-autoscaler", identity),
-    )
+    elector = LeaderElector(kube, f"{settings.deployment}-autoscaler", identity)
+    return Fleet(connect(settings.redis_url), KubePools(kube, settings, identity), settings, elector)
 
 
 def autoscale(settings: Settings, kubeconfig: str | None = None) -> int:
@@ -47,7 +40,8 @@ def autoscale(settings: Settings, kubeconfig: str | None = None) -> int:
     signal.signal(signal.SIGINT, request_stop)
     log.info(
         "autoscaler starting",
-        deployment=f"{kube.namespace}/{settings.deployment}",
+        namespace=kube.namespace,
+        deployment=settings.deployment,
         queues=list(settings.queues),
         min=settings.autoscale_min,
         max=settings.autoscale_max,

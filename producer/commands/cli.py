@@ -14,7 +14,7 @@ from producer.api import Producer, Task
 from producer.commands.dashboard import run_dashboard
 from producer.commands.progress import ProgressBar
 from producer.commands.requeue import requeue_failed
-from producer.commands.run_local import RunLocalOptions, run_local
+from producer.commands.run_local import RunLocalOptions, parse_pool, run_local
 from producer.commands.status import collect, render_json, render_table, watch
 from producer.commands.taskfile import enqueue_in_batches, read_tasks
 from producer.scaling import metrics
@@ -52,6 +52,14 @@ def _parser() -> argparse.ArgumentParser:
     local.add_argument("--keep-running", action="store_true", help="keep workers and autoscaler up after the demo")
     local.add_argument("--private-redis", action="store_true", help="always start a private redis-server")
     local.add_argument("--seed", type=int, help="seed for the demo workload's mix")
+    local.add_argument(
+        "--pool",
+        action="append",
+        default=[],
+        metavar="NAME=QUEUE[,QUEUE]",
+        help="a worker pool of its own serving these queues, sized under the same loop (repeatable; default: one "
+        "pool serving TASK_QUEUES)",
+    )
 
     enqueue = commands.add_parser(
         "enqueue",
@@ -248,6 +256,15 @@ def _requeue(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _pools(raw: list[str]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    pools = tuple(parse_pool(option) for option in raw)
+    names = [name for name, _ in pools]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(f"--pool {name} is given twice: name each pool once")
+    return pools
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -266,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
                     keep_running=args.keep_running,
                     private_redis=args.private_redis,
                     seed=args.seed,
+                    pools=_pools(args.pool),
                 )
                 serve_metrics(settings.metrics_port, settings.metrics_bind, metrics.REGISTRY)
                 return run_local(settings, options, sys.stdout)

@@ -15,7 +15,7 @@ import redis
 
 from producer.api import Producer
 from producer.scaling.report import Report
-from task_processor.observe import list_workers, queue_head_ages
+from task_processor.observe import WorkerInfo, list_workers, queue_head_ages
 
 COLUMNS = ("queued", "started", "failed", "finished", "scheduled", "deferred", "workers", "busy_workers")
 
@@ -56,6 +56,30 @@ def _autoscaler(producer: Producer, deployment: str) -> dict[str, Any] | None:
     }
 
 
+def _pools(producer: Producer, workers: list[WorkerInfo]) -> dict[str, dict[str, Any]]:
+    """Each worker pool an autoscaler reported on, with its workers: those naming the pool (WORKER_POOL), and
+    those naming none that serve one of its queues (as the autoscaler counts them)."""
+    pools: dict[str, dict[str, Any]] = {}
+    for deployment in Report.targets(producer.connection):
+        report = Report.read(producer.connection, deployment)
+        if report is None:
+            continue
+        queues = set(report.queues)
+        mine = [w for w in workers if w.pool == report.pool or (w.pool is None and queues.intersection(w.queues))]
+        pools[report.pool] = {
+            "deployment": deployment,
+            "queues": list(report.queues),
+            "state": str(report.state),
+            "desired": report.desired,
+            "current": report.current,
+            "reason": report.reason,
+            "workers": len(mine),
+            "busy": sum(w.busy for w in mine),
+            "updated_seconds_ago": round(report.age, 1),
+        }
+    return dict(sorted(pools.items()))
+
+
 def collect(producer: Producer, deployment: str) -> dict[str, Any]:
     """Every fact ``status`` shows, as plain data (what ``--json`` prints)."""
     workers = list_workers(producer.connection)
@@ -69,11 +93,18 @@ def collect(producer: Producer, deployment: str) -> dict[str, Any]:
             "busy": busy,
             "idle": len(workers) - busy,
             "list": [
-                {"name": w.name, "state": w.state, "current_job": w.current_job, "queues": list(w.queues)}
+                {
+                    "name": w.name,
+                    "state": w.state,
+                    "current_job": w.current_job,
+                    "queues": list(w.queues),
+                    "pool": w.pool,
+                }
                 for w in workers
             ],
         },
         "autoscaler": _autoscaler(producer, deployment),
+        "pools": _pools(producer, workers),
     }
 
 
@@ -99,6 +130,15 @@ def rate(value: float | None) -> str:
     return f"{value:.2f}" if value < 10 else f"{value:.1f}" if value < 100 else f"{value:.0f}"
 
 
+def _columns(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    """Rows aligned under their headers: the first column left, the others right."""
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+    return [
+        "  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(r, widths, strict=True)))
+        for r in [headers, *rows]
+    ]
+
+
 def render_table(facts: dict[str, Any]) -> str:
     a = facts["autoscaler"]
     measured: dict[str, Any] = {} if a is None else a["queues"]
@@ -112,11 +152,17 @@ def render_table(facts: dict[str, Any]) -> str:
         )
         for name, q in facts["queues"].items()
     ]
-    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
-    lines = [
-        "  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(r, widths, strict=True)))
-        for r in [headers, *rows]
-    ]
+    lines = _columns(headers, rows)
+    pools = facts["pools"]
+    if pools:
+        lines.append("")
+        pool_headers = ("POOL", "DEPLOYMENT", "QUEUES", "STATE", "DESIRED", "CURRENT", "WORKERS", "BUSY")
+        keys = ("deployment", "queues", "state", "desired", "current", "workers", "busy")
+        pool_rows = [
+            (name, *(",".join(p[k]) if k == "queues" else str(p[k]) for k in keys)) for name, p in pools.items()
+        ]
+        lines.extend(_columns(pool_headers, pool_rows))
+        lines.append("")
     w = facts["workers"]
     lines.append(f"workers: {w['total']} ({w['busy']} busy, {w['idle']} idle)")
     if a is None:

@@ -1,8 +1,9 @@
-"""The control loop: observe the queues in Redis, ask the policy, set the target's replicas.
+"""One worker pool's pass: observe its queues and workers in Redis, ask the policy, set its target's replicas.
 
-The loop owns all I/O and error handling; the decision itself is ``policy.decide``; a target only knows
-how to read and set a replica count (a Kubernetes Deployment, or the local one of the embedded default).
-Failures are logged once per streak and retried with backoff: the loop never dies of a passing fault.
+The pass owns the pool's I/O; the decision itself is ``policy.decide``; a target only knows how to read and set
+a replica count (a Kubernetes Deployment, or a local one of the embedded default). Ops come first: a pause
+annotation or a replica count someone else set stops its writes (``_ops_in_control``). ``fleet.py`` runs every
+pool's pass under one Lease, and retries a failing one with backoff.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -19,17 +20,16 @@ from rq.serializers import JSONSerializer, Serializer
 
 from producer.scaling import metrics
 from producer.scaling.housekeeping import DueJobMover
+from producer.scaling.loop import run_loop
 from producer.scaling.policy import Bounds, Decision, Observation, PolicyState, decide
+from producer.scaling.pools import share
 from producer.scaling.rates import RateMeter, Rates, WorkerTally
 from producer.scaling.report import LoopState, Report
-from task_processor.errors import TaskProcessorError, first_line
+from task_processor.errors import TaskProcessorError
 from task_processor.logs import get_logger
 from task_processor.observe import QueueCounts, WorkerInfo, list_workers, oldest_waits, queue_counts
 from task_processor.reaper import Reaper
 from task_processor.settings import Settings
-
-BACKOFF_MAX = 30.0
-"""Longest pause, in seconds, between two attempts while Redis or the target keeps failing."""
 
 REAP_INTERVAL = 1.0
 """Seconds between two passes that requeue jobs whose worker died (they then count as queued work)."""
@@ -38,6 +38,7 @@ EVENTS_KEPT = 1000
 """Scaling events kept in memory (for run-local's summary)."""
 
 ACTIVE, HOLDING, PAUSED, FOLLOWER = LoopState.ACTIVE, LoopState.HOLDING, LoopState.PAUSED, LoopState.FOLLOWER
+"""FOLLOWER is the fleet's: it leads through the Lease for every pool."""
 
 PAUSE_HINT = 'task-processor.io/autoscale: "paused"'
 """How ops pause the loop (an annotation on the Deployment), as the log line names it."""
@@ -97,12 +98,10 @@ class ScaleTarget(Protocol):
     def set_replicas(self, replicas: int, workers: Sequence[WorkerInfo] = ()) -> None: ...
 
 
-class Elector(Protocol):
-    """Leader election: only the leader scales; ``tick`` renews or tries to acquire leadership."""
+class EventSink(Protocol):
+    """Where ops see what the loop did (Kubernetes Events on the Deployment); it must never raise."""
 
-    def tick(self) -> bool: ...
-
-    def release(self) -> None: ...
+    def record(self, reason: str, message: str, warning: bool = False) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -126,11 +125,24 @@ class Autoscaler:
         serializer: Serializer = JSONSerializer,
         max_abandons: int = 3,
         manual_hold: float = 0.0,
-        elector: Elector | None = None,
         clock: Callable[[], float] = time.monotonic,
+        pool: str | None = None,
+        shares: Mapping[str, tuple[int, int]] | None = None,
+        housekeeping: bool = True,
+        label: str = "default",
+        recorder: EventSink | None = None,
     ) -> None:
+        """``pool``: size one worker pool (``pools.py``), whose workers say so in their hash, and count of each
+        shared queue only the share ``shares`` gives it; ``housekeeping=False`` when the fleet moves due jobs
+        and reaps for every pool at once. ``label``: the pool's name in metrics; ``recorder``: where each write,
+        hold, pause and refused write is recorded for ops."""
         self.connection = connection
         self.queues = queues
+        self.pool = pool
+        self.shares = dict(shares or {})
+        self.housekeeping = housekeeping
+        self.label = label
+        self.recorder = recorder
         self.target = target
         self.bounds = bounds
         self.interval = interval
@@ -139,7 +151,6 @@ class Autoscaler:
         self.reaper = Reaper(connection, queues, serializer, max_abandons)
         self._reaped_at = 0.0
         self.manual_hold = manual_hold
-        self.elector = elector
         self.state = PolicyState()
         self.mode = ACTIVE
         self.events: deque[ScaleEvent] = deque(maxlen=EVENTS_KEPT)
@@ -155,24 +166,36 @@ class Autoscaler:
         counts = self._counts.values()
         waits = oldest_waits(self.connection, self.queues)  # one round trip for every queue's head
         ours = set(self.queues)
-        workers = [w for w in list_workers(self.connection) if ours.intersection(w.queues)]
+        if self.pool is None:
+            workers = [w for w in list_workers(self.connection) if ours.intersection(w.queues)]
+            in_flight = sum(c.started for c in counts)
+        else:  # a pool's in-flight jobs are its own workers' (slots'), whichever queue they came from
+            workers = [
+                w
+                for w in list_workers(self.connection)
+                # A worker that does not name its pool (started before pools, or without WORKER_POOL) counts for
+                # every pool of its queues: counting a busy worker twice keeps Pods, missing it could remove one.
+                if w.pool == self.pool or (w.pool is None and ours.intersection(w.queues))
+            ]
+            in_flight = sum(1 for w in workers if w.busy)
         target = self.target.read()
         rates = self.rates.update(
             self.clock(),
             {queue: c.total for queue, c in self._counts.items()},
             {w.name: WorkerTally(w.completed, w.working_time) for w in workers},
         )
+        split = {queue: self.shares.get(queue, (0, 1)) for queue in self._counts}
         observation = Observation(
-            queued=sum(c.queued for c in counts),
-            in_flight=sum(c.started for c in counts),
+            queued=sum(share(c.queued, *split[queue]) for queue, c in self._counts.items()),
+            in_flight=in_flight,
             # Replicas with a running job: a worker process (a Pod) counts once, however many of its slots are busy.
             busy_workers=len({(w.hostname, w.pid) for w in workers if w.busy}),
             current=target.replicas,
             oldest_wait=max(waits.values(), default=0.0),
-            arrival_rate=rates.total_arrival,
+            arrival_rate=sum(rate / split[queue][1] for queue, rate in rates.arrival.items()),
             service_rate=rates.service,
         )
-        metrics.observed(self._counts, target.replicas, waits, rates)
+        metrics.observed(self.label, self._counts, target.replicas, waits, rates)
         return Look(observation, target, workers, waits, rates)
 
     def step(self) -> Decision | None:
@@ -180,15 +203,16 @@ class Autoscaler:
 
         Returns the decision, or None when ops have the replicas (paused, or holding after a manual scale).
         """
-        self.due_jobs.tick()
-        if self.clock() - self._reaped_at >= REAP_INTERVAL:
-            self._reaped_at = self.clock()
-            self.reaper.run()  # jobs of dead workers count as queued again before we look
+        if self.housekeeping:
+            self.due_jobs.tick()
+            if self.clock() - self._reaped_at >= REAP_INTERVAL:
+                self._reaped_at = self.clock()
+                self.reaper.run()  # jobs of dead workers count as queued again before we look
         look = self.observe()
         observation, target, workers = look.observation, look.target, look.workers
         now = self.clock()
         if self._ops_in_control(target, now):
-            metrics.desired(observation.current)
+            metrics.desired(self.label, observation.current)
             self._report(look, None)
             return None
         decision, self.state = decide(observation, self.bounds, self.state, now)
@@ -203,6 +227,12 @@ class Autoscaler:
                 self.target.set_replicas(decision.desired, workers)  # conditional on that read
             except TargetChanged:
                 # Someone wrote since that read: theirs stands; the next pass reads it and holds or hands over.
+                self.record_event(
+                    "FailedRescale",
+                    f"Not setting {decision.desired} replicas: the Deployment changed since it was read (a kubectl "
+                    "scale, or its status); deciding again on the next look",
+                    warning=True,
+                )
                 log.info(
                     "the target changed just before our write (a kubectl scale, or its status); not overwriting it, "
                     "deciding again on the next look",
@@ -211,7 +241,13 @@ class Autoscaler:
                 )
                 return None
             self._expected = decision.desired
-            metrics.scaled(observation.current, decision.desired, str(decision.reason))
+            self.record_event(
+                "SuccessfulRescale",
+                f"New size: {decision.desired} (was {observation.current}); reason: {decision.reason}; demand "
+                f"{decision.demand}: {observation.queued} queued, {observation.in_flight} in flight, "
+                f"{observation.busy_workers} busy workers",
+            )
+            metrics.scaled(self.label, observation.current, decision.desired, str(decision.reason))
             self.events.append(
                 ScaleEvent(
                     time.time(),
@@ -240,12 +276,18 @@ class Autoscaler:
                 replicas=target.replicas,
                 hold_seconds=self.manual_hold,
             )
+            self.record_event(
+                "ScalingHeld",
+                f"Replicas set to {target.replicas} by someone else (kubectl scale?), not {self._expected}: left "
+                f"alone for {self.manual_hold:g} s",
+            )
         elif self.mode != PAUSED and now < self._hold_until:
             self.mode = HOLDING
         else:
             self.mode = ACTIVE
         self._expected = target.replicas
         if self.mode != previous:
+            self._event_for_mode(previous, target.replicas)
             if self.mode == PAUSED:
                 log.info(
                     f"autoscaling paused by the annotation {PAUSE_HINT}; replicas are left to ops until it is removed",
@@ -259,18 +301,31 @@ class Autoscaler:
             self.state = PolicyState()
         return self.mode != ACTIVE
 
+    def record_event(self, reason: str, message: str, warning: bool = False) -> None:
+        if self.recorder is not None:
+            self.recorder.record(reason, message, warning)
+
+    def _event_for_mode(self, previous: str, replicas: int) -> None:
+        if self.mode == PAUSED:
+            self.record_event(
+                "ScalingPaused", f"Paused by the annotation {PAUSE_HINT}: {replicas} replicas are left to ops"
+            )
+        elif self.mode == ACTIVE and previous in (PAUSED, HOLDING):
+            self.record_event("ScalingResumed", f"Autoscaling resumed at {replicas} replicas (was {previous})")
+
     def _log_decision(self, look: Look, decision: Decision) -> None:
         """One line per new (desired, reason), before the write: a refused write still shows what was decided.
 
         With the inputs of both rules: the counts, and per queue the oldest job's wait and the arrival rate, with
         one busy worker's service rate (null until a job has ended) and the target wait (null when off)."""
-        metrics.desired(decision.desired)
+        metrics.desired(self.label, decision.desired)
         if (decision.desired, str(decision.reason)) == self._last_logged:
             return
         self._last_logged = (decision.desired, str(decision.reason))
         observation, service = look.observation, look.rates.service
         log.info(
             "scaling decision",
+            pool=self.label,
             target=self.target.name,
             queued=observation.queued,
             in_flight=observation.in_flight,
@@ -302,48 +357,18 @@ class Autoscaler:
             arrival_rate=dict(look.rates.arrival),
             service_rate=look.rates.service,
             target_wait=self.bounds.target_wait,
+            pool=self.label,
+            queues=self.queues,
         ).publish(self.connection, self.target.name, ttl=max(60, int(self.interval * 10)))
 
     def run(self, stop: threading.Event) -> None:
-        """Loop until ``stop`` is set; with an elector, only while this replica leads."""
-        failures, last_error = 0, None
-        try:
-            while not stop.is_set():
-                try:
-                    if self._leading():
-                        self.step()
-                # Any fault (Redis down, API error, a bug in a target) is retried: a scaler that exits leaves
-                # the workers at whatever size they had, which is worse than a scaler that keeps trying.
-                except Exception as exc:
-                    metrics.failed(exc)
-                    failures += 1
-                    error = first_line(exc)
-                    if error != last_error:  # once per streak and cause, not once per try
-                        log.warning("autoscaler step failed; retrying with backoff", error=error)
-                        last_error = error
-                    pause = min(self.interval * 2**failures, BACKOFF_MAX)
-                else:
-                    if failures:
-                        log.info("autoscaler recovered", failed_steps=failures)
-                    failures, last_error = 0, None
-                    pause = self.interval
-                metrics.state(self.mode)
-                stop.wait(pause)
-        finally:
-            self.due_jobs.close()
-            if self.elector is not None:
-                self.elector.release()
-
-    def _leading(self) -> bool:
-        if self.elector is None:
-            return True
-        if self.elector.tick():
-            if self.mode == FOLLOWER:
-                log.info("leading: this replica now scales the workers", target=self.target.name)
-                self.mode, self._expected, self.state = ACTIVE, None, PolicyState()
-            return True
-        if self.mode != FOLLOWER:
-            log.info("standing by: another replica holds the Lease", target=self.target.name)
-            self.mode = FOLLOWER
-            self.due_jobs.close()
-        return False
+        """This one pool's loop until ``stop`` is set (``task-producer autoscale`` and run-local run pools in a
+        ``Fleet``, which also leads through the Lease)."""
+        run_loop(
+            stop,
+            self.interval,
+            self.step,
+            lambda: True,
+            lambda: metrics.state(self.label, self.mode),
+            self.due_jobs.close,
+        )

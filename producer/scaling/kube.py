@@ -11,7 +11,7 @@ import dataclasses
 import datetime
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,10 +21,8 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from producer.scaling.autoscaler import TargetChanged, TargetState
 from task_processor.errors import TaskProcessorError
 from task_processor.logs import get_logger
-from task_processor.observe import WorkerInfo
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 """Where a Pod finds its own namespace (the default for WORKER_NAMESPACE in the cluster)."""
@@ -40,12 +38,6 @@ BACKOFF_FIRST, BACKOFF_MAX = 0.2, 5.0
 
 PAUSE_ANNOTATION = "task-processor.io/autoscale"
 """On the worker Deployment, the value ``paused`` hands replicas to ops until the annotation is removed."""
-
-DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
-"""The ReplicaSet removes Pods with the lowest cost first when it scales in."""
-
-IDLE_COST, BUSY_COST = "-1000", "1000"
-"""Deletion costs the autoscaler gives idle and busy worker Pods just before it lowers the replicas."""
 
 log = get_logger("task_processor.kube")
 T = TypeVar("T")
@@ -97,6 +89,8 @@ class DeploymentInfo:
     annotations: dict[str, str]
     selector: str
     resource_version: str | None = None
+    labels: dict[str, str] = dataclasses.field(default_factory=dict)
+    uid: str | None = None
 
     @property
     def paused(self) -> bool:
@@ -249,14 +243,30 @@ class KubeClient:
             self._where("deployments.apps", name),
             lambda: self.apps.read_namespaced_deployment(name, self.namespace, _request_timeout=REQUEST_TIMEOUT),
         )
-        spec = deployment.spec
+        return self._deployment_info(deployment)
+
+    def list_deployments(self, label_selector: str) -> list[DeploymentInfo]:
+        """The namespace's Deployments matching ``label_selector`` (one request, however many there are)."""
+        found = self.call(
+            "list",
+            f"deployments.apps in {self.namespace} ({label_selector})",
+            lambda: self.apps.list_namespaced_deployment(
+                self.namespace, label_selector=label_selector, _request_timeout=REQUEST_TIMEOUT
+            ),
+        )
+        return [self._deployment_info(deployment) for deployment in found.items]
+
+    def _deployment_info(self, deployment: Any) -> DeploymentInfo:
+        spec, meta = deployment.spec, _meta(deployment)
         return DeploymentInfo(
-            name=name,
+            name=str(meta.name),
             namespace=self.namespace,
             replicas=int(spec.replicas if spec and spec.replicas is not None else 1),
-            annotations=dict(_meta(deployment).annotations or {}),
+            annotations=dict(meta.annotations or {}),
             selector=_label_selector(spec.selector if spec else None),
-            resource_version=_meta(deployment).resource_version,
+            resource_version=meta.resource_version,
+            labels=dict(meta.labels or {}),
+            uid=meta.uid,
         )
 
     def scale(self, name: str, replicas: int, resource_version: str | None = None) -> None:
@@ -361,48 +371,6 @@ class KubeClient:
                 ),
             )
         return dataclasses.replace(lease, resource_version=_meta(written).resource_version)
-
-
-class KubeDeployment:
-    """The worker Deployment as a scale target: read through a short cache, written through ``scale``."""
-
-    def __init__(self, kube: KubeClient, name: str, resync: float = 2.0) -> None:
-        self.kube = kube
-        self.name = name
-        self.resync = resync
-        self._cached: DeploymentInfo | None = None
-        self._read_at = 0.0
-
-    def read(self, fresh: bool = False) -> TargetState:
-        """The Deployment's replicas and pause annotation, at most ``resync`` seconds old unless ``fresh``."""
-        if fresh or self._cached is None or time.monotonic() - self._read_at >= self.resync:
-            self._cached = self.kube.get_deployment(self.name)
-            self._read_at = time.monotonic()
-        return TargetState(self._cached.replicas, self._cached.paused)
-
-    def set_replicas(self, replicas: int, workers: Sequence[WorkerInfo] = ()) -> None:
-        """Write ``replicas`` on the condition that the Deployment is still as last read; TargetChanged if not."""
-        read = self._cached
-        if read is not None and replicas < read.replicas:
-            self._mark_pods(read.selector, workers)
-        try:
-            self.kube.scale(self.name, replicas, read.resource_version if read is not None else None)
-        except ConflictError as exc:
-            raise TargetChanged(str(exc)) from exc
-        finally:
-            self._cached = None
-
-    def _mark_pods(self, selector: str, workers: Sequence[WorkerInfo]) -> None:
-        """Make the ReplicaSet remove idle Pods first: workers record their Pod name as their hostname."""
-        if not selector:
-            return  # an empty selector would select every Pod in the namespace
-        busy = {w.hostname for w in workers if w.busy}
-        for pod in self.kube.list_pods(selector):
-            if pod.deleting:
-                continue
-            cost = BUSY_COST if pod.name in busy else IDLE_COST
-            if pod.annotations.get(DELETION_COST) != cost:
-                self.kube.annotate_pod(pod.name, {DELETION_COST: cost})
 
 
 def _meta(obj: Any) -> client.V1ObjectMeta:

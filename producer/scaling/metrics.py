@@ -7,6 +7,7 @@ set on every pass of the loop; a follower replica keeps its last values and says
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping
 
@@ -37,22 +38,26 @@ ARRIVAL_RATE = Gauge(
 )
 SERVICE_RATE = Gauge(
     "task_processor_service_rate",
-    "Jobs per second one busy worker completes, smoothed (half-life 30 s); NaN until a job has ended.",
+    "Jobs per second one busy worker of the pool completes, smoothed (half-life 30 s); NaN until a job has ended.",
+    ["pool"],
     registry=REGISTRY,
 )
-SERVICE_RATE.set(math.nan)  # unknown, not zero, until the loop has seen a job end
-REPLICAS_DESIRED = Gauge("task_processor_replicas_desired", "Workers the policy asks for.", registry=REGISTRY)
-REPLICAS_CURRENT = Gauge("task_processor_replicas_current", "Workers the target has now.", registry=REGISTRY)
+REPLICAS_DESIRED = Gauge(
+    "task_processor_replicas_desired", "Workers the policy asks for, per pool.", ["pool"], registry=REGISTRY
+)
+REPLICAS_CURRENT = Gauge(
+    "task_processor_replicas_current", "Workers the pool's Deployment has now.", ["pool"], registry=REGISTRY
+)
 STATE = Gauge(
     "task_processor_autoscaler_state",
-    "1 for the loop's current state (active, holding, paused, follower), 0 for the others.",
-    ["state"],
+    "1 for each pool's current state (active, holding, paused, follower), 0 for the others.",
+    ["pool", "state"],
     registry=REGISTRY,
 )
 SCALE_DECISIONS = Counter(
     "task_processor_scale_decisions",
-    "Replica changes written to the target, by direction and the policy's reason.",
-    ["direction", "reason"],
+    "Replica changes written to a pool's Deployment, by direction and the policy's reason.",
+    ["pool", "direction", "reason"],
     registry=REGISTRY,
 )
 API_ERRORS = Counter(
@@ -63,7 +68,9 @@ API_ERRORS = Counter(
 )
 
 
-def observed(counts: Mapping[str, QueueCounts], current: int, waits: Mapping[str, float], rates: Rates) -> None:
+def observed(
+    pool: str, counts: Mapping[str, QueueCounts], current: int, waits: Mapping[str, float], rates: Rates
+) -> None:
     for queue, c in counts.items():
         QUEUE_DEPTH.labels(queue).set(c.queued)
         INFLIGHT.labels(queue).set(c.started)
@@ -71,22 +78,32 @@ def observed(counts: Mapping[str, QueueCounts], current: int, waits: Mapping[str
         OLDEST_WAIT.labels(queue).set(wait)
     for queue, rate in rates.arrival.items():
         ARRIVAL_RATE.labels(queue).set(rate)
-    SERVICE_RATE.set(math.nan if rates.service is None else rates.service)
-    REPLICAS_CURRENT.set(current)
+    SERVICE_RATE.labels(pool).set(math.nan if rates.service is None else rates.service)  # unknown is not zero
+    REPLICAS_CURRENT.labels(pool).set(current)
 
 
-def desired(replicas: int) -> None:
+def desired(pool: str, replicas: int) -> None:
     """What the policy asks for, set before the write: a refused write leaves desired != current in view."""
-    REPLICAS_DESIRED.set(replicas)
+    REPLICAS_DESIRED.labels(pool).set(replicas)
 
 
-def state(mode: str) -> None:
+def state(pool: str, mode: str) -> None:
     for name in LoopState:
-        STATE.labels(str(name)).set(1 if name == mode else 0)
+        STATE.labels(pool, str(name)).set(1 if name == mode else 0)
 
 
-def scaled(previous: int, desired: int, reason: str) -> None:
-    SCALE_DECISIONS.labels("up" if desired > previous else "down", reason).inc()
+def scaled(pool: str, previous: int, desired: int, reason: str) -> None:
+    SCALE_DECISIONS.labels(pool, "up" if desired > previous else "down", reason).inc()
+
+
+def forget(pool: str) -> None:
+    """A pool that is gone: its gauges go too, rather than showing its last values for ever."""
+    for gauge in (SERVICE_RATE, REPLICAS_DESIRED, REPLICAS_CURRENT):
+        with contextlib.suppress(KeyError):  # never set: nothing to remove
+            gauge.remove(pool)
+    for name in LoopState:
+        with contextlib.suppress(KeyError):
+            STATE.remove(pool, str(name))
 
 
 def failed(exc: Exception) -> None:

@@ -41,6 +41,14 @@ def _per_queue(raw: str | None) -> dict[str, float]:
     }
 
 
+def _field(value: object) -> str:
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    if isinstance(value, tuple):
+        return ",".join(value)
+    return "" if value is None else str(value)
+
+
 def _optional_float(raw: str | None) -> float | None:
     try:
         value = float(raw) if raw else None
@@ -67,18 +75,27 @@ class Report:
     arrival_rate: dict[str, float] = field(default_factory=dict)
     service_rate: float | None = None
     target_wait: float | None = None
+    pool: str = "default"
+    queues: tuple[str, ...] = ()
 
     def publish(self, connection: redis.Redis, target: str, ttl: int) -> None:
-        """Write the report for ``target``, kept ``ttl`` seconds: a stopped autoscaler's report lapses."""
+        """Write the report for ``target``, kept ``ttl`` seconds: a stopped autoscaler's report lapses; and list
+        ``target`` in the pool index, from which entries older than ``ttl`` are dropped."""
         key = keys.autoscaler_status(target)
-        fields = {
-            name: json.dumps(value, sort_keys=True) if isinstance(value, dict) else "" if value is None else str(value)
-            for name, value in vars(self).items()
-        }
+        fields = {name: _field(value) for name, value in vars(self).items()}
         with connection.pipeline(transaction=False) as pipe:
             pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
             pipe.expire(key, ttl)
+            pipe.zadd(keys.AUTOSCALER_POOLS, {target: self.updated_at})
+            pipe.zremrangebyscore(keys.AUTOSCALER_POOLS, "-inf", f"({self.updated_at - ttl}")
+            pipe.expire(keys.AUTOSCALER_POOLS, ttl)
             pipe.execute()
+
+    @staticmethod
+    def targets(connection: redis.Redis) -> list[str]:
+        """The Deployments with a report, as the pool index lists them (oldest report first)."""
+        members: list[bytes] = connection.zrange(keys.AUTOSCALER_POOLS, 0, -1)  # type: ignore[assignment]
+        return [text(member) for member in members]
 
     @classmethod
     def read(cls, connection: redis.Redis, target: str) -> Report | None:
@@ -99,6 +116,8 @@ class Report:
                 arrival_rate=_per_queue(fields.get("arrival_rate")),
                 service_rate=_optional_float(fields.get("service_rate")),
                 target_wait=_optional_float(fields.get("target_wait")),
+                pool=fields.get("pool") or "default",
+                queues=tuple(q for q in fields.get("queues", "").split(",") if q),
             )
         except (KeyError, ValueError):
             return None

@@ -199,6 +199,15 @@ def _pod_annotations(meta: dict[str, Any]) -> list[FieldError]:
     return [FieldError(f"metadata.annotations[{DELETION_COST}]", cost, "must be a 32bit integer")]
 
 
+def _legacy_event(obj: dict[str, Any]) -> list[FieldError]:
+    """A core/v1 Event without `eventTime` (as recorders write them): its namespace must be its object's."""
+    involved = obj.get("involvedObject") or {}
+    namespace = (obj.get("metadata") or {}).get("namespace", "")
+    if obj.get("eventTime") or not involved.get("namespace") or involved["namespace"] == namespace:
+        return []
+    return [FieldError("involvedObject.namespace", involved["namespace"], "does not match event.namespace")]
+
+
 def check(rt: ResourceType, obj: dict[str, Any], *, creating: bool) -> None:
     """Raise the error a real server answers for `obj` (about to be created, or the result of an update)."""
     meta, spec = obj.get("metadata") or {}, obj.get("spec") or {}
@@ -211,5 +220,7 @@ def check(rt: ResourceType, obj: dict[str, Any], *, creating: bool) -> None:
         errors += _lease_spec(spec)
     if rt.kind == "Pod":
         errors += _pod_annotations(meta)
+    if rt.kind == "Event" and rt.group == "":
+        errors += _legacy_event(obj)
     if errors:
         raise invalid(rt.group, rt.kind, meta.get("name", ""), errors)

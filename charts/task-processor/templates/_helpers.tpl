@@ -61,7 +61,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
 {{/*
-The worker Deployment's name (what WORKER_DEPLOYMENT points at).
+The default pool's Deployment name (what WORKER_DEPLOYMENT points at) and the prefix of the other pools' (_pools.tpl).
 */}}
 {{- define "task-processor.workerName" -}}
 {{- include "task-processor.fullname" . }}
@@ -127,6 +127,7 @@ Refuse inconsistent values with one line naming the fix (what a JSON schema cann
 {{- if and .Values.networkPolicy.enabled (not .Values.redis.enabled) }}
 {{- fail "networkPolicy.enabled guards the in-chart Redis: it needs redis.enabled=true" }}
 {{- end }}
+{{- include "task-processor.validatePools" . }}
 {{- end }}
 
 {{/*
@@ -163,6 +164,13 @@ config.taskModules is a list or a comma string; TASK_MODULES is the comma string
 {{- define "task-processor.commonEnv" -}}
 - name: TASK_QUEUES
   value: {{ join "," .Values.config.queues | quote }}
+{{ include "task-processor.settingsEnv" . }}
+{{- end }}
+
+{{/*
+commonEnv without TASK_QUEUES: a worker pool's Pods serve the pool's queues, not config.queues.
+*/}}
+{{- define "task-processor.settingsEnv" -}}
 - name: TASK_SERIALIZER
   value: {{ .Values.config.serializer | quote }}
 - name: TASK_MODULES
