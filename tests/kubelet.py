@@ -28,7 +28,7 @@ from typing import Any, Self
 import pytest
 import redis
 
-from producer.scaling.local import LocalDeployment, WorkerProcess
+from producer.scaling.local.deployment import LocalDeployment, WorkerProcess
 from task_processor.logs import get_logger
 from task_processor.settings import DEFAULT_DEPLOYMENT, Settings
 from tests.kubeapi.server import KubeAPI

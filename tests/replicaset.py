@@ -31,7 +31,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from producer.scaling.kube_deployment import DELETION_COST
+from producer.scaling.kube.deployment import DELETION_COST
 
 PHASE_ORDER = {"Pending": 0, "Unknown": 1, "Running": 2}
 """Rule 2; a phase missing here (Succeeded, Failed, none) is 0, as for a Go map lookup."""

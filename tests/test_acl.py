@@ -28,7 +28,7 @@ from producer import Producer, Task
 from producer.commands.redis_server import free_port
 from producer.errors import TaskFailedError
 from producer.scaling.autoscaler import Autoscaler
-from producer.scaling.local import LocalDeployment
+from producer.scaling.local.deployment import LocalDeployment
 from producer.scaling.policy import Bounds
 from task_processor.connection import connect
 from task_processor.settings import Settings

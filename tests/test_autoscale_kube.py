@@ -15,10 +15,10 @@ from producer import Producer, Task
 from producer.commands.autoscale import build
 from producer.commands.redis_server import free_port
 from producer.scaling.fleet import Fleet
-from producer.scaling.kube import ConflictError, KubeClient, NotFoundError, UnreachableError
-from producer.scaling.kube_deployment import KubeDeployment
-from producer.scaling.kube_pools import FALLBACK, KubePools
-from producer.scaling.leader import LeaderElector
+from producer.scaling.kube.client import ConflictError, KubeClient, NotFoundError, UnreachableError
+from producer.scaling.kube.deployment import KubeDeployment
+from producer.scaling.kube.leader import LeaderElector
+from producer.scaling.kube.pools import FALLBACK, KubePools
 from task_processor.settings import Settings
 from tests.conftest import Proc, running, wait_for
 from tests.kubeapi.fixtures import kube_api, requires_kubectl  # noqa: F401

@@ -26,7 +26,7 @@ from producer import Producer, Task
 from producer.commands.redis_server import LocalRedisServer, free_port
 from producer.commands.run_local import redis_for_run
 from producer.scaling.autoscaler import Autoscaler
-from producer.scaling.local import LocalDeployment
+from producer.scaling.local.deployment import LocalDeployment
 from producer.scaling.policy import Bounds
 from task_processor.observe import list_workers
 from task_processor.reaper import ABANDONED_FIELD, INTERMEDIATE_GRACE

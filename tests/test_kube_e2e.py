@@ -16,8 +16,8 @@ from rq.job import Job, JobStatus
 from producer import Producer, Task
 from producer.commands.autoscale import build
 from producer.scaling.fleet import Fleet
-from producer.scaling.kube import KubeClient
-from producer.scaling.kube_deployment import BUSY_COST, DELETION_COST, IDLE_COST
+from producer.scaling.kube.client import KubeClient
+from producer.scaling.kube.deployment import BUSY_COST, DELETION_COST, IDLE_COST
 from producer.scaling.report import LoopState, Report
 from task_processor.observe import list_workers
 from task_processor.settings import Settings

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from producer import Producer, Task
-from producer.scaling.kube import KubeClient
-from producer.scaling.kube_events import BURST, REFILL, KubeEvents
+from producer.scaling.kube.client import KubeClient
+from producer.scaling.kube.events import BURST, REFILL, KubeEvents
 from task_processor.settings import Settings
 from tests.conftest import running, wait_for
 from tests.kubeapi.fixtures import kube_api, requires_kubectl  # noqa: F401

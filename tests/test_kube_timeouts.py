@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from producer.scaling import kube
-from producer.scaling.kube import KubeClient, UnreachableError
+from producer.scaling.kube.client import KubeClient, UnreachableError
 from tests.kubeapi import KubeAPI
 from tests.kubeapi.fixtures import kube_api  # noqa: F401
 

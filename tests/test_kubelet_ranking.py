@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 import pytest
 import redis
 
-from producer.scaling.kube_deployment import DELETION_COST
+from producer.scaling.kube.deployment import DELETION_COST
 from task_processor.observe import list_workers
 from tests.conftest import wait_for
 from tests.kubeapi.fixtures import kube_api  # noqa: F401

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from producer.scaling.kube import KubeClient, Lease
-from producer.scaling.leader import LeaderElector
+from producer.scaling.kube.client import KubeClient, Lease
+from producer.scaling.kube.leader import LeaderElector
 from tests.conftest import Proc, wait_for
 from tests.kubeapi.fixtures import kube_api  # noqa: F401
 from tests.kubeapi.server import KubeAPI

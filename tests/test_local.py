@@ -18,7 +18,7 @@ from producer import Producer, Task
 from producer.commands.redis_server import LocalRedisServer
 from producer.commands.status import collect
 from producer.scaling.autoscaler import Autoscaler, TargetState
-from producer.scaling.local import LocalDeployment
+from producer.scaling.local.deployment import LocalDeployment
 from producer.scaling.policy import Bounds
 from task_processor.observe import WorkerInfo, list_workers
 from task_processor.settings import Settings

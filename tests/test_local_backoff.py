@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from producer.scaling.local import CRASH_BACKOFF_FIRST, LocalDeployment
+from producer.scaling.local.deployment import CRASH_BACKOFF_FIRST, LocalDeployment
 from tests.conftest import wait_for
 
 STARTS = 5

@@ -495,7 +495,7 @@ def test_wheel_holds_both_packages_and_no_tests(wheel_dir: Path) -> None:
         "task_processor/lua/lib/pop.lua",
         "task_processor/lua/enqueue.lua",
     } <= lua, f"the wheel lacks the Redis scripts: {sorted(lua)}"
-    assert "producer/scaling/kube.py" in names, "the wheel lacks the producer's cluster client"
+    assert "producer/scaling/kube/client.py" in names, "the wheel lacks the producer's cluster client"
     assert "worker/cli.py" in names, "the wheel lacks the worker's command"
     assert not {"tests", "scripts"} & top, f"the wheel carries tests or scripts: {sorted(top)}"
     for script in ("task-worker = worker.cli:main", "task-producer = producer.commands.cli:main"):

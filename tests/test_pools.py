@@ -11,7 +11,7 @@ import redis
 
 from producer import Producer, Task
 from producer.scaling.autoscaler import Autoscaler, TargetState
-from producer.scaling.kube import DeploymentInfo
+from producer.scaling.kube.client import DeploymentInfo
 from producer.scaling.policy import Bounds
 from producer.scaling.pools import POOL_LABEL, Pool, PoolError, pool_from, share, shares
 from task_processor import keys

@@ -16,7 +16,7 @@ import redis
 from producer import Producer, Task
 from producer.commands.autoscale import build
 from producer.scaling.fleet import DISCOVER_EVERY, Fleet
-from producer.scaling.kube import KubeClient
+from producer.scaling.kube.client import KubeClient
 from producer.scaling.pools import POOL_LABEL
 from task_processor.observe import list_workers
 from task_processor.settings import Settings

@@ -16,8 +16,8 @@ from producer import Producer, Task
 from producer.commands.autoscale import build
 from producer.scaling.autoscaler import LoopState
 from producer.scaling.fleet import Fleet
-from producer.scaling.kube import PAUSE_ANNOTATION, KubeClient
-from producer.scaling.kube_deployment import DELETION_COST, IDLE_COST
+from producer.scaling.kube.client import PAUSE_ANNOTATION, KubeClient
+from producer.scaling.kube.deployment import DELETION_COST, IDLE_COST
 from task_processor.observe import list_workers
 from task_processor.settings import Settings
 from tests.conftest import Proc, running, wait_for

@@ -22,7 +22,7 @@ from producer import Producer, Task
 from producer.commands.status import rate
 from producer.scaling import metrics
 from producer.scaling.autoscaler import Autoscaler, TargetState, bounds_from
-from producer.scaling.local import LocalDeployment
+from producer.scaling.local.deployment import LocalDeployment
 from task_processor import keys
 from task_processor.errors import ConfigError
 from task_processor.observe import WorkerInfo, list_workers, oldest_waits, queue_head_ages

@@ -8,9 +8,9 @@ from types import FrameType
 from uuid import uuid4
 
 from producer.scaling.fleet import Fleet
-from producer.scaling.kube import KubeClient
-from producer.scaling.kube_pools import KubePools
-from producer.scaling.leader import LeaderElector
+from producer.scaling.kube.client import KubeClient
+from producer.scaling.kube.leader import LeaderElector
+from producer.scaling.kube.pools import KubePools
 from task_processor.connection import connect
 from task_processor.logs import get_logger
 from task_processor.settings import Settings

@@ -26,7 +26,7 @@ from producer.commands.progress import ProgressBar
 from producer.commands.redis_server import LocalRedisServer
 from producer.scaling.autoscaler import ScaleEvent, bounds_from
 from producer.scaling.fleet import Fleet
-from producer.scaling.local_pools import LocalPools
+from producer.scaling.local.pools import LocalPools
 from producer.scaling.pools import Pool
 from task_processor.connection import connect, describe_failure, ping, redact_url
 from task_processor.errors import ConfigError

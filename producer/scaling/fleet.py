@@ -1,7 +1,7 @@
 """Every worker pool sized by one loop, under one Lease.
 
 Each pass (while this replica leads): every few seconds, ask the pool source for the pools (the labelled
-Deployments of the namespace, ``kube_pools.py``; or run-local's, ``local_pools.py``); move due jobs and reap dead
+Deployments of the namespace, ``kube/pools.py``; or run-local's, ``local/pools.py``); move due jobs and reap dead
 workers' jobs once, for every pool's queues; then run each pool's own ``Autoscaler`` pass: its policy state, its
 hold after a ``kubectl scale``, its pause annotation. A pool whose pass fails (its Deployment deleted, a refused
 write) is logged and backed off alone, and the others go on. A pool that changed gets a fresh loop (a fresh

@@ -107,8 +107,8 @@ def forget(pool: str) -> None:
 
 
 def failed(exc: Exception) -> None:
-    # By module, not by import: this module must not pull in the Kubernetes client (only kube.py does).
-    if type(exc).__module__ == "producer.scaling.kube":
+    # By module, not by import: this module must not pull in the Kubernetes client (only kube/client.py does).
+    if type(exc).__module__ == "producer.scaling.kube.client":
         api = "kubernetes"
     elif isinstance(exc, redis.RedisError):
         api = "redis"

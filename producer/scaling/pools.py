@@ -12,10 +12,10 @@ and a single queued job wakes exactly one pool.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
-from producer.scaling.kube import DeploymentInfo
 from producer.scaling.policy import Bounds
 from task_processor.errors import ConfigError
 from task_processor.settings import Settings, parse_number, parse_queues, parse_target_wait
@@ -32,6 +32,20 @@ SCALE_DOWN_DELAY = f"{PREFIX}scale-down-delay"
 TARGET_WAIT = f"{PREFIX}target-wait"
 
 
+class Described(Protocol):
+    """What a pool is read from: a Deployment's name, namespace, labels and annotations (``kube.client``'s
+    DeploymentInfo, or anything shaped like it: this module stays free of any cluster client)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def namespace(self) -> str: ...
+    @property
+    def labels(self) -> Mapping[str, str]: ...
+    @property
+    def annotations(self) -> Mapping[str, str]: ...
+
+
 class PoolError(ConfigError):
     """A pool's annotation cannot be used: the message names the Deployment and the annotation."""
 
@@ -46,7 +60,7 @@ class Pool:
     """False for the one pool of WORKER_DEPLOYMENT + TASK_QUEUES: its workers are those of its queues."""
 
 
-def pool_from(deployment: DeploymentInfo, defaults: Settings) -> Pool:
+def pool_from(deployment: Described, defaults: Settings) -> Pool:
     """The pool a labelled Deployment describes; PoolError naming the Deployment and the annotation if it cannot."""
     notes, where = deployment.annotations, f"Deployment {deployment.namespace}/{deployment.name}"
 

@@ -8,9 +8,9 @@ autoscaler whose Role may not list Deployments says so once and sizes that one.
 from __future__ import annotations
 
 from producer.scaling.autoscaler import EventSink, ScaleTarget, bounds_from
-from producer.scaling.kube import ForbiddenError, KubeClient
-from producer.scaling.kube_deployment import KubeDeployment
-from producer.scaling.kube_events import KubeEvents
+from producer.scaling.kube.client import ForbiddenError, KubeClient
+from producer.scaling.kube.deployment import KubeDeployment
+from producer.scaling.kube.events import KubeEvents
 from producer.scaling.pools import POOL_LABEL, Pool, PoolError, pool_from
 from task_processor.errors import first_line
 from task_processor.logs import get_logger

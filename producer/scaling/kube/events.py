@@ -12,7 +12,7 @@ import datetime
 import time
 from collections.abc import Callable
 
-from producer.scaling.kube import REQUEST_TIMEOUT, KubeClient, KubeError
+from producer.scaling.kube.client import REQUEST_TIMEOUT, KubeClient, KubeError
 from task_processor.errors import first_line
 from task_processor.logs import get_logger
 

@@ -14,7 +14,7 @@ import datetime
 import time
 from collections.abc import Callable
 
-from producer.scaling.kube import ConflictError, KubeClient, KubeError, Lease
+from producer.scaling.kube.client import ConflictError, KubeClient, KubeError, Lease
 from task_processor.logs import get_logger
 
 LEASE_DURATION = 15

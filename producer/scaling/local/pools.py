@@ -12,7 +12,7 @@ from pathlib import Path
 import redis
 
 from producer.scaling.autoscaler import EventSink, ScaleTarget
-from producer.scaling.local import LocalDeployment
+from producer.scaling.local.deployment import LocalDeployment
 from producer.scaling.pools import Pool
 
 

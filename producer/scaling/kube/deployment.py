@@ -6,7 +6,7 @@ import time
 from collections.abc import Sequence
 
 from producer.scaling.autoscaler import TargetChanged, TargetState
-from producer.scaling.kube import ConflictError, DeploymentInfo, KubeClient
+from producer.scaling.kube.client import ConflictError, DeploymentInfo, KubeClient
 from task_processor.observe import WorkerInfo
 
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"

@@ -1,0 +1,1 @@
+"""The autoscaler on one machine (run-local): a local Deployment of ``task-worker`` processes, and its pools."""
