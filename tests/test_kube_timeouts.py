@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from producer.scaling import kube
+from producer.scaling.kube import client as kube
 from producer.scaling.kube.client import KubeClient, UnreachableError
 from tests.kubeapi import KubeAPI
 from tests.kubeapi.fixtures import kube_api  # noqa: F401
