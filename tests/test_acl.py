@@ -298,7 +298,9 @@ def test_the_autoscaler_scales_schedules_and_reaps(acl: AclRedis, start: Callabl
     try:
         autoscaler.step()  # takes RQ's scheduler lock first, as a long-running autoscaler holds it
         lock = acl.admin.get("rq:scheduler-lock:default")
-        assert lock == autoscaler.due_jobs._scheduler.name.encode(), "the autoscaler could not take the lock"
+        assert lock == autoscaler.housekeeper.due_jobs._scheduler.name.encode(), (
+            "the autoscaler could not take the lock"
+        )
         victim = start(acl.url("worker"), "task-worker", TASK_ABANDON_AFTER="3")
         lost = producer.enqueue("worker.examples.sleep", 2)
         wait_for(lambda: lost.get_status(refresh=True) == "started", timeout=20, what="the job to start")

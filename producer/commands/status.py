@@ -14,6 +14,7 @@ from typing import Any, TextIO
 import redis
 
 from producer.api import Producer
+from producer.scaling.pools import serves
 from producer.scaling.report import Report
 from task_processor.observe import WorkerInfo, list_workers, queue_head_ages
 
@@ -64,8 +65,7 @@ def _pools(producer: Producer, workers: list[WorkerInfo]) -> dict[str, dict[str,
         report = Report.read(producer.connection, deployment)
         if report is None:
             continue
-        queues = set(report.queues)
-        mine = [w for w in workers if w.pool == report.pool or (w.pool is None and queues.intersection(w.queues))]
+        mine = [w for w in workers if serves(w, report.pool, report.queues)]
         pools[report.pool] = {
             "deployment": deployment,
             "queues": list(report.queues),

@@ -19,20 +19,16 @@ import redis
 from rq.serializers import JSONSerializer, Serializer
 
 from producer.scaling import metrics
-from producer.scaling.housekeeping import DueJobMover
+from producer.scaling.housekeeping import Housekeeper
 from producer.scaling.loop import run_loop
 from producer.scaling.policy import Bounds, Decision, Observation, PolicyState, decide
-from producer.scaling.pools import share
+from producer.scaling.pools import serves, share
 from producer.scaling.rates import RateMeter, Rates, WorkerTally
 from producer.scaling.report import LoopState, Report
 from task_processor.errors import TaskProcessorError
 from task_processor.logs import get_logger
 from task_processor.observe import QueueCounts, WorkerInfo, list_workers, oldest_waits, queue_counts
-from task_processor.reaper import Reaper
 from task_processor.settings import Settings
-
-REAP_INTERVAL = 1.0
-"""Seconds between two passes that requeue jobs whose worker died (they then count as queued work)."""
 
 EVENTS_KEPT = 1000
 """Scaling events kept in memory (for run-local's summary)."""
@@ -140,16 +136,15 @@ class Autoscaler:
         self.queues = queues
         self.pool = pool
         self.shares = dict(shares or {})
-        self.housekeeping = housekeeping
         self.label = label
         self.recorder = recorder
         self.target = target
         self.bounds = bounds
         self.interval = interval
         self.clock = clock
-        self.due_jobs = DueJobMover(connection, queues, serializer, interval)
-        self.reaper = Reaper(connection, queues, serializer, max_abandons)
-        self._reaped_at = 0.0
+        self.housekeeper = (
+            Housekeeper(connection, queues, serializer, interval, max_abandons, clock) if housekeeping else None
+        )
         self.manual_hold = manual_hold
         self.state = PolicyState()
         self.mode = ACTIVE
@@ -170,13 +165,7 @@ class Autoscaler:
             workers = [w for w in list_workers(self.connection) if ours.intersection(w.queues)]
             in_flight = sum(c.started for c in counts)
         else:  # a pool's in-flight jobs are its own workers' (slots'), whichever queue they came from
-            workers = [
-                w
-                for w in list_workers(self.connection)
-                # A worker that does not name its pool (started before pools, or without WORKER_POOL) counts for
-                # every pool of its queues: counting a busy worker twice keeps Pods, missing it could remove one.
-                if w.pool == self.pool or (w.pool is None and ours.intersection(w.queues))
-            ]
+            workers = [w for w in list_workers(self.connection) if serves(w, self.pool, self.queues)]
             in_flight = sum(1 for w in workers if w.busy)
         target = self.target.read()
         rates = self.rates.update(
@@ -203,11 +192,8 @@ class Autoscaler:
 
         Returns the decision, or None when ops have the replicas (paused, or holding after a manual scale).
         """
-        if self.housekeeping:
-            self.due_jobs.tick()
-            if self.clock() - self._reaped_at >= REAP_INTERVAL:
-                self._reaped_at = self.clock()
-                self.reaper.run()  # jobs of dead workers count as queued again before we look
+        if self.housekeeper is not None:
+            self.housekeeper.tick()
         look = self.observe()
         observation, target, workers = look.observation, look.target, look.workers
         now = self.clock()
@@ -370,5 +356,5 @@ class Autoscaler:
             self.step,
             lambda: True,
             lambda: metrics.state(self.label, self.mode),
-            self.due_jobs.close,
+            self.housekeeper.close if self.housekeeper is not None else lambda: None,
         )

@@ -22,16 +22,14 @@ from producer.scaling import metrics
 from producer.scaling.autoscaler import (
     ACTIVE,
     FOLLOWER,
-    REAP_INTERVAL,
     Autoscaler,
     EventSink,
     ScaleTarget,
 )
-from producer.scaling.housekeeping import DueJobMover
+from producer.scaling.housekeeping import Housekeeper
 from producer.scaling.loop import FailureStreak, run_loop
 from producer.scaling.pools import Pool, shares
 from task_processor.logs import get_logger
-from task_processor.reaper import Reaper
 from task_processor.settings import Settings
 
 DISCOVER_EVERY = 5.0
@@ -82,12 +80,9 @@ class Fleet:
         self.specs: dict[str, Pool] = {}
         self._leader_mode = ACTIVE
         self._discovered_at = -math.inf
-        self._reaped_at = -math.inf
         self._streaks: dict[str, FailureStreak] = {}
         self._retry_at: dict[str, float] = {}
-        self._queues: tuple[str, ...] = ()
-        self._due_jobs: DueJobMover | None = None
-        self._reaper: Reaper | None = None
+        self._housekeeper: Housekeeper | None = None
 
     @property
     def mode(self) -> str:
@@ -175,18 +170,17 @@ class Fleet:
     def _housekeep(self) -> None:
         """Due jobs and dead workers' jobs, once for all pools' queues, before any pool looks at its queues."""
         queues = tuple(sorted({q for pool in self.specs.values() for q in pool.queues}))
-        if queues != self._queues:
-            if self._due_jobs is not None:
-                self._due_jobs.close()
+        if self._housekeeper is None or queues != self._housekeeper.queues:
+            if self._housekeeper is not None:
+                self._housekeeper.close()
             s = self.settings
-            self._queues = queues
-            self._due_jobs = DueJobMover(self.connection, queues, s.serializer, self.interval) if queues else None
-            self._reaper = Reaper(self.connection, queues, s.serializer, s.max_abandons) if queues else None
-        if self._due_jobs is not None:
-            self._due_jobs.tick()
-        if self._reaper is not None and self.clock() - self._reaped_at >= REAP_INTERVAL:
-            self._reaped_at = self.clock()
-            self._reaper.run()
+            self._housekeeper = (
+                Housekeeper(self.connection, queues, s.serializer, self.interval, s.max_abandons, self.clock)
+                if queues
+                else None
+            )
+        if self._housekeeper is not None:
+            self._housekeeper.tick()
 
     def run(self, stop: threading.Event) -> None:
         """Loop until ``stop`` is set; with an elector, only while this replica leads."""
@@ -197,8 +191,8 @@ class Fleet:
             metrics.state(name, FOLLOWER if self._leader_mode == FOLLOWER else autoscaler.mode)
 
     def _close(self) -> None:
-        if self._due_jobs is not None:
-            self._due_jobs.close()
+        if self._housekeeper is not None:
+            self._housekeeper.close()
         if self.elector is not None:
             self.elector.release()
 
@@ -214,6 +208,6 @@ class Fleet:
         if self._leader_mode != FOLLOWER:
             log.info("standing by: another replica holds the Lease")
             self._leader_mode = FOLLOWER
-            if self._due_jobs is not None:
-                self._due_jobs.close()
+            if self._housekeeper is not None:
+                self._housekeeper.close()
         return False

@@ -1,4 +1,5 @@
-"""Due scheduled jobs (retries with backoff, ``enqueue_at``) moved onto their queues by the autoscaler.
+"""The autoscaler's housekeeping before it looks at the queues: due scheduled jobs (retries with backoff,
+``enqueue_at``) moved onto their queues, and dead workers' jobs requeued.
 
 RQ's scheduler lives inside workers, so with the workers scaled to zero nothing would ever enqueue a retry
 and nothing would scale the workers back up for it. The autoscaler always runs, so it also takes RQ's
@@ -8,10 +9,17 @@ per-queue scheduler locks and does the scheduler's work; workers that hold a loc
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 
 import redis
 from rq.scheduler import RQScheduler
 from rq.serializers import Serializer
+
+from task_processor.reaper import Reaper
+
+REAP_INTERVAL = 1.0
+"""Seconds between two passes that requeue jobs whose worker died (they then count as queued work)."""
 
 
 class DueJobMover:
@@ -39,3 +47,31 @@ class DueJobMover:
 
     def close(self) -> None:
         self._scheduler.release_locks()
+
+
+class Housekeeper:
+    """Both chores for ``queues``, once per pass of the loop that owns them (one pool's, or the fleet's for all)."""
+
+    def __init__(
+        self,
+        connection: redis.Redis,
+        queues: tuple[str, ...],
+        serializer: Serializer,
+        interval: float,
+        max_abandons: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.queues = queues
+        self.clock = clock
+        self.due_jobs = DueJobMover(connection, queues, serializer, interval)
+        self.reaper = Reaper(connection, queues, serializer, max_abandons)
+        self._reaped_at = 0.0
+
+    def tick(self) -> None:
+        self.due_jobs.tick()
+        if self.clock() - self._reaped_at >= REAP_INTERVAL:
+            self._reaped_at = self.clock()
+            self.reaper.run()  # jobs of dead workers count as queued again before the loop looks
+
+    def close(self) -> None:
+        self.due_jobs.close()

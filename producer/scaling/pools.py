@@ -18,6 +18,7 @@ from typing import Protocol
 
 from producer.scaling.policy import Bounds
 from task_processor.errors import ConfigError
+from task_processor.observe import WorkerInfo
 from task_processor.settings import Settings, parse_number, parse_queues, parse_target_wait
 
 PREFIX = "task-processor.io/"
@@ -115,3 +116,10 @@ def share(queued: int, rank: int, among: int) -> int:
     """The part of a shared queue's ``queued`` jobs that counts for the pool of ``rank`` among ``among`` pools."""
     queued = max(0, queued)
     return queued // among + (1 if rank < queued % among else 0)
+
+
+def serves(worker: WorkerInfo, pool: str, queues: Iterable[str]) -> bool:
+    """Whether ``worker`` is one of the pool's: it names the pool (WORKER_POOL), or it names none and serves one of
+    the pool's queues (started before pools, or without WORKER_POOL: counting a busy worker for two pools keeps a
+    Pod, missing it could remove one)."""
+    return worker.pool == pool or (worker.pool is None and not set(queues).isdisjoint(worker.queues))
