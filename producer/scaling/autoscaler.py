@@ -155,17 +155,19 @@ class Autoscaler:
         self._counts: dict[str, QueueCounts] = {}
         self.rates = RateMeter()
 
-    def observe(self) -> Look:
-        """One look at the queues, the workers and the target (a few Redis round trips; the target may cache)."""
+    def observe(self, registered: list[WorkerInfo] | None = None) -> Look:
+        """One look at the queues, the workers and the target (a few Redis round trips; the target may cache).
+        ``registered``: every live worker, when the caller has read them for several pools at once."""
         self._counts = queue_counts(self.connection, self.queues)
         counts = self._counts.values()
         waits = oldest_waits(self.connection, self.queues)  # one round trip for every queue's head
-        ours = set(self.queues)
+        every = list_workers(self.connection) if registered is None else registered
         if self.pool is None:
-            workers = [w for w in list_workers(self.connection) if ours.intersection(w.queues)]
+            ours = set(self.queues)
+            workers = [w for w in every if ours.intersection(w.queues)]
             in_flight = sum(c.started for c in counts)
         else:  # a pool's in-flight jobs are its own workers' (slots'), whichever queue they came from
-            workers = [w for w in list_workers(self.connection) if serves(w, self.pool, self.queues)]
+            workers = [w for w in every if serves(w, self.pool, self.queues)]
             in_flight = sum(1 for w in workers if w.busy)
         target = self.target.read()
         rates = self.rates.update(
@@ -187,14 +189,14 @@ class Autoscaler:
         metrics.observed(self.label, self._counts, target.replicas, waits, rates)
         return Look(observation, target, workers, waits, rates)
 
-    def step(self) -> Decision | None:
+    def step(self, registered: list[WorkerInfo] | None = None) -> Decision | None:
         """One pass of the loop; writes to the target only when the replica count must change.
 
         Returns the decision, or None when ops have the replicas (paused, or holding after a manual scale).
         """
         if self.housekeeper is not None:
             self.housekeeper.tick()
-        look = self.observe()
+        look = self.observe(registered)
         observation, target, workers = look.observation, look.target, look.workers
         now = self.clock()
         if self._ops_in_control(target, now):

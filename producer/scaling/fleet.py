@@ -30,6 +30,7 @@ from producer.scaling.housekeeping import Housekeeper
 from producer.scaling.loop import FailureStreak, run_loop
 from producer.scaling.pools import Pool, shares
 from task_processor.logs import get_logger
+from task_processor.observe import list_workers
 from task_processor.settings import Settings
 
 DISCOVER_EVERY = 5.0
@@ -96,13 +97,14 @@ class Fleet:
         if self.clock() - self._discovered_at >= self.discover_every:
             self.discover()
         self._housekeep()
+        registered = list_workers(self.connection)  # read once for every pool of this pass
         now = self.clock()
         for name, autoscaler in list(self.pools.items()):
             if now < self._retry_at.get(name, now):
                 continue  # backing off after a failure of this pool alone
             streak = self._streaks.setdefault(name, FailureStreak(self.interval, target=autoscaler.target.name))
             try:
-                autoscaler.step()
+                autoscaler.step(registered)
             except Exception as exc:  # one pool's fault must not stop the others
                 cause = streak.last_error
                 self._retry_at[name] = now + streak.failed(exc)
