@@ -155,9 +155,10 @@ class Settings:
     autoscale_max: int = 10
     jobs_per_worker: int = 10
     autoscale_interval: float = 0.25
-    scale_down_delay: float = 60.0
+    scale_down_delay: float = 30.0
     manual_hold: float = 300.0
     target_wait: float | None = 30.0
+    start_spares: int = 2
     pod_name: str | None = None
     pool: str | None = None
     """WORKER_POOL: the worker pool this worker belongs to (the chart sets it from the Pod's pool label)."""
@@ -229,6 +230,7 @@ class Settings:
             scale_down_delay=opt("AUTOSCALE_SCALE_DOWN_DELAY", real(0), d.scale_down_delay),
             manual_hold=opt("AUTOSCALE_MANUAL_HOLD", real(0), d.manual_hold),
             target_wait=opt("AUTOSCALE_TARGET_WAIT", parse_target_wait, d.target_wait),
+            start_spares=opt("AUTOSCALE_START_SPARES", integer(0), d.start_spares),
             pod_name=opt("POD_NAME", lambda _, raw: raw, d.pod_name),
             pool=opt("WORKER_POOL", lambda _, raw: raw, d.pool),
             log_format=opt("LOG_FORMAT", one_of(LOG_FORMATS, str.lower), d.log_format),  # type: ignore[arg-type]

@@ -75,7 +75,8 @@ def producer(redis_url: str) -> Producer:
 @pytest.fixture
 def loop_settings(redis_url: str) -> Settings:
     """An autoscaler that reacts within a test's patience: a pass every 50 ms, 5 jobs a worker, at most 6 workers,
-    down after 0.5 s, no hold after a manual scale, the count rule alone (no target wait)."""
+    down after 0.5 s, no hold after a manual scale, the count rule alone (no target wait), no spare starts
+    (tests/test_policy_spares.py has theirs)."""
     return Settings(
         redis_url=redis_url,
         autoscale_interval=0.05,
@@ -85,6 +86,7 @@ def loop_settings(redis_url: str) -> Settings:
         autoscale_max=6,
         manual_hold=0.0,
         target_wait=None,
+        start_spares=0,
     )
 
 

@@ -92,7 +92,7 @@ def test_the_default_render_is_the_worker_deployment_from_before_pools(helm: Hel
         "min-replicas": "0",
         "max-replicas": "10",
         "jobs-per-worker": "10",
-        "scale-down-delay": "60",
+        "scale-down-delay": "30",
         "target-wait": "30",
     }
     env = env_of(the_container(docs, "Deployment", "task-processor"))
@@ -124,9 +124,9 @@ def test_each_pool_is_a_deployment_and_a_budget_of_its_own(helm: Helm) -> None:
     assert set(deployments) == set(budgets) == set(POOL_DEPLOYMENTS.values())
     keys = ("queues", "min-replicas", "max-replicas", "jobs-per-worker", "scale-down-delay", "target-wait")
     expected = {  # what a pool leaves out comes from autoscale.*
-        "default": dict(zip(keys, ("default", "0", "10", "10", "60", "30"), strict=True)),
+        "default": dict(zip(keys, ("default", "0", "10", "10", "30", "30"), strict=True)),
         "bulk": dict(zip(keys, ("bulk,default", "0", "40", "50", "300", "30"), strict=True)),
-        "gpu": dict(zip(keys, ("render", "1", "4", "10", "60", "off"), strict=True)),
+        "gpu": dict(zip(keys, ("render", "1", "4", "10", "30", "off"), strict=True)),
     }
     for pool, name in POOL_DEPLOYMENTS.items():
         deployment, budget = deployments[name], budgets[name]

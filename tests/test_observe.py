@@ -135,6 +135,7 @@ def test_the_autoscaler_exports_what_it_sees_and_logs_each_decision_once(
         "AUTOSCALE_JOBS_PER_WORKER": "5",
         "AUTOSCALE_MAX": "6",
         "AUTOSCALE_SCALE_DOWN_DELAY": "0",
+        "AUTOSCALE_START_SPARES": "0",  # the count rule's own numbers below
         "METRICS_PORT": str(port),
     }
     autoscaler = spawn("task-producer", "autoscale", "--kubeconfig", str(kube_api.kubeconfig), extra_env=env)

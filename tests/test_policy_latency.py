@@ -11,7 +11,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from producer.scaling.policy import Bounds, Observation, PolicyState, decide, demand, latency_rule
+from producer.scaling.policy import (
+    BACKLOG_SHARE,
+    KEEP_UP,
+    Bounds,
+    Observation,
+    PolicyState,
+    decide,
+    demand,
+    latency_rule,
+)
 from producer.scaling.rates import RateMeter, WorkerTally
 from task_processor.errors import ConfigError
 
@@ -37,26 +46,26 @@ def obs(
 @pytest.mark.parametrize(
     ("observation", "expected"),
     [
-        # λ/μ: 4 jobs/s of 0.5 s jobs keep 2 workers busy.
-        (obs(in_flight=2, arrival=4.0, service=2.0), 2),
-        # Q/(μ·W): 30 queued 1 s jobs drained within 10 s need 3 workers.
-        (obs(queued=30, service=1.0), 3),
-        # Both: keep up with 1 job/s of 2 s jobs (2 workers) and drain 10 within 10 s (2 more).
-        (obs(queued=10, arrival=1.0, service=0.5), 4),
+        # 0.8·λ/μ: 5 jobs/s of 0.5 s jobs, 2.5 workers' worth, staffed 0.8: 2 workers.
+        (obs(in_flight=2, arrival=5.0, service=2.0), 2),
+        # Q/(μ·0.8·W): 32 queued 1 s jobs drained within 8 s (0.8 of 10) need 4 workers.
+        (obs(queued=32, service=1.0), 4),
+        # Both: 0.8 of 2.5 workers' worth of arrivals (2) and 8 queued 2 s jobs within 8 s (2 more).
+        (obs(queued=8, arrival=1.25, service=0.5), 4),
         # The oldest job waited twice the target: the backlog term doubles.
-        (obs(queued=30, oldest=20.0, service=1.0), 6),
+        (obs(queued=32, oldest=20.0, service=1.0), 8),
         # The oldest job is within the target: no correction.
-        (obs(queued=30, oldest=9.0, service=1.0), 3),
-        # A partial worker is a worker.
-        (obs(in_flight=3, arrival=2.1, service=1.0), 3),
-        # Float noise is not a worker: 0.3/0.1 is 2.9999999999999996 or 3.0000000000000004.
-        (obs(in_flight=3, arrival=0.3, service=0.1), 3),
+        (obs(queued=32, oldest=9.0, service=1.0), 4),
+        # A partial worker is a worker: 0.8 · 2.6 = 2.08.
+        (obs(in_flight=3, arrival=2.6, service=1.0), 3),
+        # Float noise is not a worker: 0.8 · 0.375 / 0.1 is 3.0000000000000004.
+        (obs(in_flight=3, arrival=0.375, service=0.1), 3),
         # No service rate yet (no job ended): the rule abstains, whatever the queue.
         (obs(queued=1000, arrival=50.0), 0),
         (obs(queued=1000, arrival=50.0, service=0.0), 0),
         (obs(queued=1000, arrival=50.0, service=math.nan), 0),
         # No arrival rate yet: the backlog alone.
-        (obs(queued=20, service=1.0), 2),
+        (obs(queued=16, service=1.0), 2),
         # Nothing queued, nothing arriving.
         (obs(service=1.0), 0),
         # Never more workers than jobs in sight: 10 jobs/s of 1 s jobs, but 4 jobs in sight.
@@ -96,11 +105,11 @@ def test_a_bad_target_is_one_clear_line(target: object) -> None:
 def test_the_latency_rule_is_the_smallest_fleet_that_meets_its_own_estimate(
     queued: int, arrival: float, service: float, oldest: float, target: float
 ) -> None:
-    """n workers meet the estimate (λ/μ + Q·lateness/(μ·W) <= n) and n - 1 do not, up to float rounding."""
+    """n workers meet the estimate (0.8·λ/μ + Q·lateness/(μ·0.8·W) <= n) and n - 1 do not, up to float rounding."""
     in_flight = 10_000  # enough jobs in sight that the cap does not bind
     observation = obs(queued=queued, in_flight=in_flight, arrival=arrival, service=service, oldest=oldest)
     n = latency_rule(observation, bounds(target=target))
-    need = arrival / service + queued / (service * target) * max(1.0, oldest / target)
+    need = KEEP_UP * arrival / service + queued / (service * BACKLOG_SHARE * target) * max(1.0, oldest / target)
     if need <= queued + in_flight:
         assert n >= need - 1e-6
         assert n - 1 < need + 1e-6 or n == 0
@@ -123,7 +132,7 @@ def run(b: Bounds, rates: list[tuple[float, float]], interval: float = 1.0) -> l
 
 
 def test_a_rise_in_arrivals_scales_up_at_once_and_a_fall_waits_for_the_delay() -> None:
-    counts = run(bounds(delay=30.0), [(1.0, 1.0)] * 5 + [(8.0, 1.0)] * 5 + [(1.0, 1.0)] * 40)
+    counts = run(bounds(delay=30.0), [(1.25, 1.0)] * 5 + [(10.0, 1.0)] * 5 + [(1.25, 1.0)] * 40)
     assert counts[4] == 1
     assert counts[5] == 8  # at once
     assert counts[10:39] == [8] * 29  # held through the scale-down delay
@@ -132,7 +141,7 @@ def test_a_rise_in_arrivals_scales_up_at_once_and_a_fall_waits_for_the_delay() -
 
 def test_flapping_rates_do_not_flap_the_fleet() -> None:
     """Arrivals alternating between two levels every interval: one scale-up, no scale-down inside the window."""
-    flapping = [(6.0, 1.0) if step % 2 else (1.0, 1.0) for step in range(60)]
+    flapping = [(7.5, 1.0) if step % 2 else (1.25, 1.0) for step in range(60)]
     counts = run(bounds(delay=30.0), flapping)
     changes = sum(1 for before, after in itertools.pairwise(counts) if before != after)
     assert changes == 1, counts
@@ -156,7 +165,8 @@ def test_a_noisy_meter_fed_by_flapping_counters_keeps_the_fleet_steady() -> None
         current = decision.desired
         counts.append(current)
     settled = counts[200:]
-    assert set(settled) <= {4, 5, 6, 7}, sorted(set(settled))  # 5 busy workers' worth, give or take
+    # 0.8 of 5 busy workers' worth (the queue, empty here, would staff the rest), give or take.
+    assert set(settled) <= {3, 4, 5, 6}, sorted(set(settled))
     assert sum(1 for a, c in itertools.pairwise(settled) if a != c) <= 4
 
 

@@ -19,7 +19,9 @@ from task_processor.observe import WorkerInfo
 from task_processor.settings import Settings
 from tests.conftest import run
 
-DEFAULTS = Settings(autoscale_min=0, autoscale_max=10, jobs_per_worker=10, scale_down_delay=60.0, target_wait=30.0)
+DEFAULTS = Settings(
+    autoscale_min=0, autoscale_max=10, jobs_per_worker=10, scale_down_delay=60.0, target_wait=30.0, start_spares=1
+)
 
 
 def deployment(annotations: dict[str, str], pool: str = "bulk", name: str = "workers-bulk") -> DeploymentInfo:
@@ -42,12 +44,12 @@ def test_a_pool_takes_its_queues_and_bounds_from_its_annotations() -> None:
         ),
         DEFAULTS,
     )
-    assert pool == Pool("bulk", "workers-bulk", ("high", "default"), Bounds(1, 40, 2, 120.0, None))
+    assert pool == Pool("bulk", "workers-bulk", ("high", "default"), Bounds(1, 40, 2, 120.0, None, 1))
 
 
 def test_a_missing_annotation_takes_the_autoscale_setting() -> None:
     pool = pool_from(deployment({"task-processor.io/queues": "bulk", "task-processor.io/max-replicas": " "}), DEFAULTS)
-    assert pool.bounds == Bounds(0, 10, 10, 60.0, 30.0)
+    assert pool.bounds == Bounds(0, 10, 10, 60.0, 30.0, 1)  # spares: AUTOSCALE_START_SPARES for every pool
 
 
 @pytest.mark.parametrize(

@@ -67,6 +67,7 @@ def bounds_from(
         settings.jobs_per_worker,
         settings.scale_down_delay if scale_down_delay is None else scale_down_delay,
         target_wait=settings.target_wait,
+        start_spares=settings.start_spares,
     )
 
 
@@ -185,6 +186,7 @@ class Autoscaler:
             oldest_wait=max(waits.values(), default=0.0),
             arrival_rate=sum(rate / split[queue][1] for queue, rate in rates.arrival.items()),
             service_rate=rates.service,
+            ready=len({(w.hostname, w.pid) for w in workers}),
         )
         metrics.observed(self.label, self._counts, target.replicas, waits, rates)
         return Look(observation, target, workers, waits, rates)
@@ -321,6 +323,7 @@ class Autoscaler:
             current=observation.current,
             desired=decision.desired,
             demand=decision.demand,
+            spares=decision.spares,
             reason=str(decision.reason),
             oldest_wait={queue: round(wait, 3) for queue, wait in look.waits.items()},
             arrival_rate={queue: round(rate, 3) for queue, rate in look.rates.arrival.items()},

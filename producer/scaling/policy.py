@@ -8,12 +8,17 @@ Demand is the count rule (a worker per AUTOSCALE_JOBS_PER_WORKER jobs in sight) 
 (AUTOSCALE_TARGET_WAIT), the latency rule above it: enough workers for the measured arrival and service rates
 that a job arriving now starts within the target (`latency_rule`). Scale-in goes through the same window, so
 it happens only when the target would still hold.
+
+While demanded workers are still starting and jobs wait for them, a few spare Pods (AUTOSCALE_START_SPARES)
+start beside them: Pod start times vary (node, image cache, scheduling), the first to come up take the jobs,
+and the spares still starting are released as soon as enough workers are up, without the window (they were
+never demand).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from task_processor.errors import ConfigError
@@ -27,7 +32,9 @@ __all__ = [
     "count_rule",
     "decide",
     "demand",
+    "follow",
     "latency_rule",
+    "with_spares",
 ]
 
 
@@ -42,6 +49,7 @@ class Reason(StrEnum):
     STEADY = "steady"
     SCALE_DOWN_DELAYED = "scale-down-delayed"
     BUSY_WORKERS = "busy-workers"
+    SPARES_RELEASED = "spares-released"
 
 
 def _check_int(name: str, env: str, value: object, least: int) -> None:
@@ -62,11 +70,14 @@ class Bounds:
     scale_down_delay: float
     target_wait: float | None = None
     """AUTOSCALE_TARGET_WAIT: seconds a job arriving now may wait before it starts; None leaves the count rule alone."""
+    start_spares: int = 0
+    """AUTOSCALE_START_SPARES: Pods started beyond demand while demanded ones are still starting (0: none)."""
 
     def __post_init__(self) -> None:
         _check_int("minimum", "AUTOSCALE_MIN", self.minimum, 0)
         _check_int("maximum", "AUTOSCALE_MAX", self.maximum, 1)
         _check_int("jobs_per_worker", "AUTOSCALE_JOBS_PER_WORKER", self.jobs_per_worker, 1)
+        _check_int("start_spares", "AUTOSCALE_START_SPARES", self.start_spares, 0)
         if self.maximum < self.minimum:
             raise ConfigError(
                 f"maximum ({self.maximum}) is below minimum ({self.minimum}): "
@@ -103,24 +114,29 @@ class Observation:
     """Jobs per second entering the queues (None until measured)."""
     service_rate: float | None = None
     """Jobs per second one busy worker finishes (None until a job finished)."""
+    ready: int | None = None
+    """Workers up (registered), starting ones not; None when unknown, which starts no spares."""
 
 
 @dataclass(frozen=True)
 class Decision:
-    """The replica count to ask for; `demand` rides along so logs show what the delay and floor changed."""
+    """The replica count to ask for; `demand` rides along so logs show what the delay and floor changed, and
+    `spares` how many of `desired` are spare starts."""
 
     desired: int
     reason: Reason
     demand: int
+    spares: int = 0
 
 
 @dataclass(frozen=True)
 class PolicyState:
-    """Recent (time, demand) pairs and the last scale-in; the caller threads it between calls so the policy stays
-    pure."""
+    """Recent (time, demand) pairs, the last scale-in and the spares asked for; the caller threads it between
+    calls so the policy stays pure."""
 
     history: tuple[tuple[float, int], ...] = ()
     scaled_in_at: float | None = None
+    spares: int = 0
 
 
 def demand(obs: Observation, bounds: Bounds) -> int:
@@ -135,17 +151,27 @@ def count_rule(obs: Observation, bounds: Bounds) -> int:
     return -(-work // bounds.jobs_per_worker)  # integer ceil: exact at any size, unlike a float division
 
 
+KEEP_UP = 0.8
+"""Share of the arrival rate the latency rule staffs outright; the queue's own term staffs the rest."""
+BACKLOG_SHARE = 0.8
+"""Share of the target wait the queued jobs get to drain in; the rest is left to Pods starting."""
+
+
 def latency_rule(obs: Observation, bounds: Bounds) -> int:
     """Workers so that a job arriving now starts within the target wait W, from the arrival rate λ and one busy
     worker's service rate μ:
 
-        n = ceil( λ/μ  +  Q/(μ·W) · max(1, A/W) )
+        n = ceil( 0.8·λ/μ  +  Q/(μ·0.8·W) · max(1, A/W) )
 
-    λ/μ workers keep up with the arrivals; Q/(μ·W) more drain the Q jobs queued ahead of a new one within W.
-    A is the oldest queued job's age: once it exceeds W the rates underestimate the need, and the backlog term
-    grows with the miss. Never more workers than jobs in sight (queued + in flight): a worker without a job
-    waits no job less, and with nothing in sight the count rule alone takes the fleet down to its minimum.
-    0 while the target is off or μ is unknown (no job finished yet): the count rule rules.
+    The backlog term drains the Q jobs queued ahead of a new one within 0.8·W (BACKLOG_SHARE), leaving the rest
+    of the target to Pods that still have to start. The arrival term staffs 0.8 of λ/μ (KEEP_UP) and lets the
+    backlog term find the rest: a steady stream then settles where Q/(μ·0.8·W) = 0.2·λ/μ, a standing queue of
+    0.16·λ·W jobs (by Little's law a mean wait of 0.16·W, 4.8 s for 30 s), instead of the idle Pods that full
+    staffing of a noisy rate keeps. A is the oldest queued job's age: once it exceeds W the rates underestimate
+    the need, and the backlog term grows with the miss. Never more workers than jobs in sight (queued + in
+    flight): a worker without a job waits no job less, and with nothing in sight the count rule alone takes the
+    fleet down to its minimum. 0 while the target is off or μ is unknown (no job finished yet): the count rule
+    rules.
     """
     target, service = bounds.target_wait, obs.service_rate
     in_sight = max(0, obs.queued) + max(0, obs.in_flight)
@@ -153,14 +179,51 @@ def latency_rule(obs: Observation, bounds: Bounds) -> int:
         return 0
     arrival = obs.arrival_rate if obs.arrival_rate is not None and math.isfinite(obs.arrival_rate) else 0.0
     lateness = max(1.0, max(0.0, obs.oldest_wait) / target)
-    needed = max(0.0, arrival) / service + max(0, obs.queued) / (service * target) * lateness
+    backlog = max(0, obs.queued) / (service * BACKLOG_SHARE * target) * lateness
+    needed = KEEP_UP * max(0.0, arrival) / service + backlog
     if not math.isfinite(needed):
         return in_sight
     return min(math.ceil(needed - 1e-9), in_sight)  # 2.0000000001 from float noise is still 2 workers
 
 
 def decide(obs: Observation, bounds: Bounds, state: PolicyState, now: float) -> tuple[Decision, PolicyState]:
-    """Pick the replica count for `now` and return the state to pass to the next call.
+    """Pick the replica count for `now` and return the state to pass to the next call: the count demand and the
+    window give (`follow`, on the replicas without the spares asked for last), and the spares on top."""
+    held = min(state.spares, max(0, obs.current))
+    decision, next_state = follow(replace(obs, current=max(0, obs.current) - held), bounds, state, now)
+    kept = with_spares(decision, obs, bounds, held)
+    return kept, replace(next_state, spares=kept.spares)
+
+
+def with_spares(decision: Decision, obs: Observation, bounds: Bounds, held: int = 0) -> Decision:
+    """`decision` (on the replicas without the `held` spares asked for before) plus the spares to ask for now.
+
+    On a scale-up while jobs are queued and no worker is up (a cold start), add up to `start_spares` Pods; keep
+    them while that lasts; once a worker is up (or nothing waits) they go at once, never below the busy workers.
+    A worker that comes and goes (a crash loop) adds none: spares come only with a scale-up. With Pod start
+    times varying, a job arriving at zero workers then waits for the fastest of 1 + s starts, not for one.
+    """
+    base = decision.desired
+    current = max(0, obs.current)
+    spares = 0
+    cold = obs.ready == 0 and obs.queued > 0 and base > 0
+    if cold and (held > 0 or base > current - held):  # asked for on a scale-up, kept while it lasts
+        spares = max(0, min(bounds.start_spares, bounds.maximum - base))
+    desired = base + spares
+    if desired < current:
+        desired = max(desired, min(max(0, obs.busy_workers), current))  # a spare that took a job keeps it
+    reason = decision.reason
+    if desired > current:
+        reason = Reason.SCALE_UP
+    elif desired < current and base >= current - held:
+        reason = Reason.SPARES_RELEASED
+    elif desired == current and reason is Reason.SCALE_UP:
+        reason = Reason.STEADY  # the spares became demand
+    return Decision(desired=desired, reason=reason, demand=decision.demand, spares=desired - base)
+
+
+def follow(obs: Observation, bounds: Bounds, state: PolicyState, now: float) -> tuple[Decision, PolicyState]:
+    """Pick the replica count for `now` from demand and the scale-down window, spares aside.
 
     Precedence, strongest last:
       1. demand >= current: follow demand at once (it is already within [minimum, maximum]).

@@ -95,6 +95,7 @@ def pool_from(deployment: Described, defaults: Settings) -> Pool:
         jobs_per_worker=int(annotation(JOBS_PER_WORKER, int, 1, defaults.jobs_per_worker)),
         scale_down_delay=float(annotation(SCALE_DOWN_DELAY, float, 0, defaults.scale_down_delay)),
         target_wait=target_wait,
+        start_spares=defaults.start_spares,
     )
     return Pool(deployment.labels.get(POOL_LABEL, ""), deployment.name, queues, bounds)
 
