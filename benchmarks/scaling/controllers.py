@@ -24,6 +24,8 @@ class Ours:
 
     Like the real loop it sets pod-deletion-cost (-1000 idle, 1000 busy) before a scale-in, so the
     ReplicaSet removes idle Pods before busy ones; the policy itself never asks for fewer than the busy ones.
+    Spare starts (AUTOSCALE_START_SPARES) are released through the same ReplicaSet choice: Pods not yet
+    ready go first.
     """
 
     def __init__(self, cluster: Cluster, bounds: Bounds, interval: float) -> None:
@@ -46,6 +48,7 @@ class Ours:
             oldest_wait=c.oldest_wait(),
             arrival_rate=rates.total_arrival,
             service_rate=rates.service,
+            ready=len(c.worker_tallies()),  # registered workers: ready Pods (terminating ones too)
         )
         decision, self.state = decide(observation, self.bounds, self.state, now)
         c.set_replicas(decision.desired)

@@ -15,6 +15,7 @@ COLUMNS = (
     ("max_wait_s", "max wait s", 1),
     ("pod_seconds", "pod-seconds", 0),
     ("scale_changes", "scale changes", 0),
+    ("pods_created", "Pods started", 0),
     ("busy_pods_killed", "busy Pods removed", 0),
     ("jobs_requeued", "jobs requeued", 0),
     ("jobs_lost", "jobs lost", 0),

@@ -37,6 +37,7 @@ class Setup:
             jobs_per_worker=d.jobs_per_worker,
             scale_down_delay=d.scale_down_delay,
             target_wait=target_wait,
+            start_spares=d.start_spares,
         )
 
 
