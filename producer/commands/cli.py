@@ -16,8 +16,8 @@ from producer.commands.progress import ProgressBar
 from producer.commands.requeue import requeue_failed
 from producer.commands.run_local import RunLocalOptions, parse_pool, run_local
 from producer.commands.status import collect, render_json, render_table, watch
-from producer.commands.taskfile import enqueue_in_batches, read_tasks
 from producer.scaling import metrics
+from producer.taskfile import enqueue_in_batches, read_tasks
 from task_processor.connection import describe_failure
 from task_processor.errors import ConfigError, TaskProcessorError, exit_with
 from task_processor.logs import configure_logging

@@ -34,7 +34,8 @@ KEYS = {
 """The keys a line may carry and the JSON type each must have (``func`` is required)."""
 
 
-def _task(text: str, defaults: dict[str, Any]) -> Task:
+def task_from_json(text: str, defaults: dict[str, Any]) -> Task:
+    """One line's task (``defaults`` for the keys it leaves out); ConfigError says what is wrong with it."""
     try:
         data = json.loads(text)
     except ValueError as exc:
@@ -63,7 +64,7 @@ def read_tasks(stream: IO[str], producer: Producer, defaults: dict[str, Any] | N
         if not line.strip():
             continue
         try:
-            task = _task(line, defaults or {})
+            task = task_from_json(line, defaults or {})
             producer.prepare(task)
         except TaskProcessorError as exc:
             raise ConfigError(f"{getattr(stream, 'name', 'input')}, line {number}: {exc}") from None
