@@ -4,6 +4,7 @@ control loop, ``producer.commands`` the ``task-producer`` command."""
 from producer.api import Producer, QueueStats, Task
 from producer.errors import (
     ConfigError,
+    DuplicateJobError,
     InvalidTaskError,
     RedisCommandError,
     RedisUnavailableError,
@@ -14,6 +15,7 @@ from producer.errors import (
 
 __all__ = [
     "ConfigError",
+    "DuplicateJobError",
     "InvalidTaskError",
     "Producer",
     "QueueStats",

@@ -8,20 +8,31 @@ refused at enqueue, naming the argument, rather than failing later on a worker.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import redis
 from rq import Queue
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus, validate_job_id
 from rq.results import Result
 from rq.utils import now
 
 from producer.atomic import BatchWriter
 from producer.checks import backoff_intervals, check_json_arguments, check_payload_size, func_path
-from producer.errors import InvalidTaskError, RedisUnavailableError, TaskFailedError, WaitTimeoutError
+from producer.errors import (
+    DuplicateJobError,
+    InvalidTaskError,
+    RedisUnavailableError,
+    TaskFailedError,
+    WaitTimeoutError,
+)
 from producer.jobhash import JobFactory, QueuedJob, serialized_call
+from producer.options import PLAIN, check_options, has_options, new_job
+from producer.task import OPTIONS, Task
 from task_processor import keys
 from task_processor.connection import OutageLog, connect, describe_failure
 from task_processor.errors import ConfigError, TaskProcessorError
@@ -39,26 +50,11 @@ from task_processor.settings import (
 )
 from task_processor.taskmodules import outside_modules
 
-RETRY_BACKOFF = 1
-"""Seconds before the first retry; each further retry waits twice as long (capped by RETRY_BACKOFF_CAP)."""
-
 WAIT_POLL_MIN, WAIT_POLL_MAX = 0.01, 0.5
 """``wait`` polls job statuses starting fast (short tasks return quickly) and backing off to this ceiling."""
 
 
-@dataclass(frozen=True)
-class Task:
-    """One call to enqueue. ``kwargs`` are the task's own keyword arguments, so any name is allowed there."""
-
-    func: str | Callable[..., Any]
-    args: Sequence[Any] = ()
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
-    job_id: str | None = None
-    timeout: int | None = None
-    retries: int = 0
-    retry_backoff: int = RETRY_BACKOFF
-    at_front: bool = False
-    queue: str | None = None
+__all__ = ["OPTIONS", "Producer", "Progress", "QueueStats", "Task"]
 
 
 @dataclass(frozen=True)
@@ -130,24 +126,24 @@ class Producer:
             self._queues[name] = Queue(name, connection=self.connection, serializer=SERIALIZERS[self.serializer_name])
         return self._queues[name]
 
-    def enqueue(
-        self,
-        func: str | Callable[..., Any],
-        *args: Any,
-        job_id: str | None = None,
-        timeout: int | None = None,
-        retries: int = 0,
-        retry_backoff: int = RETRY_BACKOFF,
-        at_front: bool = False,
-        queue: str | None = None,
-        **kwargs: Any,
-    ) -> Job:
-        """Enqueue one task; the names above are options, every other keyword goes to the task.
+    def enqueue(self, func: str | Callable[..., Any], *args: Any, **kwargs: Any) -> Job:
+        """Enqueue one task. Keywords named like ``Task``'s fields (``job_id``, ``timeout``, ``retries``,
+        ``retry_backoff``, ``at_front``, ``queue`` and RQ's options, ``meta``, ``depends_on``, ...) are options;
+        every other keyword goes to the task.
 
         A task whose own keyword arguments clash with those names is enqueued with ``Task(..., kwargs=...)``.
         """
-        task = Task(func, args, kwargs, job_id, timeout, retries, retry_backoff, at_front, queue)
-        return self.enqueue_many([task])[0]
+        options = {name: kwargs.pop(name) for name in list(kwargs) if name in OPTIONS}
+        return self.enqueue_many([Task(func, args, kwargs, **options)])[0]
+
+    def enqueue_in(self, delay: float | timedelta, func: str | Callable[..., Any], *args: Any, **kwargs: Any) -> Job:
+        """Enqueue ``func`` to run ``delay`` seconds (or a timedelta) from now; options as for ``enqueue``."""
+        return self.enqueue(func, *args, delay=delay, **kwargs)
+
+    def enqueue_at(self, when: datetime, func: str | Callable[..., Any], *args: Any, **kwargs: Any) -> Job:
+        """Enqueue ``func`` to run at ``when`` (an aware datetime: a naive one is refused); options as for
+        ``enqueue``."""
+        return self.enqueue(func, *args, at=when, **kwargs)
 
     def enqueue_many(self, tasks: Iterable[Task]) -> list[Job]:
         """Enqueue a batch atomically in one round trip: either every task is queued or none is.
@@ -161,11 +157,25 @@ class Producer:
             return []
         stamp = now()
         try:
-            self._writer.write(queued, stamp)
+            deferred = self._writer.write(queued, stamp)
+        except redis.ResponseError as exc:
+            refused = str(exc).split("caused error: ")[-1].split()
+            if refused[:1] == ["DUPLICATE"]:
+                raise DuplicateJobError(
+                    f"job {refused[1]} is already live (unique=True): nothing was enqueued; pick another job_id, or "
+                    "wait until that job's hash expires",
+                    refused[1],
+                ) from None
+            if refused[:1] == ["UNKNOWN_DEPENDENCY"]:
+                raise InvalidTaskError(
+                    f"job {refused[1]} depends on {refused[2]}, which does not exist (never enqueued, or expired): "
+                    "nothing was enqueued; enqueue the dependency first, or drop it from depends_on"
+                ) from None
+            raise self._failed(exc) from exc
         except redis.RedisError as exc:
             raise self._failed(exc) from exc
         self.outage.succeeded()
-        return self._jobs.jobs(queued, stamp)
+        return self._jobs.jobs(queued, stamp, deferred)
 
     def _failed(self, exc: redis.RedisError) -> TaskProcessorError:
         network = isinstance(exc, redis.ConnectionError | redis.TimeoutError)
@@ -204,17 +214,49 @@ class Producer:
         if self.max_payload and len(call) > self.max_payload:
             # The call holds the arguments and more, so only a call over the limit can have arguments over it.
             check_payload_size(path, args, kwargs, serializer, self.max_payload)
+        queue = self.default_queue if task.queue is None else validate_queue_name(task.queue)
+        job_id, options = task.job_id, PLAIN
+        if has_options(task):
+            job_id = job_id or str(uuid.uuid4())
+            job = new_job(self.connection, serializer, (path, args, kwargs), job_id, queue, timeout)
+            json = self.serializer_name == "json"
+            options = check_options(task, path, job, json=json, modules=self.modules)
         return QueuedJob.build(
             call,
             path,
             args,
             kwargs,
-            job_id=task.job_id,
-            queue=self.default_queue if task.queue is None else validate_queue_name(task.queue),
+            job_id=job_id,
+            queue=queue,
             at_front=bool(task.at_front),
             timeout=timeout,
             retry_intervals=backoff_intervals(task.retries, task.retry_backoff) if task.retries else None,
+            options=options,
         )
+
+    def job(self, job_id: str) -> Job | None:
+        """The job with this id as RQ reads it (status, meta, result, ...), or None when there is none."""
+        try:
+            return Job.fetch(job_id, connection=self.connection, serializer=SERIALIZERS[self.serializer_name])
+        except NoSuchJobError:
+            return None
+        except redis.RedisError as exc:
+            raise self._failed(exc) from exc
+
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a job as RQ's ``Job.cancel`` does: off its queue (or registry) into the canceled registry, never
+        to run; a job already running finishes (stop it with RQ's ``send_stop_job_command``). Its dependents stay
+        deferred. Raises TaskProcessorError for an unknown or already canceled id."""
+        job = self.job(job_id)
+        if job is None:
+            raise TaskProcessorError(f"no job {job_id} in Redis (never enqueued, or expired): nothing to cancel")
+        try:
+            job.cancel()
+        except InvalidJobOperation:
+            raise TaskProcessorError(f"job {job_id} is already canceled") from None
+        except redis.RedisError as exc:
+            raise self._failed(exc) from exc
+        return job
 
     def wait(
         self,

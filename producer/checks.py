@@ -117,6 +117,15 @@ def check_json_arguments(path: str, args: Sequence[Any], kwargs: Mapping[str, An
             )
 
 
+def check_json_value(path: str, where: str, value: Any) -> None:
+    """One value (a job's ``meta``) as ``check_json_arguments`` checks each argument."""
+    if problem := _json_problem(value, where):
+        raise InvalidTaskError(
+            f"{path}: {problem}: pass plain data (str, int, float, bool, None, lists, dicts with string keys), or "
+            "set TASK_SERIALIZER=pickle on producers and workers"
+        )
+
+
 def check_payload_size(
     path: str, args: Sequence[Any], kwargs: Mapping[str, Any], serializer: Serializer, limit: int
 ) -> None:

@@ -6,6 +6,7 @@ from task_processor.errors import ConfigError, RedisCommandError, RedisUnavailab
 
 __all__ = [
     "ConfigError",
+    "DuplicateJobError",
     "InvalidTaskError",
     "RedisCommandError",
     "RedisUnavailableError",
@@ -17,6 +18,14 @@ __all__ = [
 
 class InvalidTaskError(TaskProcessorError, ValueError):
     """Refused at enqueue: nothing was written to Redis."""
+
+
+class DuplicateJobError(InvalidTaskError):
+    """``unique=True`` and a job with that id is live: nothing of the batch was written."""
+
+    def __init__(self, message: str, job_id: str) -> None:
+        super().__init__(message)
+        self.job_id = job_id
 
 
 class TaskFailedError(TaskProcessorError):

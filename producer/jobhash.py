@@ -1,11 +1,13 @@
 """A queued job as RQ 2.x stores it, built directly instead of through ``Job.create`` and ``Job.save``.
 
 Enqueueing through RQ costs tens of microseconds of Python per job (a ``Job`` built field by field, ``to_dict``,
-redis-py packing a ~16-field HSET), several times what Redis spends on it. Every task our API accepts is RQ's
-common case: no dependencies, callbacks, TTLs, meta or schedule. For that case this module computes only what
-varies per job (id, queue, serialized call, description, timeout, retries); ``producer.atomic`` writes it with
-the fields every queued job shares, as ``Queue.enqueue_many`` would (``tests/test_rq_contract.py`` compares both
-field by field, and what RQ reads back from each, so an RQ upgrade that changes the layout fails there).
+redis-py packing a ~16-field HSET), several times what Redis spends on it. Most tasks are RQ's common case: no
+dependencies, callbacks, TTLs, meta or schedule. For that case this module computes only what varies per job (id,
+queue, serialized call, description, timeout, retries); ``producer.atomic`` writes it with the fields every
+queued job shares, as ``Queue.enqueue_many`` would. A task with options carries the fields RQ writes for them
+(``producer.options``) and where the job goes: its queue, the scheduled or the deferred registry.
+``tests/test_rq_contract.py`` compares both with RQ's field by field, and what RQ reads back from each, so an RQ
+upgrade that changes the layout fails there.
 
 Two differences save a third of the memory a queued job takes, and RQ cannot tell them apart: ``Job.to_dict``
 writes eight fields as the empty string for a job that has not run (callbacks, group, start and end, worker),
@@ -28,6 +30,7 @@ from rq.job import Job, JobStatus
 from rq.serializers import Serializer
 from rq.utils import get_call_string
 
+from producer.options import PLAIN, SCHEDULED, Options
 from task_processor.jobs import JobTemplate
 
 DESCRIPTION_ARG_LENGTH = 75
@@ -56,6 +59,7 @@ class QueuedJob:
     timeout: int
     retry_intervals: list[int] | None
     """Seconds before each retry; None without retries (RQ then writes neither retries field)."""
+    options: Options = PLAIN
 
     @classmethod
     def build(
@@ -70,17 +74,22 @@ class QueuedJob:
         at_front: bool,
         timeout: int,
         retry_intervals: list[int] | None,
+        options: Options = PLAIN,
     ) -> QueuedJob:
         """``call`` is ``serialized_call(serializer, func, args, kwargs)``, made once by the caller's checks."""
         compressed = zlib.compress(call)
         data = compressed if len(compressed) < len(call) else call
-        description = get_call_string(func, args, kwargs, max_length=DESCRIPTION_ARG_LENGTH) or ""
+        description = options.description
+        if description is None:
+            description = get_call_string(func, args, kwargs, max_length=DESCRIPTION_ARG_LENGTH) or ""
         job_id = job_id or str(uuid.uuid4())
-        return cls(job_id, queue, at_front, func, args, kwargs, data, description, timeout, retry_intervals)
+        return cls(job_id, queue, at_front, func, args, kwargs, data, description, timeout, retry_intervals, options)
 
     def varying_fields(self) -> list[Any]:
-        """Per-job script arguments (see ``producer.atomic``): push end, id, data, description, timeout, retries."""
-        retries = self.retry_intervals
+        """Per-job script arguments (see ``producer.atomic`` and enqueue.lua): push end, id, data, description,
+        timeout, retries; then the options: placement, score, ttl, unique, the dependencies (count first) and the
+        option fields (count first, then name and value each)."""
+        retries, options = self.retry_intervals, self.options
         return [
             "L" if self.at_front else "R",
             self.id,
@@ -89,6 +98,14 @@ class QueuedJob:
             self.timeout,
             "" if retries is None else len(retries),
             "" if retries is None else json.dumps(retries),
+            options.mode,
+            options.score,
+            options.ttl,
+            1 if options.unique else 0,
+            len(options.dependencies),
+            *options.dependencies,
+            len(options.fields),
+            *(part for pair in options.fields for part in pair),
         ]
 
 
@@ -98,9 +115,13 @@ class JobFactory:
     def __init__(self, connection: redis.Redis, serializer: Serializer) -> None:
         self._template = JobTemplate(Job, connection, serializer)
 
-    def jobs(self, queued: list[QueuedJob], stamp: datetime) -> list[Job]:
+    def jobs(self, queued: list[QueuedJob], stamp: datetime, deferred: set[str] | None = None) -> list[Job]:
+        """``deferred``: the ids the script put in a deferred registry (a dependency had not finished)."""
         jobs = []
         for item in queued:
+            if item.options.job is not None:
+                jobs.append(self._with_options(item, stamp, deferred or set()))
+                continue
             job = self._template.new(item.id)
             job._func_name, job._instance = item.func, None
             job._args, job._kwargs = item.args, item.kwargs
@@ -111,3 +132,18 @@ class JobFactory:
                 job.retries_left, job.retry_intervals = len(item.retry_intervals), item.retry_intervals
             jobs.append(job)
         return jobs
+
+    @staticmethod
+    def _with_options(item: QueuedJob, stamp: datetime, deferred: set[str]) -> Job:
+        job = item.options.job
+        assert job is not None
+        job.created_at, job.description = stamp, item.description
+        if item.options.mode == SCHEDULED:
+            job._status = JobStatus.SCHEDULED
+        elif item.id in deferred:
+            job._status = JobStatus.DEFERRED
+        else:
+            job._status, job.enqueued_at = JobStatus.QUEUED, stamp
+        if item.retry_intervals is not None:
+            job.retries_left, job.retry_intervals = len(item.retry_intervals), item.retry_intervals
+        return job

@@ -6,7 +6,9 @@ import os
 import signal
 import time
 
+from redis import Redis
 from rq import get_current_job
+from rq.job import Job
 
 from worker.taskjob import current_attempt
 
@@ -63,3 +65,11 @@ def hog(mib: int) -> int:
     """Allocate ``mib`` MiB and keep it for the life of the process, as a leaking task would."""
     _HELD.append(bytearray(mib * 1024 * 1024))
     return sum(len(block) for block in _HELD) // (1024 * 1024)
+
+
+def note_outcome(job: Job, connection: Redis, *outcome: object) -> None:
+    """A callback (``on_success``, ``on_failure`` or ``on_stopped``): appends the job's id and which one it is (RQ
+    passes a success callback the result, a failure callback the exception's type, value and traceback, a stopped
+    callback nothing) to the Redis list ``callbacks``, so a test sees which callbacks ran, for which jobs."""
+    kind = {1: "success", 3: "failure"}.get(len(outcome), "stopped")
+    connection.rpush("callbacks", f"{job.id} {kind}")
