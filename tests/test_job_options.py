@@ -8,6 +8,7 @@ import time
 import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,8 +17,10 @@ from rq import Callback, Queue
 from rq.job import Dependency, Job, JobStatus
 
 from producer import DuplicateJobError, InvalidTaskError, Producer, Task
-from task_processor.settings import SERIALIZERS
-from tests.conftest import Proc, wait_for
+from producer.scaling.autoscaler import Autoscaler, bounds_from
+from producer.scaling.local.deployment import LocalDeployment
+from task_processor.settings import SERIALIZERS, Settings
+from tests.conftest import Proc, running, wait_for
 
 FUNC = "worker.examples.add"
 NOTE = "worker.examples.note_outcome"
@@ -274,3 +277,27 @@ def test_an_unknown_dependency_is_refused_and_nothing_written(producer: Producer
     _, second = producer.enqueue_many([Task(FUNC, (1, 1), job_id="a"), Task(FUNC, (2, 2), depends_on="a")])
     assert second.get_status() == JobStatus.DEFERRED
     assert conn.smembers(Job.dependents_key_for("a")) == {second.id.encode()}
+
+
+@pytest.mark.timeout(90)
+def test_a_delayed_job_scales_workers_up_from_zero_when_due(
+    env: dict[str, str], producer: Producer, conn: redis.Redis, tmp_path: Path
+) -> None:
+    """No worker runs RQ's scheduler at zero workers: the autoscaler moves the due job, then scales for it."""
+    settings = Settings.from_env({**env, "AUTOSCALE_MAX": "2", "AUTOSCALE_START_SPARES": "0"})
+    deployment = LocalDeployment(
+        conn,
+        settings.child_env(REDIS_URL=settings.redis_url, LOG_FORMAT="json"),
+        settings.queues,
+        replicas=0,
+        log_file=tmp_path / "w.log",
+    ).start()
+    autoscaler = Autoscaler(conn, settings.queues, deployment, bounds_from(settings), 0.05)
+    try:
+        with running(autoscaler):
+            job = producer.enqueue_in(1.5, FUNC, 20, 22)
+            assert [e.desired for e in autoscaler.events] == []  # nothing to do while it is not due
+            assert producer.wait([job], timeout=60) == [42]
+    finally:
+        deployment.close(timeout=10)
+    assert autoscaler.events[0].previous == 0
