@@ -1,9 +1,11 @@
 """``enqueue --from-file``: tasks as JSON lines, all checked before the first one is enqueued.
 
 One object per line: ``{"func": "myapp.tasks.resize", "args": ["a.png"], "kwargs": {"width": 640}}``, with the
-optional keys ``queue``, ``job_id``, ``timeout``, ``retries``, ``retry_backoff`` and ``at_front`` meaning what they
-mean to ``Producer.enqueue``; the command line's ``--queue``, ``--timeout``, ``--retries`` and ``--at-front`` are the
-defaults for lines without them. Blank lines are skipped. A bad line stops the command with its line number and
+optional keys ``queue``, ``job_id``, ``timeout``, ``retries``, ``retry_backoff``, ``at_front`` and the job options
+(``delay``, ``at`` as an ISO 8601 time with its offset, ``depends_on`` as an id or a list of ids, ``meta``,
+``result_ttl``, ``failure_ttl``, ``ttl``, ``description``, ``on_success``, ``on_failure``, ``on_stopped``,
+``unique``) meaning what they mean to ``Producer.enqueue``; the command line's options are the defaults for lines
+without them. Blank lines are skipped. A bad line stops the command with its line number and
 nothing is enqueued; a good file is enqueued in batches (each batch atomically, in one round trip).
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import IO, Any
 
 from producer.api import Producer, Task
@@ -20,7 +23,7 @@ from task_processor.settings import validate_queue_name
 BATCH = 500
 """Tasks per ``enqueue_many`` call: one atomic round trip each, small enough to keep Redis responsive."""
 
-KEYS = {
+KEYS: dict[str, type | tuple[type, ...]] = {
     "func": str,
     "args": list,
     "kwargs": dict,
@@ -30,6 +33,18 @@ KEYS = {
     "retries": int,
     "retry_backoff": int,
     "at_front": bool,
+    "delay": (int, float),
+    "at": str,
+    "depends_on": (str, list),
+    "meta": dict,
+    "result_ttl": int,
+    "failure_ttl": int,
+    "ttl": int,
+    "description": str,
+    "on_success": str,
+    "on_failure": str,
+    "on_stopped": str,
+    "unique": bool,
 }
 """The keys a line may carry and the JSON type each must have (``func`` is required)."""
 
@@ -48,11 +63,25 @@ def task_from_json(text: str, defaults: dict[str, Any]) -> Task:
         kind = KEYS.get(key)
         if kind is None:
             raise ConfigError(f"unknown key {key!r}: use only {', '.join(KEYS)}")
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise ConfigError(f"{key!r} must be a JSON {kind.__name__}, not {json.dumps(value)}")
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if not isinstance(value, kinds) or (int in kinds and isinstance(value, bool)):
+            names: dict[tuple[type, ...], str] = {(int, float): "number", (str, list): "string or list of ids"}
+            named = names.get(kinds, kinds[0].__name__)
+            raise ConfigError(f"{key!r} must be a JSON {named}, not {json.dumps(value)}")
     if "queue" in data:
         validate_queue_name(data["queue"], '"queue"')
+    if "at" in data:
+        data["at"] = parse_time(data["at"], '"at"')
     return Task(**{**defaults, **data})
+
+
+def parse_time(text: str, name: str) -> datetime:
+    """An ISO 8601 time (``2027-01-01T09:00:00+01:00``, or ``Z`` for UTC); one without an offset is refused later,
+    by the enqueue's own check, with the fix."""
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"{name} {text!r} is not an ISO 8601 time: use e.g. 2027-01-01T09:00:00Z") from None
 
 
 def read_tasks(stream: IO[str], producer: Producer, defaults: dict[str, Any] | None = None) -> list[Task]:

@@ -17,7 +17,7 @@ from producer.commands.requeue import requeue_failed
 from producer.commands.run_local import RunLocalOptions, parse_pool, run_local
 from producer.commands.status import collect, render_json, render_table, watch
 from producer.scaling import metrics
-from producer.taskfile import enqueue_in_batches, read_tasks
+from producer.taskfile import enqueue_in_batches, parse_time, read_tasks
 from task_processor.connection import describe_failure
 from task_processor.errors import ConfigError, TaskProcessorError, exit_with
 from task_processor.logs import configure_logging
@@ -76,6 +76,19 @@ def _parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--timeout", type=int, metavar="S", help="seconds the task may run (default TASK_TIMEOUT)")
     enqueue.add_argument("--retries", type=int, default=0, metavar="N", help="retries on failure, with backoff")
     enqueue.add_argument("--at-front", action="store_true", help="put the task at the head of the queue")
+    enqueue.add_argument("--in", dest="delay", type=float, metavar="S", help="run it S seconds from now, not at once")
+    enqueue.add_argument("--at", metavar="ISO8601", help="run it at this time, with its offset (2027-01-01T09:00:00Z)")
+    enqueue.add_argument(
+        "--depends-on",
+        action="append",
+        metavar="ID",
+        help="run it only after this job finished (repeatable: after every one)",
+    )
+    enqueue.add_argument("--meta", metavar="JSON", help="a JSON object stored with the job (job.meta)")
+    enqueue.add_argument("--result-ttl", type=int, metavar="S", help="seconds the result is kept (-1: for ever)")
+    enqueue.add_argument(
+        "--unique", action="store_true", help="with --job-id: refuse it (nothing enqueued) while that job is live"
+    )
     enqueue.add_argument(
         "--from-file",
         metavar="FILE",
@@ -130,6 +143,15 @@ def _parser() -> argparse.ArgumentParser:
         help="serve views and data reads only: delete, requeue, empty, compact and any other write answer 403",
     )
 
+    cancel = commands.add_parser(
+        "cancel",
+        help="cancel jobs: they never run",
+        description="Cancel each JOB_ID as RQ's Job.cancel does: taken off its queue (or the scheduled or deferred "
+        "registry) into the canceled registry; a job already running finishes. Every id is checked first: an unknown "
+        "or already canceled one cancels nothing. Prints each canceled id.",
+    )
+    cancel.add_argument("job_ids", metavar="JOB_ID", nargs="+", help="ids printed by enqueue")
+
     requeue = commands.add_parser(
         "requeue",
         help="move failed jobs back onto their queue for another run",
@@ -159,18 +181,17 @@ def _enqueue(args: argparse.Namespace, settings: Settings) -> int:
                 raise ConfigError(
                     f'{flag} names one task: with --from-file, put "{flag[2:].replace("-", "_")}" on each line'
                 )
-        defaults = {"queue": args.queue, "timeout": args.timeout, "retries": args.retries, "at_front": args.at_front}
+        defaults = {
+            "queue": args.queue,
+            "timeout": args.timeout,
+            "retries": args.retries,
+            "at_front": args.at_front,
+            **_options(args),
+        }
         return _enqueue_file(args.from_file, Producer.from_env(settings), defaults)
     if args.func is None:
         raise ConfigError("enqueue needs FUNC (a dotted path like myapp.tasks.resize) or --from-file FILE")
-    kwargs: dict[str, Any] = {}
-    if args.kwargs is not None:
-        try:
-            kwargs = json.loads(args.kwargs)
-        except ValueError as exc:
-            raise ConfigError(f"--kwargs is not valid JSON ({exc}): pass an object like '{{\"w\": 640}}'") from None
-        if not isinstance(kwargs, dict):
-            raise ConfigError("--kwargs must be a JSON object like '{\"w\": 640}'")
+    kwargs = _json_object(args.kwargs, "--kwargs") or {}
     job = Producer.from_env(settings).enqueue_many(
         [
             Task(
@@ -182,10 +203,55 @@ def _enqueue(args: argparse.Namespace, settings: Settings) -> int:
                 retries=args.retries,
                 at_front=args.at_front,
                 queue=args.queue,
+                **_options(args),
             )
         ]
     )[0]
     print(job.id)
+    return 0
+
+
+def _json_object(text: str | None, flag: str) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"{flag} is not valid JSON ({exc}): pass an object like '{{\"w\": 640}}'") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{flag} must be a JSON object like '{{\"w\": 640}}'")
+    return value
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    """The job options given on the command line, as ``Task`` fields (for --from-file: the lines' defaults)."""
+    given: dict[str, Any] = {
+        "delay": args.delay,
+        "at": parse_time(args.at, "--at") if args.at is not None else None,
+        "depends_on": args.depends_on,
+        "meta": _json_object(args.meta, "--meta"),
+        "result_ttl": args.result_ttl,
+    }
+    options = {name: value for name, value in given.items() if value is not None}
+    if args.unique:
+        options["unique"] = True
+    return options
+
+
+def _cancel(args: argparse.Namespace, settings: Settings) -> int:
+    producer = Producer.from_env(settings)
+    jobs = [producer.job(job_id) for job_id in args.job_ids]
+    missing = [job_id for job_id, job in zip(args.job_ids, jobs, strict=True) if job is None]
+    if missing:
+        raise TaskProcessorError(
+            f"no such job in Redis: {', '.join(missing)} (a mistyped id, or it expired): nothing was canceled"
+        )
+    done = [job.id for job in jobs if job is not None and job.get_status(refresh=False) == "canceled"]
+    if done:
+        raise TaskProcessorError(f"already canceled: {', '.join(done)}: nothing was canceled")
+    for job_id in args.job_ids:
+        producer.cancel(job_id)
+        print(job_id)
     return 0
 
 
@@ -297,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
                 return autoscale(settings, args.kubeconfig)
             if args.command == "requeue":
                 return _requeue(args, settings)
+            if args.command == "cancel":
+                return _cancel(args, settings)
             if args.command == "wait":
                 return _wait(args, settings)
             if args.command == "dashboard":
