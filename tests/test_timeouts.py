@@ -37,8 +37,13 @@ def test_a_task_over_its_timeout_is_stopped_failed_and_the_worker_takes_the_next
     assert failure is not None
     assert f"JobTimeoutException: Task exceeded maximum timeout value ({TIMEOUT} seconds)" in failure.exc_string
     assert worker.popen.poll() is None, worker.output()[-3000:]
-    outcomes = [(line["job_id"], line["outcome"]) for line in worker.json_lines() if line.get("event") == "job"]
-    assert outcomes == [(stuck.id, "failed"), (after.id, "finished")]
+
+    # The job's log line comes right after its finish is recorded, which `wait` may see first.
+    def outcomes() -> list[tuple[str, str]]:
+        return [(line["job_id"], line["outcome"]) for line in worker.json_lines() if line.get("event") == "job"]
+
+    wait_for(lambda: len(outcomes()) == 2, what="both jobs' log lines")
+    assert outcomes() == [(stuck.id, "failed"), (after.id, "finished")]
     stopped_after = next(
         line["duration_ms"] for line in worker.json_lines() if line.get("event") == "job" and line["job_id"] == stuck.id
     )
