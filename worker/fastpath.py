@@ -9,8 +9,11 @@ scripts names the RQ method whose write it reproduces, so that RQ's tools and rq
 difference (``tests/test_fastpath.py`` compares what a job leaves in Redis with what RQ's ``SimpleWorker``
 leaves).
 
+The finish also queues the job's dependents whose dependencies are now met, as RQ's ``Queue.enqueue_dependents``
+does, in the same atomic step: a worker that dies right after it cannot leave them deferred.
+
 Only the common case takes this path: a result kept for a positive time and no repeats. Anything else (failure,
-retry, stop, ``result_ttl`` 0 or -1, repeats, dependents) goes through RQ's own code.
+retry, stop, ``result_ttl`` 0 or -1, repeats) goes through RQ's own code.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from uuid import uuid4
 import redis
 from rq.executions import Execution
 from rq.job import Job, JobStatus
+from rq.queue import Queue
 from rq.results import Result
 from rq.utils import current_timestamp, now, utcformat
 
@@ -57,9 +61,9 @@ PopResult = Popped | Literal[Suspended.SUSPENDED] | None
 
 @dataclass(frozen=True, slots=True)
 class Finished:
-    """What a finish returns: the finished job's dependents, and the next job when it popped one."""
+    """What a finish returns: the dependents it queued, and the next job when it popped one."""
 
-    dependents: list[bytes]
+    queued_dependents: list[bytes]
     popped: PopResult
 
 
@@ -124,8 +128,9 @@ class FastPath:
         return execution
 
     def finish(self, job: Job, execution: Execution, result_ttl: int, pop_keys: list[str]) -> Finished:
-        """Record the job's success (RQ's handle_job_success) and, with ``pop_keys``, pop the next job (and start
-        it, as a pop does): lua/finish.lua."""
+        """Record the job's success (RQ's handle_job_success), queue its dependents whose dependencies are now met
+        (RQ's Queue.enqueue_dependents) and, with ``pop_keys``, pop the next job (and start it, as a pop does):
+        lua/finish.lua."""
         assert job.started_at is not None
         assert job.ended_at is not None
         job._status = JobStatus.FINISHED
@@ -142,15 +147,16 @@ class FastPath:
         )
         fields = [item for pair in result.serialize().items() for item in pair]
         start = self._start_args() if pop_keys and self.starts_on_pop else None
-        dependents, popped = self.calls.call(
+        queued, popped = self.calls.call(
             self._finish,
             [job.key, self.worker_key, keys.started(job.origin), execution.key, keys.executions(job.id),
-             keys.results(job.id), keys.finished(job.origin), job.dependents_key, *pop_keys],
+             keys.results(job.id), keys.finished(job.origin), job.dependents_key, keys.QUEUES, *pop_keys],
             [job.id, execution.id, (job.ended_at - job.started_at).total_seconds(), utcformat(job.ended_at),
              result_ttl, current_timestamp() + result_ttl, keys.JOB_PREFIX,
+             utcformat(now()), Queue.DEFAULT_TIMEOUT, keys.QUEUE_PREFIX, keys.deferred(""),
              *self._start_part(start), *fields],
         )  # fmt: skip
-        return Finished(dependents, self._popped(popped, start))
+        return Finished(queued, self._popped(popped, start))
 
     def _start_args(self) -> _Start:
         ttl = self.ttl

@@ -4,10 +4,10 @@ A Pod (or a local worker process) is already the isolation unit, so jobs run in 
 (RQ's ``SimpleWorker``); ``--max-jobs`` and ``--max-memory`` recycle the process to bound what a leaky task holds.
 
 RQ's SimpleWorker spends about 14 Redis round trips on one successful job. This worker writes the same keys and
-fields in Lua calls (``worker.fastpath``): the finish of a job (result, finished entry, worker counters and state)
-also pops the next job and starts it (execution, started entry, worker and job state), so a job in a busy queue
-costs one call. Failures, retries, stops, repeats and dependents go through RQ's own code. One heartbeat thread,
-started with the worker, keeps the worker and its running job alive.
+fields in Lua calls (``worker.fastpath``): the finish of a job (result, finished entry, worker counters and state,
+its dependents queued) also pops the next job and starts it (execution, started entry, worker and job state), so
+a job in a busy queue costs one call. Failures, retries, stops and repeats go through RQ's own code. One heartbeat
+thread, started with the worker, keeps the worker and its running job alive.
 """
 
 from __future__ import annotations
@@ -262,9 +262,10 @@ class TaskWorker(ResilientWorker):
     def handle_job_success(self, job: Job, queue: Queue, started_job_registry: StartedJobRegistry) -> None:
         """RQ's success bookkeeping in one Lua call (RQ's takes four round trips, watching the dependents).
 
-        The dependents are read in the same atomic step that marks the job finished: a dependent enqueued before
-        it is in that reply, one enqueued after sees the job finished (RQ's enqueue watches the job's key) and is
-        queued at once. Dependents are then enqueued by RQ's own code, as are the uncommon cases.
+        The same atomic step that marks the job finished queues its dependents, as RQ's enqueue_dependents would:
+        a dependent enqueued before it is queued there, one enqueued after sees the job finished (RQ's enqueue
+        watches the job's key) and is queued at once, and no death of this worker can come between the finish and
+        the dependents' enqueue. The uncommon cases take RQ's own code (which enqueues the dependents itself).
         """
         result_ttl = job.get_result_ttl(self.default_result_ttl)
         with self._recording("end"):
@@ -277,8 +278,6 @@ class TaskWorker(ResilientWorker):
             self._state = WorkerStatus.IDLE  # as the finish wrote it
             self._dequeue.prefetched = finished.popped
             self.execution = None
-            if finished.dependents:
-                queue.enqueue_dependents(job)
 
     @contextmanager
     def _recording(self, stage: str) -> Iterator[None]:

@@ -1,9 +1,12 @@
 -- include: lib/start.lua
 -- include: lib/pop.lua
+-- include: lib/dependents.lua
 -- finish.lua: record a job's success exactly as RQ's Worker.handle_job_success does (its four round trips
--- here one), and pop the next job in the same step (lib/pop.lua), so a job in a busy queue costs one call.
--- Atomic, so that the dependents read here are those that existed when the job became finished: a dependent
--- enqueued later sees the job finished (RQ's enqueue watches the job's key) and is queued at once.
+-- here one), queue its dependents as RQ's Queue.enqueue_dependents does (lib/dependents.lua), and pop the next job
+-- in the same step (lib/pop.lua), so a job in a busy queue costs one call. Atomic: the dependents queued here are
+-- those that existed when the job became finished, and a dependent enqueued later sees the job finished (RQ's
+-- enqueue watches the job's key) and is queued at once; no worker death between the finish and the dependents'
+-- enqueue can leave them deferred.
 local job = KEYS[1]           -- the job hash, rq:job:<id>
 local worker = KEYS[2]        -- the worker's hash, rq:worker:<name>
 local wip = KEYS[3]           -- the started registry, rq:wip:<q>
@@ -12,7 +15,8 @@ local executions = KEYS[5]    -- the job's execution registry, rq:executions:<id
 local results = KEYS[6]       -- the job's results stream, rq:results:<id>
 local finished = KEYS[7]      -- the finished registry, rq:finished:<q>
 local dependents = KEYS[8]    -- the job's dependents set, rq:job:<id>:dependents
--- KEYS[9 ..], to pop the next job: as for lib/pop.lua (none when the worker takes no more jobs)
+local queues = KEYS[9]        -- the set of every queue's key, rq:queues
+-- KEYS[10 ..], to pop the next job: as for lib/pop.lua (none when the worker takes no more jobs)
 local job_id = ARGV[1]
 local execution_id = ARGV[2]
 local worked = ARGV[3]        -- seconds the job ran
@@ -20,9 +24,13 @@ local ended_at = ARGV[4]      -- ISO, as RQ writes dates
 local ttl = ARGV[5]           -- the result ttl
 local finished_score = ARGV[6]
 local prefix = ARGV[7]        -- the job key prefix, rq:job:
-local starts = tonumber(ARGV[8])  -- how many start arguments follow (8 or 0)
--- ARGV[9 ..]: the start's arguments (lib/start.lua), then the result's fields and values (Result.serialize)
-local result_at = 9 + starts
+local enqueued_at = ARGV[8]   -- ISO: when the dependents this finish queues are enqueued
+local timeout = ARGV[9]       -- the timeout a queued dependent without one gets (RQ's default)
+local queue_prefix = ARGV[10] -- rq:queue:
+local deferred_prefix = ARGV[11] -- rq:deferred:
+local starts = tonumber(ARGV[12]) -- how many start arguments follow (8 or 0)
+-- ARGV[13 ..]: the start's arguments (lib/start.lua), then the result's fields and values (Result.serialize)
+local result_at = 13 + starts
 
 -- Worker.increment_successful_job_count, increment_total_working_time, set_current_job_id(None), set_state
 redis.call('HINCRBY', worker, 'successful_job_count', 1)
@@ -40,6 +48,8 @@ redis.call('EXPIRE', results, ttl)
 redis.call('ZADD', finished, finished_score, job_id)
 redis.call('EXPIRE', job, ttl)
 redis.call('EXPIRE', dependents, ttl)
-local waiting = redis.call('SMEMBERS', dependents)
-if #KEYS > 8 then return {waiting, pop(9, prefix, starts > 0 and start_args(9) or nil)} end
-return {waiting, false}
+-- Queue.enqueue_dependents
+local queued = enqueue_dependents(job_id, dependents, {prefix = prefix, queue_prefix = queue_prefix,
+  deferred_prefix = deferred_prefix, queues = queues, now = enqueued_at, timeout = timeout})
+if #KEYS > 9 then return {queued, pop(10, prefix, starts > 0 and start_args(13) or nil)} end
+return {queued, false}
