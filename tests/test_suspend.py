@@ -9,6 +9,7 @@ writes no ``last_heartbeat`` of its own during the test.
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Callable
 
@@ -125,3 +126,18 @@ def test_a_job_enqueued_right_after_rq_suspend_is_not_taken_by_a_worker_blocked_
     job = producer.enqueue("worker.examples.add", 1, 2, queue=QUEUE)
     stays_queued(conn, worker, job)
     resumed_runs(producer, conn, redis_url, env, worker, job)
+
+
+@pytest.mark.timeout(40)
+def test_a_suspended_worker_stops_on_sigterm(
+    producer: Producer, conn: redis.Redis, redis_url: str, env: dict[str, str], spawn: Callable[..., Proc]
+) -> None:
+    """Suspended, the worker waits for `rq resume`; a warm stop (SIGTERM, as Kubernetes sends) still ends it, and
+    the job it holds back stays queued."""
+    worker = start_worker(conn, spawn)
+    rq_cli("suspend", redis_url, env)
+    job = producer.enqueue("worker.examples.add", 1, 2, queue=QUEUE)
+    wait_for(lambda: field(conn, "state") == "suspended", timeout=5, what="the worker's state to become 'suspended'")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+    assert conn.lrange(f"rq:queue:{QUEUE}", 0, -1) == [job.id.encode()]

@@ -17,7 +17,7 @@ from typing import cast
 import redis
 from rq import Queue
 from rq.defaults import DEFAULT_FAILURE_TTL
-from rq.exceptions import DequeueTimeout, NoSuchJobError
+from rq.exceptions import DequeueTimeout, NoSuchJobError, StopRequested
 from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.worker import WorkerStatus
@@ -79,6 +79,8 @@ class Dequeuer:
                 hit = self.fast.pop(self.pop_keys)
             if hit is SUSPENDED:
                 self.wait_while_suspended(timeout is None)
+                if self.connection.exists(keys.SUSPENDED):
+                    raise StopRequested  # the wait ends while still suspended only when the worker is to stop
                 continue
             if hit is None and timeout is not None:
                 first = self.queues[0]
