@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import redis
 from rq import Callback, Queue
+from rq.command import send_stop_job_command
 from rq.job import Dependency, Job, JobStatus
 
 from producer import DuplicateJobError, InvalidTaskError, Producer, Task
@@ -301,3 +302,47 @@ def test_a_delayed_job_scales_workers_up_from_zero_when_due(
     finally:
         deployment.close(timeout=10)
     assert autoscaler.events[0].previous == 0
+
+
+def test_result_and_failure_ttls_and_description_hold_on_a_real_worker(
+    producer: Producer, conn: redis.Redis, spawn: Callable[..., Proc]
+) -> None:
+    kept = producer.enqueue(FUNC, 1, 1, result_ttl=60, description="kept a minute")
+    dropped = producer.enqueue(FUNC, 2, 2, result_ttl=0)
+    failed = producer.enqueue("worker.examples.fail", "no", failure_ttl=90)
+    spawn("task-worker")
+    wait_for(lambda: failed.get_status() == JobStatus.FAILED, timeout=30, what="the failing job to fail")
+    wait_for(lambda: kept.get_status() == JobStatus.FINISHED, timeout=30, what="the kept job to finish")
+    assert 50 < conn.ttl(Job.key_for(kept.id)) <= 60
+    assert conn.hget(Job.key_for(kept.id), "description") == b"kept a minute"
+    wait_for(lambda: not conn.exists(Job.key_for(dropped.id)), timeout=30, what="result_ttl=0 to drop the job")
+    expires = conn.zscore("rq:failed:default", failed.id)
+    assert expires is not None
+    assert abs(expires - (time.time() + 90)) < 10
+
+
+def test_a_stopped_job_runs_its_stopped_callback(
+    producer: Producer, conn: redis.Redis, spawn: Callable[..., Proc]
+) -> None:
+    job = producer.enqueue("worker.examples.sleep", 30, on_stopped=NOTE)
+    spawn("task-worker")
+    wait_for(lambda: job.get_status() == JobStatus.STARTED, timeout=30, what="the job to start")
+    send_stop_job_command(conn, job.id, serializer=SERIALIZERS["json"])
+    wait_for(lambda: conn.lrange("callbacks", 0, -1), timeout=30, what="the stopped callback")
+    assert conn.lrange("callbacks", 0, -1) == [f"{job.id} stopped".encode()]
+    assert job.get_status() == JobStatus.STOPPED
+
+
+def test_a_job_in_a_concurrency_slot_is_stopped_too(
+    producer: Producer, conn: redis.Redis, spawn: Callable[..., Proc]
+) -> None:
+    """In a slot's thread the stop lands at the task's next Python instruction (a long loop here)."""
+    job = producer.enqueue("worker.examples.compute", 10**10, on_stopped=NOTE)
+    other = producer.enqueue(FUNC, 1, 2)
+    spawn("task-worker", "--concurrency", "2")
+    wait_for(lambda: job.get_status() == JobStatus.STARTED, timeout=30, what="the job to start")
+    send_stop_job_command(conn, job.id, serializer=SERIALIZERS["json"])
+    wait_for(lambda: job.get_status() == JobStatus.STOPPED, timeout=30, what="the job to stop")
+    wait_for(lambda: conn.lrange("callbacks", 0, -1), timeout=30, what="the stopped callback")
+    assert conn.lrange("callbacks", 0, -1) == [f"{job.id} stopped".encode()]
+    assert producer.wait([other], timeout=30) == [3]

@@ -30,6 +30,7 @@ from rq.executions import Execution
 from rq.job import Job
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
+from rq.timeouts import BaseDeathPenalty
 from rq.utils import now
 from rq.worker import WorkerStatus
 
@@ -47,6 +48,7 @@ from worker.heartbeat import Heartbeat
 from worker.joblog import log_job
 from worker.recycle import Recycler
 from worker.resilient import ResilientWorker
+from worker.stopjob import SignalDeathPenalty, StopsJobs
 from worker.taskjob import TaskJob, current_attempt
 
 __all__ = ["TaskWorker", "build_worker", "current_attempt", "worker_name"]  # current_attempt: documented here first
@@ -59,7 +61,7 @@ def worker_name(host: str) -> str:
     return f"{host}.{os.getpid()}.{uuid4().hex[:6]}"
 
 
-class TaskWorker(ResilientWorker):
+class TaskWorker(StopsJobs, ResilientWorker):
     """RQ's in-process worker with a lean success path, our logging and our shutdown semantics.
 
     First SIGTERM/SIGINT: finish the running job, take no new one (RQ's warm shutdown). A second signal stops
@@ -68,6 +70,7 @@ class TaskWorker(ResilientWorker):
     """
 
     job_class = TaskJob
+    death_penalty_class: type[BaseDeathPenalty] = SignalDeathPenalty
     log_result_lifespan = False
     log_job_description = False
 

@@ -16,6 +16,7 @@ from rq.job import Job, _job_stack
 from task_processor.errors import undecodable_job
 from task_processor.jobs import ATTEMPT_META_KEY
 from task_processor.taskmodules import TaskModules, TaskRefusedError
+from worker.stopjob import JobStopped
 
 
 def current_attempt() -> int:
@@ -57,6 +58,12 @@ class TaskJob(Job):
         if name is None or self._refusal is not None:
             return None  # a refused job runs no callback either
         return self.modules.resolve(name)
+
+    def execute_failure_callback(self, death_penalty_class: Any, *exc_info: Any) -> None:
+        """A job stopped by a stop-job command runs its stopped callback instead (``worker.stopjob``), as RQ's."""
+        if exc_info and isinstance(exc_info[0], type) and issubclass(exc_info[0], JobStopped):
+            return
+        super().execute_failure_callback(death_penalty_class, *exc_info)
 
     @property
     def success_callback(self) -> Any:

@@ -17,6 +17,8 @@ from typing import Any
 
 from rq.timeouts import BaseDeathPenalty, JobTimeoutException
 
+from worker import stopjob
+
 
 def _raise_in(thread_id: int, exception: type[BaseException] | None) -> None:
     """Set (or, with None, clear) the exception pending in another thread."""
@@ -41,6 +43,13 @@ class _Watchdog:
                 self._thread.start()
             if deadline < self._wakes_at:  # else the watchdog wakes in time anyway: no wake-up per job
                 self._changed.notify()
+
+    def fire(self, thread_id: int, exception: type[BaseException]) -> None:
+        """Raise ``exception`` in that thread now (a stop-job command), withdrawn like a timeout by ``disarm``."""
+        with self._changed:
+            self._deadlines.pop(thread_id, None)
+            self._fired.add(thread_id)
+            _raise_in(thread_id, exception)
 
     def disarm(self) -> None:
         """Cancel this thread's deadline; a timeout that fired but has not landed yet is withdrawn."""
@@ -89,21 +98,29 @@ def _timeout_exception(exception: type[BaseException], timeout: float) -> type[B
 
 
 class ThreadDeathPenalty(BaseDeathPenalty):
-    """RQ's death-penalty interface (``with penalty(timeout, exception):``) for a job running in a thread."""
+    """RQ's death-penalty interface (``with penalty(timeout, exception):``) for a job running in a thread, which a
+    stop-job command can also fire (``worker.stopjob``)."""
 
     def __init__(self, timeout: float, exception: type[BaseException] = JobTimeoutException, **kwargs: Any) -> None:
         super().__init__(timeout, exception, **kwargs)
         self._exception = _timeout_exception(exception, timeout)  # type: ignore[arg-type]  # classes hash
+        self._job_id: str | None = kwargs.get("job_id")
+        self._thread = threading.get_ident()
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: Any) -> bool:
-        if kind is self._exception:
+        if kind is self._exception or kind is stopjob.JobStopped:
             _WATCHDOG.landed()
         return bool(super().__exit__(kind, value, tb))
 
     def setup_death_penalty(self) -> None:
+        self._thread = threading.get_ident()
         if self._timeout > 0:
             _WATCHDOG.arm(self._timeout, self._exception)
+        stopjob.running(self._job_id, self)
 
     def cancel_death_penalty(self) -> None:
-        if self._timeout > 0:
-            _WATCHDOG.disarm()
+        stopjob.ended(self._job_id)
+        _WATCHDOG.disarm()
+
+    def stop(self) -> None:
+        _WATCHDOG.fire(self._thread, stopjob.JobStopped)
