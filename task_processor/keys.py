@@ -113,6 +113,15 @@ AUTOSCALER_POOLS = f"{OURS}autoscaler:_pools"
 """Sorted set of the Deployments an autoscaler reported on, scored by the time of the report: how ``status`` finds
 every pool. ``_`` cannot start a Deployment's name, so no Deployment's report can take this key."""
 
+CRON_STATUS = f"{OURS}autoscaler:_cron"
+"""Hash of the periodic tasks (TASK_CRON) as the leading autoscaler last published them: entry name -> JSON of its
+schedule, function, queue, last and next run; it expires like a report. With the reports, so whoever may read those
+(``task-producer status``) reads this too; ``_`` keeps it apart from every Deployment's report."""
+
+CRON_TICKS = f"{OURS}cron:ticks"
+"""Hash of entry name -> JSON of the latest tick handled (fired, or taken as the start for a new entry), its schedule
+and the last run: how a new or restarted leader knows what was fired. Never expires; the autoscaler's alone."""
+
 
 def intermediate_seen(name: str) -> str:
     """task-processor:intermediate-seen:<q>, job id -> when the reaper first saw it stranded in the intermediate

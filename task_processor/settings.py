@@ -166,6 +166,8 @@ class Settings:
     log_level: str = "INFO"
     metrics_port: int = 0
     metrics_bind: str = DEFAULT_METRICS_BIND
+    cron_file: str | None = None
+    """TASK_CRON: the file of periodic tasks (JSON lines) the leading autoscaler enqueues (producer/scaling/cron.py)."""
 
     @property
     def serializer(self) -> Serializer:
@@ -237,4 +239,5 @@ class Settings:
             log_level=opt("LOG_LEVEL", one_of(LOG_LEVELS, str.upper), d.log_level),
             metrics_port=opt("METRICS_PORT", integer(0), d.metrics_port),
             metrics_bind=opt("METRICS_BIND", _bind_address, d.metrics_bind),
+            cron_file=opt("TASK_CRON", lambda _, raw: raw, d.cron_file),
         )

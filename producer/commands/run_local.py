@@ -24,6 +24,7 @@ from rq.job import Job
 from producer.api import Producer, Task
 from producer.commands.progress import ProgressBar
 from producer.commands.redis_server import LocalRedisServer
+from producer.scaling import cron
 from producer.scaling.autoscaler import ScaleEvent, bounds_from
 from producer.scaling.fleet import Fleet
 from producer.scaling.local.pools import LocalPools
@@ -123,6 +124,7 @@ def _pools(settings: Settings, options: RunLocalOptions) -> dict[str, Pool]:
 
 def run_local(settings: Settings, options: RunLocalOptions, out: TextIO) -> int:
     modules = tuple(dict.fromkeys((*settings.task_modules, DEMO_MODULE)))
+    periodic = cron.load(settings, modules)  # a bad TASK_CRON file stops here (exit 2), before Redis is touched
     with redis_for_run(settings, options.private_redis, out) as url:
         connection = connect(url)
         ping(connection, url)
@@ -134,7 +136,8 @@ def run_local(settings: Settings, options: RunLocalOptions, out: TextIO) -> int:
             _pools(settings, options),
             log_dir,
         ).start()
-        fleet = Fleet(connection, pools, settings)
+        schedule = cron.Cron(connection, periodic, settings, modules) if periodic else None
+        fleet = Fleet(connection, pools, settings, cron=schedule)
         stop = threading.Event()
         loop = threading.Thread(target=fleet.run, args=(stop,), name="autoscaler", daemon=True)
         loop.start()

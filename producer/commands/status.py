@@ -1,4 +1,5 @@
-"""``task-producer status``: queues, workers and the autoscaler's last decision, as a table or as JSON.
+"""``task-producer status``: queues, workers, the autoscaler's last decision and the periodic tasks it fires, as a
+table or as JSON.
 
 The facts are RQ's own (the same keys rq-dashboard reads), so the dashboard and this command agree.
 """
@@ -9,13 +10,14 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import redis
 
 from producer.api import Producer
 from producer.scaling.pools import serves
-from producer.scaling.report import Report
+from producer.scaling.report import CronReport, Report
 from task_processor.observe import WorkerInfo, list_workers, queue_head_ages
 
 COLUMNS = ("queued", "started", "failed", "finished", "scheduled", "deferred", "workers", "busy_workers")
@@ -80,6 +82,26 @@ def _pools(producer: Producer, workers: list[WorkerInfo]) -> dict[str, dict[str,
     return dict(sorted(pools.items()))
 
 
+def _utc(seconds: float | None) -> str | None:
+    return None if seconds is None else datetime.fromtimestamp(seconds, tz=UTC).isoformat().replace("+00:00", "Z")
+
+
+def _cron(producer: Producer) -> dict[str, dict[str, Any]]:
+    """The periodic tasks (TASK_CRON) as the leading autoscaler last published them; none without a leader lately."""
+    return {
+        report.name: {
+            "schedule": report.schedule,
+            "func": report.func,
+            "queue": report.queue,
+            "last_run": _utc(report.last_run),
+            "last_job_id": report.last_job_id,
+            "next_run": _utc(report.next_run),
+            "updated_seconds_ago": round(report.age, 1),
+        }
+        for report in CronReport.read_all(producer.connection)
+    }
+
+
 def collect(producer: Producer, deployment: str) -> dict[str, Any]:
     """Every fact ``status`` shows, as plain data (what ``--json`` prints)."""
     workers = list_workers(producer.connection)
@@ -105,6 +127,7 @@ def collect(producer: Producer, deployment: str) -> dict[str, Any]:
         },
         "autoscaler": _autoscaler(producer, deployment),
         "pools": _pools(producer, workers),
+        "cron": _cron(producer),
     }
 
 
@@ -130,11 +153,13 @@ def rate(value: float | None) -> str:
     return f"{value:.2f}" if value < 10 else f"{value:.1f}" if value < 100 else f"{value:.0f}"
 
 
-def _columns(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
-    """Rows aligned under their headers: the first column left, the others right."""
+def _columns(headers: tuple[str, ...], rows: list[tuple[str, ...]], left: int = 1) -> list[str]:
+    """Rows aligned under their headers: the first ``left`` columns (names) left, the others (numbers) right."""
     widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
     return [
-        "  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(r, widths, strict=True)))
+        "  ".join(
+            cell.rjust(w) if i >= left else cell.ljust(w) for i, (cell, w) in enumerate(zip(r, widths, strict=True))
+        ).rstrip()
         for r in [headers, *rows]
     ]
 
@@ -163,6 +188,12 @@ def render_table(facts: dict[str, Any]) -> str:
         ]
         lines.extend(_columns(pool_headers, pool_rows))
         lines.append("")
+    if facts["cron"]:
+        if not pools:
+            lines.append("")
+        headers, rows = _cron_rows(facts["cron"])
+        lines.extend(_columns(headers, rows, left=len(headers)))
+        lines.append("")
     w = facts["workers"]
     lines.append(f"workers: {w['total']} ({w['busy']} busy, {w['idle']} idle)")
     if a is None:
@@ -175,6 +206,20 @@ def render_table(facts: dict[str, Any]) -> str:
         target = "off" if a["target_wait"] is None else f"{a['target_wait']:g}s"
         lines.append(f"service: {rate(a['service_rate'])} jobs/s per busy worker; target wait {target}")
     return "\n".join(lines)
+
+
+def _when(iso: str | None) -> str:
+    """A published time at a glance: "2026-12-02 03:00Z"; "-" for none."""
+    return "-" if iso is None else iso.replace("T", " ").replace(":00Z", "Z")
+
+
+def _cron_rows(cron: dict[str, Any]) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
+    headers = ("CRON", "SCHEDULE", "FUNC", "QUEUE", "LAST RUN", "NEXT RUN")
+    rows: list[tuple[str, ...]] = [
+        (name, c["schedule"], c["func"], c["queue"], _when(c["last_run"]), _when(c["next_run"]))
+        for name, c in cron.items()
+    ]
+    return headers, rows
 
 
 def watch(render: Callable[[], str], interval: float, out: TextIO, gap: bool = True) -> int:

@@ -5,7 +5,8 @@ Deployments of the namespace, ``kube/pools.py``; or run-local's, ``local/pools.p
 workers' jobs once, for every pool's queues; then run each pool's own ``Autoscaler`` pass: its policy state, its
 hold after a ``kubectl scale``, its pause annotation. A pool whose pass fails (its Deployment deleted, a refused
 write) is logged and backed off alone, and the others go on. A pool that changed gets a fresh loop (a fresh
-scale-down window); one that is gone is left alone from then on.
+scale-down window); one that is gone is left alone from then on. First of all, the periodic tasks (TASK_CRON) that
+came due are enqueued (``cron.py``): by the leader only, once per pass, whatever the pools or the Kubernetes API do.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from producer.scaling.autoscaler import (
     EventSink,
     ScaleTarget,
 )
+from producer.scaling.cron import Cron
 from producer.scaling.housekeeping import Housekeeper
 from producer.scaling.loop import FailureStreak, run_loop
 from producer.scaling.pools import Pool, shares
@@ -68,8 +70,11 @@ class Fleet:
         elector: Elector | None = None,
         discover_every: float = DISCOVER_EVERY,
         clock: Callable[[], float] = time.monotonic,
+        cron: Cron | None = None,
     ) -> None:
         self.connection = connection
+        self.cron = cron
+        """The periodic tasks this fleet's leader enqueues (TASK_CRON), on the fleet's Redis connection."""
         self.source = source
         self.settings = settings
         self.elector = elector
@@ -94,6 +99,8 @@ class Fleet:
         return next(iter(self.pools.values())).mode
 
     def step(self) -> None:
+        if self.cron is not None:
+            self.cron.tick()  # before the pools look at their queues, so a run just enqueued scales them up now
         if self.clock() - self._discovered_at >= self.discover_every:
             self.discover()
         self._housekeep()

@@ -1,5 +1,6 @@
 """What the autoscaler publishes in Redis about itself, for ``task-producer status`` and dashboards: its state and
-its last decision, in the hash ``task-processor:autoscaler:<deployment>``. Written and read here only."""
+its last decision, in the hash ``task-processor:autoscaler:<deployment>``; and the periodic tasks it fires (TASK_CRON),
+in ``task-processor:autoscaler:_cron``. Written and read here only."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import enum
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import redis
@@ -125,4 +127,48 @@ class Report:
     @property
     def age(self) -> float:
         """Seconds since the report was written."""
+        return max(0.0, time.time() - self.updated_at)
+
+
+@dataclass(frozen=True)
+class CronReport:
+    """One periodic task as the leading autoscaler last published it: its schedule (UTC), what it enqueues where, and
+    its last and next run (unix seconds of the ticks; no last run before its first)."""
+
+    name: str
+    schedule: str
+    func: str
+    queue: str
+    next_run: int
+    last_run: int | None = None
+    last_job_id: str | None = None
+    updated_at: float = 0.0
+
+    @staticmethod
+    def publish(connection: redis.Redis, reports: Sequence[CronReport], updated_at: float, ttl: int) -> None:
+        """Replace the published entries with ``reports`` (an entry dropped from the file goes), kept ``ttl``
+        seconds: without a leader to publish them again, they lapse."""
+        rows = {r.name: json.dumps(asdict(replace(r, updated_at=updated_at))) for r in reports}
+        with connection.pipeline(transaction=True) as pipe:
+            pipe.delete(keys.CRON_STATUS)
+            if rows:
+                pipe.hset(keys.CRON_STATUS, mapping=rows)  # type: ignore[arg-type]
+                pipe.expire(keys.CRON_STATUS, ttl)
+            pipe.execute()
+
+    @classmethod
+    def read_all(cls, connection: redis.Redis) -> list[CronReport]:
+        """The published entries by name (none when no leader published them lately); unreadable ones left out."""
+        raw: dict[bytes, bytes] = connection.hgetall(keys.CRON_STATUS)  # type: ignore[assignment]
+        reports = []
+        for value in raw.values():
+            try:
+                reports.append(cls(**json.loads(text(value))))
+            except (TypeError, ValueError):
+                continue
+        return sorted(reports, key=lambda r: r.name)
+
+    @property
+    def age(self) -> float:
+        """Seconds since the entry was published."""
         return max(0.0, time.time() - self.updated_at)

@@ -128,6 +128,7 @@ Refuse inconsistent values with one line naming the fix (what a JSON schema cann
 {{- fail "networkPolicy.enabled guards the in-chart Redis: it needs redis.enabled=true" }}
 {{- end }}
 {{- include "task-processor.validatePools" . }}
+{{- include "task-processor.validateCron" . }}
 {{- end }}
 
 {{/*

@@ -20,8 +20,10 @@ Why each part is there:
   NOTES.txt suggests without the autoscaler).
 - autoscaler: reads all of rq:*, writes the job data (RQ's scheduler step and the reaper move jobs between queues
   and registries and may fail a poison job), rq:workers (the reaper forgets dead workers) and the scheduler's
-  locks and heartbeat hash, its status hash task-processor:autoscaler:*, and the reaper's keys as the worker.
-  Workers' own hashes and rq:suspended stay read-only.
+  locks and heartbeat hash, its status hash task-processor:autoscaler:* (the periodic tasks' schedule,
+  task-processor:autoscaler:_cron, among them), and the reaper's keys as the worker. The periodic tasks (TASK_CRON)
+  it enqueues need the producer's job data (it has it already) and the record of the ticks fired,
+  task-processor:cron:ticks, that one key and no other. Workers' own hashes and rq:suspended stay read-only.
 - producer: reads all of rq:* (status, wait, the workers), writes the job data (enqueue, enqueue_many, requeue,
   and what RQ's API does to jobs: enqueue_in, depends_on, cancel, delete), reads task-processor:autoscaler:*.
 - dashboard: reads all of rq:* with read commands only when dashboard.readOnly is true; else also writes the job
@@ -36,7 +38,7 @@ Why each part is there:
 user default off resetpass resetkeys resetchannels -@all
 user admin on #ADMIN_PASSWORD_SHA256 ~* &* +@all
 user worker on #WORKER_PASSWORD_SHA256 resetkeys resetchannels ~rq:* {{ $reaper }} %R~task-processor:autoscaler:* &rq:pubsub:* {{ $commands }} +subscribe +unsubscribe{{ with $extra.worker }} {{ . }}{{ end }}
-user autoscaler on #AUTOSCALER_PASSWORD_SHA256 resetkeys resetchannels %R~rq:* {{ $jobData }} ~rq:workers ~rq:workers:* ~rq:scheduler:* ~rq:scheduler-lock:* ~task-processor:autoscaler:* {{ $reaper }} {{ $commands }}{{ with $extra.autoscaler }} {{ . }}{{ end }}
+user autoscaler on #AUTOSCALER_PASSWORD_SHA256 resetkeys resetchannels %R~rq:* {{ $jobData }} ~rq:workers ~rq:workers:* ~rq:scheduler:* ~rq:scheduler-lock:* ~task-processor:autoscaler:* ~task-processor:cron:ticks {{ $reaper }} {{ $commands }}{{ with $extra.autoscaler }} {{ . }}{{ end }}
 user producer on #PRODUCER_PASSWORD_SHA256 resetkeys resetchannels %R~rq:* {{ $jobData }} %R~task-processor:autoscaler:* {{ $commands }}{{ with $extra.producer }} {{ . }}{{ end }}
 {{- if .Values.dashboard.readOnly }}
 user dashboard on #DASHBOARD_PASSWORD_SHA256 resetkeys resetchannels %R~rq:* -@all +@read +@connection -@admin -@dangerous -scan -randomkey +info{{ with $extra.dashboard }} {{ . }}{{ end }}
