@@ -107,9 +107,15 @@ class Producer:
         self.outage = OutageLog(announce_loss=False)  # callers get the loss as an error
 
     @classmethod
-    def from_env(cls, settings: Settings | None = None) -> Producer:
+    def from_env(
+        cls,
+        settings: Settings | None = None,
+        *,
+        connection: redis.Redis | None = None,
+        modules: Iterable[str] | None = None,
+    ) -> Producer:
         """Configured from REDIS_URL, TASK_QUEUES (the first is where tasks go), TASK_SERIALIZER, TASK_TIMEOUT,
-        TASK_MAX_PAYLOAD and TASK_MODULES."""
+        TASK_MAX_PAYLOAD and TASK_MODULES (``modules`` instead, when given); on ``connection`` when given."""
         settings = settings or Settings.from_env()
         return cls(
             settings.redis_url,
@@ -117,7 +123,8 @@ class Producer:
             serializer=settings.serializer_name,
             default_timeout=settings.task_timeout,
             max_payload=settings.max_payload,
-            modules=settings.task_modules,
+            modules=settings.task_modules if modules is None else modules,
+            connection=connection,
         )
 
     def queue(self, name: str | None = None) -> Queue:

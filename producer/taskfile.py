@@ -49,14 +49,30 @@ KEYS: dict[str, type | tuple[type, ...]] = {
 """The keys a line may carry and the JSON type each must have (``func`` is required)."""
 
 
-def task_from_json(text: str, defaults: dict[str, Any]) -> Task:
-    """One line's task (``defaults`` for the keys it leaves out); ConfigError says what is wrong with it."""
+EXAMPLE = '{"func": "myapp.tasks.resize", "args": [1]}'
+
+
+def json_object(text: str, example: str, flag: str = "") -> dict[str, Any]:
+    """``text`` (a line of a file, or a ``flag``'s value) as a JSON object; ConfigError naming the problem, with an
+    example."""
     try:
         data = json.loads(text)
     except ValueError as exc:
-        raise ConfigError(f"not valid JSON ({exc})") from None
+        if flag:
+            raise ConfigError(f"{flag} is not valid JSON ({exc}): pass an object, e.g. {example}") from None
+        raise ConfigError(f"not valid JSON ({exc}): write one JSON object per line, e.g. {example}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f'expected a JSON object like {{"func": "myapp.tasks.resize", "args": [1]}}, got {text!r}')
+        raise ConfigError(
+            f"{flag} must be a JSON object, e.g. {example}"
+            if flag
+            else f"expected a JSON object, e.g. {example}, got {text!r}"
+        )
+    return data
+
+
+def task_from_json(text: str, defaults: dict[str, Any]) -> Task:
+    """One line's task (``defaults`` for the keys it leaves out); ConfigError says what is wrong with it."""
+    data = json_object(text, EXAMPLE)
     if "func" not in data:
         raise ConfigError('"func" is missing: name the task function by its dotted path')
     for key, value in data.items():

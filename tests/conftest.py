@@ -21,7 +21,8 @@ import redis
 
 from producer import Producer
 from producer.commands.redis_server import LocalRedisServer
-from producer.scaling.autoscaler import Autoscaler
+from producer.scaling.autoscaler import Autoscaler, bounds_from
+from producer.scaling.local.deployment import LocalDeployment
 from task_processor.logs import configure_logging
 from task_processor.settings import Settings
 
@@ -195,6 +196,26 @@ def running(autoscaler: Autoscaler) -> Iterator[Autoscaler]:
         stop.set()
         thread.join(timeout=10)
         assert not thread.is_alive(), "the autoscaler loop did not stop"
+
+
+@contextmanager
+def local_fleet(
+    conn: redis.Redis, settings: Settings, log_file: Path, interval: float = 0.05
+) -> Iterator[tuple[LocalDeployment, Autoscaler]]:
+    """Real task-worker processes from zero, sized by a running autoscaler on ``settings``, for the block."""
+    deployment = LocalDeployment(
+        conn,
+        settings.child_env(REDIS_URL=settings.redis_url, LOG_FORMAT="json"),
+        settings.queues,
+        replicas=0,
+        log_file=log_file,
+    ).start()
+    autoscaler = Autoscaler(conn, settings.queues, deployment, bounds_from(settings), interval)
+    try:
+        with running(autoscaler):
+            yield deployment, autoscaler
+    finally:
+        deployment.close(timeout=10)
 
 
 def run(args: list[str], env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -18,10 +18,8 @@ from rq.command import send_stop_job_command
 from rq.job import Dependency, Job, JobStatus
 
 from producer import DuplicateJobError, InvalidTaskError, Producer, Task
-from producer.scaling.autoscaler import Autoscaler, bounds_from
-from producer.scaling.local.deployment import LocalDeployment
 from task_processor.settings import SERIALIZERS, Settings
-from tests.conftest import Proc, running, wait_for
+from tests.conftest import Proc, local_fleet, wait_for
 
 FUNC = "worker.examples.add"
 NOTE = "worker.examples.note_outcome"
@@ -286,21 +284,10 @@ def test_a_delayed_job_scales_workers_up_from_zero_when_due(
 ) -> None:
     """No worker runs RQ's scheduler at zero workers: the autoscaler moves the due job, then scales for it."""
     settings = Settings.from_env({**env, "AUTOSCALE_MAX": "2", "AUTOSCALE_START_SPARES": "0"})
-    deployment = LocalDeployment(
-        conn,
-        settings.child_env(REDIS_URL=settings.redis_url, LOG_FORMAT="json"),
-        settings.queues,
-        replicas=0,
-        log_file=tmp_path / "w.log",
-    ).start()
-    autoscaler = Autoscaler(conn, settings.queues, deployment, bounds_from(settings), 0.05)
-    try:
-        with running(autoscaler):
-            job = producer.enqueue_in(1.5, FUNC, 20, 22)
-            assert [e.desired for e in autoscaler.events] == []  # nothing to do while it is not due
-            assert producer.wait([job], timeout=60) == [42]
-    finally:
-        deployment.close(timeout=10)
+    with local_fleet(conn, settings, tmp_path / "w.log") as (_, autoscaler):
+        job = producer.enqueue_in(1.5, FUNC, 20, 22)
+        assert [e.desired for e in autoscaler.events] == []  # nothing to do while it is not due
+        assert producer.wait([job], timeout=60) == [42]
     assert autoscaler.events[0].previous == 0
 
 

@@ -10,12 +10,10 @@ import pytest
 import redis
 
 from producer import Producer
-from producer.scaling.autoscaler import Autoscaler, bounds_from
-from producer.scaling.local.deployment import LocalDeployment
 from producer.scaling.policy import Bounds, Decision, Observation, PolicyState, Reason, decide
 from task_processor.errors import ConfigError
 from task_processor.settings import Settings
-from tests.conftest import running, wait_for
+from tests.conftest import local_fleet, wait_for
 
 
 def bounds(spares: int = 2, maximum: int = 10, delay: float = 60.0) -> Bounds:
@@ -117,23 +115,12 @@ def test_a_cold_start_runs_three_workers_and_keeps_one(
     as soon as it is up, not after the scale-down delay, and the job runs once."""
     settings = Settings.from_env({**env, "AUTOSCALE_MAX": "5", "AUTOSCALE_SCALE_DOWN_DELAY": "300"})
     assert settings.start_spares == 2  # the default
-    deployment = LocalDeployment(
-        conn,
-        settings.child_env(REDIS_URL=settings.redis_url, LOG_FORMAT="json"),
-        settings.queues,
-        replicas=0,
-        log_file=tmp_path / "w.log",
-    ).start()
-    autoscaler = Autoscaler(conn, settings.queues, deployment, bounds_from(settings), 0.05)
-    try:
-        with running(autoscaler):
-            job = producer.enqueue("worker.examples.sleep", 0.5)
-            wait_for(lambda: len(autoscaler.events) >= 2, timeout=30, what="the spares' release")
-            assert len(deployment.running()) <= 3
-            producer.wait([job], timeout=30)
-            wait_for(lambda: len(deployment.running()) == 1, timeout=30, what="the spares to exit")
-    finally:
-        deployment.close(timeout=10)
+    with local_fleet(conn, settings, tmp_path / "w.log") as (deployment, autoscaler):
+        job = producer.enqueue("worker.examples.sleep", 0.5)
+        wait_for(lambda: len(autoscaler.events) >= 2, timeout=30, what="the spares' release")
+        assert len(deployment.running()) <= 3
+        producer.wait([job], timeout=30)
+        wait_for(lambda: len(deployment.running()) == 1, timeout=30, what="the spares to exit")
     scaled = [(e.previous, e.desired, e.reason) for e in autoscaler.events]
     assert scaled[:2] == [(0, 3, "scale-up"), (3, 1, "spares-released")], scaled
     assert job.get_status(refresh=True) == "finished"

@@ -17,7 +17,7 @@ from producer.commands.requeue import requeue_failed
 from producer.commands.run_local import RunLocalOptions, parse_pool, run_local
 from producer.commands.status import collect, render_json, render_table, watch
 from producer.scaling import metrics
-from producer.taskfile import enqueue_in_batches, parse_time, read_tasks
+from producer.taskfile import enqueue_in_batches, json_object, parse_time, read_tasks
 from task_processor.connection import describe_failure
 from task_processor.errors import ConfigError, TaskProcessorError, exit_with
 from task_processor.logs import configure_logging
@@ -212,15 +212,7 @@ def _enqueue(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _json_object(text: str | None, flag: str) -> dict[str, Any] | None:
-    if text is None:
-        return None
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise ConfigError(f"{flag} is not valid JSON ({exc}): pass an object like '{{\"w\": 640}}'") from None
-    if not isinstance(value, dict):
-        raise ConfigError(f"{flag} must be a JSON object like '{{\"w\": 640}}'")
-    return value
+    return None if text is None else json_object(text, """'{"w": 640}'""", flag)
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:

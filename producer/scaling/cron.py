@@ -37,7 +37,7 @@ from producer.api import Producer, Task
 from producer.errors import DuplicateJobError
 from producer.scaling.report import CronReport
 from producer.taskfile import KEYS as TASK_KEYS
-from producer.taskfile import task_from_json
+from producer.taskfile import json_object, task_from_json
 from task_processor import keys
 from task_processor.errors import ConfigError, TaskProcessorError, first_line
 from task_processor.logs import get_logger
@@ -138,12 +138,7 @@ def derived_name(data: dict[str, Any]) -> str:
 
 def parse_entry(line: str, number: int, producer: Producer) -> CronEntry:
     """One non-blank line as an entry; a TaskProcessorError says what is wrong with it."""
-    try:
-        data = json.loads(line)
-    except ValueError as exc:
-        raise ConfigError(f"not valid JSON ({exc}): write one JSON object per line, e.g. {EXAMPLE}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"expected a JSON object, e.g. {EXAMPLE}")
+    data = json_object(line, EXAMPLE)
     for key in data:
         if key in FIXED_KEYS:
             raise ConfigError(f"{key!r} cannot be set: {FIXED_KEYS[key]}")
@@ -206,20 +201,8 @@ def load(settings: Settings, modules: Iterable[str] | None = None) -> tuple[Cron
         raise ConfigError(
             f"TASK_CRON={path!r} cannot be read ({reason}): point it at a file of JSON lines, one periodic task each"
         ) from None
-    checker = _producer(settings, redis.Redis(), modules)
+    checker = Producer.from_env(settings, connection=redis.Redis(), modules=modules)
     return parse(lines, path, checker)
-
-
-def _producer(settings: Settings, connection: redis.Redis, modules: Iterable[str] | None) -> Producer:
-    return Producer(
-        settings.redis_url,
-        settings.queues[0],
-        serializer=settings.serializer_name,
-        default_timeout=settings.task_timeout,
-        max_payload=settings.max_payload,
-        modules=settings.task_modules if modules is None else modules,
-        connection=connection,
-    )
 
 
 @dataclass(frozen=True)
@@ -254,7 +237,7 @@ class Cron:
     ) -> None:
         self.connection = connection
         self.entries = tuple(entries)
-        self.producer = _producer(settings, connection, modules)
+        self.producer = Producer.from_env(settings, connection=connection, modules=modules)
         self.clock = clock
         """Wall-clock seconds (injectable: tests move time instead of waiting for it)."""
         self.ttl = max(60, int(settings.autoscale_interval * 10))
