@@ -265,6 +265,12 @@ def test_producers_and_workers_do_their_whole_job(chart: Helm, acl: AclRedis, st
     with pytest.raises(TaskFailedError, match="disk full"):
         producer.wait([failing], timeout=30)
     assert failing.get_meta(refresh=True)["attempt"] == 2, "the failure was not retried once"
+    # The job options: scheduled and deferred registries, dependents sets, the canceled registry.
+    parent = producer.enqueue("worker.examples.add", 1, 1, meta={"k": 1}, job_id="parent", unique=True)
+    child = producer.enqueue("worker.examples.add", 2, 2, depends_on=parent, ttl=600)
+    later = producer.enqueue_in(1, "worker.examples.add", 3, 3)
+    producer.cancel(producer.enqueue_in(60, "worker.examples.add", 4, 4).id)
+    assert producer.wait([parent, child, later], timeout=30) == [2, 4, 6]
 
     job_id = cli(acl.url("producer"), "task-producer", "enqueue", "worker.examples.add", "1", "2").stdout.strip()
     assert cli(acl.url("producer"), "task-producer", "wait", job_id).stdout.strip() == "3"
@@ -272,7 +278,7 @@ def test_producers_and_workers_do_their_whole_job(chart: Helm, acl: AclRedis, st
     cli(acl.url("worker"), "task-worker", "check", "--name", "single")  # the worker Pods' liveness probe
     status = json.loads(cli(acl.url("producer"), "task-producer", "status", "--json").stdout)
     counts = {k: status["queues"]["default"][k] for k in ("queued", "failed", "finished")}
-    assert counts == {"queued": 0, "failed": 1, "finished": 7}, counts
+    assert counts == {"queued": 0, "failed": 1, "finished": 10}, counts
     requeued = cli(acl.url("producer"), "task-producer", "requeue", "--failed", "--all").stdout.split()
     assert requeued == [failing.id]
     wait_for(lambda: failing.get_meta(refresh=True)["attempt"] == 3, timeout=20, what="the requeued job's run")
