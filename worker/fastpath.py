@@ -10,7 +10,9 @@ difference (``tests/test_fastpath.py`` compares what a job leaves in Redis with 
 leaves).
 
 The finish also queues the job's dependents whose dependencies are now met, as RQ's ``Queue.enqueue_dependents``
-does, in the same atomic step: a worker that dies right after it cannot leave them deferred.
+does, in the same atomic step: a worker that dies right after it cannot leave them deferred. One difference from
+RQ, on purpose: a job that returned None and has no earlier results gets no result stream (RQ reads a job without
+one as a None result; the stream would take most of a finished no-op job's memory).
 
 Only the common case takes this path: a result kept for a positive time and no repeats. Anything else (failure,
 retry, stop, ``result_ttl`` 0 or -1, repeats) goes through RQ's own code.
@@ -154,7 +156,7 @@ class FastPath:
             [job.id, execution.id, (job.ended_at - job.started_at).total_seconds(), utcformat(job.ended_at),
              result_ttl, current_timestamp() + result_ttl, keys.JOB_PREFIX,
              utcformat(now()), Queue.DEFAULT_TIMEOUT, keys.QUEUE_PREFIX, keys.deferred(""),
-             *self._start_part(start), *fields],
+             1 if job._result is None else 0, *self._start_part(start), *fields],
         )  # fmt: skip
         return Finished(queued, self._popped(popped, start))
 

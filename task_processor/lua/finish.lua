@@ -28,9 +28,10 @@ local enqueued_at = ARGV[8]   -- ISO: when the dependents this finish queues are
 local timeout = ARGV[9]       -- the timeout a queued dependent without one gets (RQ's default)
 local queue_prefix = ARGV[10] -- rq:queue:
 local deferred_prefix = ARGV[11] -- rq:deferred:
-local starts = tonumber(ARGV[12]) -- how many start arguments follow (8 or 0)
--- ARGV[13 ..]: the start's arguments (lib/start.lua), then the result's fields and values (Result.serialize)
-local result_at = 13 + starts
+local returned_none = ARGV[12] == '1' -- the job returned None
+local starts = tonumber(ARGV[13]) -- how many start arguments follow (8 or 0)
+-- ARGV[14 ..]: the start's arguments (lib/start.lua), then the result's fields and values (Result.serialize)
+local result_at = 14 + starts
 
 -- Worker.increment_successful_job_count, increment_total_working_time, set_current_job_id(None), set_state
 redis.call('HINCRBY', worker, 'successful_job_count', 1)
@@ -43,13 +44,18 @@ redis.call('ZREM', wip, job_id .. ':' .. execution_id)
 redis.call('ZREM', executions, execution_id)
 -- Job._handle_success: status, ended_at; Result.create; FinishedJobRegistry.add; Job.cleanup
 redis.call('HSET', job, 'status', 'finished', 'ended_at', ended_at)
-redis.call('XADD', results, 'MAXLEN', '~', 10, '*', unpack(ARGV, result_at))
-redis.call('EXPIRE', results, ttl)
+-- A None result with no earlier results is not written: RQ reads a job without results as one that returned None
+-- (Job.return_value, rq-dashboard), and a one-entry stream takes most of a finished job's memory. A job with earlier
+-- results (failed attempts) gets its entry, or its latest result would be the last failure.
+if not returned_none or redis.call('EXISTS', results) == 1 then
+  redis.call('XADD', results, 'MAXLEN', '~', 10, '*', unpack(ARGV, result_at))
+  redis.call('EXPIRE', results, ttl)
+end
 redis.call('ZADD', finished, finished_score, job_id)
 redis.call('EXPIRE', job, ttl)
 redis.call('EXPIRE', dependents, ttl)
 -- Queue.enqueue_dependents
 local queued = enqueue_dependents(job_id, dependents, {prefix = prefix, queue_prefix = queue_prefix,
   deferred_prefix = deferred_prefix, queues = queues, now = enqueued_at, timeout = timeout})
-if #KEYS > 9 then return {queued, pop(10, prefix, starts > 0 and start_args(13) or nil)} end
+if #KEYS > 9 then return {queued, pop(10, prefix, starts > 0 and start_args(14) or nil)} end
 return {queued, false}
