@@ -469,6 +469,7 @@ def test_redis_url_comes_from_the_secret_and_no_password_is_in_plain_text(helm: 
     assert not [a for a in redis["args"] if "PASSWORD" in a or a == "--requirepass"], "a password on the command line"
     assert env_of(redis)["REDISCLI_AUTH"]["valueFrom"]["secretKeyRef"]["key"] == "admin-password", "probes as admin"
     assert {"--appendonly", "yes", "--appendfsync", "always"} <= set(redis["args"])
+    assert redis["args"][redis["args"].index("--stream-node-max-bytes") + 1] == "128", "small result streams"
 
 
 def test_notes_never_show_a_password(helm: Helm) -> None:
