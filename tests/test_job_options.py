@@ -17,7 +17,7 @@ from rq import Callback, Queue
 from rq.command import send_stop_job_command
 from rq.job import Dependency, Job, JobStatus
 
-from producer import DuplicateJobError, InvalidTaskError, Producer, Task
+from producer import DuplicateJobError, InvalidTaskError, Producer, Task, TaskProcessorError
 from task_processor.settings import SERIALIZERS, Settings
 from tests.conftest import Proc, local_fleet, wait_for
 
@@ -333,3 +333,22 @@ def test_a_job_in_a_concurrency_slot_is_stopped_too(
     wait_for(lambda: conn.lrange("callbacks", 0, -1), timeout=30, what="the stopped callback")
     assert conn.lrange("callbacks", 0, -1) == [f"{job.id} stopped".encode()]
     assert producer.wait([other], timeout=30) == [3]
+
+
+@pytest.mark.parametrize(
+    ("registry", "task"),
+    [
+        ("rq:scheduled:default", Task(FUNC, (1, 1), delay=5)),
+        ("rq:deferred:default", Task(FUNC, (1, 1), depends_on="parent")),
+    ],
+)
+def test_a_registry_holding_foreign_data_refuses_the_batch(
+    producer: Producer, conn: redis.Redis, registry: str, task: Task
+) -> None:
+    producer.enqueue(FUNC, 0, 0, job_id="parent")
+    conn.set(registry, "not RQ's")
+    before = snapshot(conn)
+    with pytest.raises(TaskProcessorError, match=registry):
+        producer.enqueue_many([Task(FUNC, (2, 2)), task])
+    assert snapshot(conn) == before
+    producer.enqueue(FUNC, 3, 3)  # a batch that does not touch the registry is not refused

@@ -50,10 +50,13 @@ for k = first, #KEYS do
 end
 
 local problem = check(queues, 'set')
-for i = 2, #KEYS do
-  local want = 'hash'
-  if i <= 1 + nq then want = 'list' elseif i < first then want = 'zset' end
-  problem = problem or check(KEYS[i], want)
+for i = 2, #KEYS do  -- a queue's registries only when a job of the batch goes into them
+  if i <= 1 + nq then problem = problem or check(KEYS[i], 'list')
+  elseif i >= first then problem = problem or check(KEYS[i], 'hash') end
+end
+for _, job in ipairs(jobs) do
+  if job.mode == 'S' then problem = problem or check(KEYS[1 + nq + job.q], 'zset')
+  elseif job.mode == 'D' then problem = problem or check(KEYS[1 + 2 * nq + job.q], 'zset') end
 end
 if problem then return problem end
 if #jobs > 0 and redis.call('HGET', jobs[1].key, 'created_at') == stamp then return {0} end
