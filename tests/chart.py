@@ -6,6 +6,7 @@ selectors)."""
 from __future__ import annotations
 
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from tests.kubeapi.server import HELM
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHART = REPO_ROOT / "charts" / "task-processor"
+KUBERNETES_VALIDATE = Path(sys.executable).parent / "kubernetes-validate"
 
 ALL_ON = (
     "dashboard.enabled=true",
@@ -174,3 +176,16 @@ def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
         if labels.get(expression["key"]) not in expression["values"]:
             return False
     return True
+
+
+def kubernetes_validate(rendered: str, kube_version: str) -> subprocess.CompletedProcess[str]:
+    """kubernetes-validate --strict on rendered manifests, against that Kubernetes version's schemas."""
+    assert KUBERNETES_VALIDATE.exists(), f"{KUBERNETES_VALIDATE} missing: install the dev extras (kubernetes-validate)"
+    return subprocess.run(
+        [str(KUBERNETES_VALIDATE), "--strict", "--kubernetes-version", kube_version, "-"],
+        input=rendered,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )

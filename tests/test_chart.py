@@ -17,7 +17,6 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,6 +35,7 @@ from tests.chart import (
     containers,
     env_of,
     find,
+    kubernetes_validate,
     new_helm,
     pod_labels,
     pod_role,
@@ -50,7 +50,6 @@ from tests.kubeapi.server import HELM, KubeAPI  # noqa: F401  (HELM: tests/test_
 MANIFEST = REPO_ROOT / "deploy" / "task-processor.yaml"
 RENDER_SCRIPT = REPO_ROOT / "scripts" / "render-manifest"
 README = REPO_ROOT / "README.md"
-KUBERNETES_VALIDATE = Path(sys.executable).parent / "kubernetes-validate"
 
 KUBE_VERSIONS = ("1.25.0", "1.37.0")
 """The lowest and highest Kubernetes versions the chart supports (kubernetes-validate bundles 1.25-1.37)."""
@@ -163,17 +162,9 @@ def test_helm_lint_strict(helm: Helm, variant: str) -> None:
 @pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_rendered_objects_match_the_kubernetes_schema(helm: Helm, variant: str, kube_version: str) -> None:
-    assert KUBERNETES_VALIDATE.exists(), f"{KUBERNETES_VALIDATE} missing: install the dev extras (kubernetes-validate)"
     rendered = helm.template(*VARIANTS[variant], extra=("--kube-version", kube_version))
     docs = [d for d in yaml.safe_load_all(rendered) if d]
-    result = subprocess.run(
-        [str(KUBERNETES_VALIDATE), "--strict", "--kubernetes-version", kube_version, "-"],
-        input=rendered,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = kubernetes_validate(rendered, kube_version)
     report = result.stdout + result.stderr
     assert result.returncode == 0, (
         f"kubernetes-validate {kube_version} --strict refused the {variant} render:\n{report}"

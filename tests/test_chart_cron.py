@@ -5,7 +5,6 @@ autoscaler's Redis user allowed what firing them takes, on a real redis-server w
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +15,10 @@ from producer.scaling.cron import Cron, load, run_id
 from task_processor import keys
 from task_processor.connection import connect
 from task_processor.settings import Settings
-from tests.chart import CHART, Helm, env_of, find, new_helm, the_container
+from tests.chart import CHART, Helm, env_of, find, kubernetes_validate, new_helm, the_container
 from tests.conftest import TASK_MODULES
 from tests.test_acl import AclRedis, cli, nothing_refused, refused
-from tests.test_chart import KUBE_VERSIONS, KUBERNETES_VALIDATE, security_problems
+from tests.test_chart import KUBE_VERSIONS, security_problems
 from tests.test_cron import Clock, at
 
 
@@ -90,14 +89,7 @@ def test_a_render_with_entries_passes_lint_the_kubernetes_schemas_and_the_pod_ch
     lint = helm.run("lint", "--strict", str(CHART), *with_cron(ENTRIES))
     assert lint.returncode == 0, lint.stdout + lint.stderr
     rendered = helm.template(extra=(*with_cron(ENTRIES), "--kube-version", kube_version))
-    result = subprocess.run(
-        [str(KUBERNETES_VALIDATE), "--strict", "--kubernetes-version", kube_version, "-"],
-        input=rendered,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = kubernetes_validate(rendered, kube_version)
     assert result.returncode == 0, result.stdout + result.stderr
     assert not security_problems([d for d in yaml.safe_load_all(rendered) if d])
 
