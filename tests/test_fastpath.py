@@ -11,15 +11,20 @@ from __future__ import annotations
 import re
 import signal
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import redis
+from hypothesis import given
+from hypothesis import strategies as st
 from rq import Queue, SimpleWorker
 from rq.job import Job
+from rq.utils import utcformat, utcparse
 
 from task_processor.observe import list_workers
 from tests.conftest import Proc, wait_for
+from worker.dequeue import parse_time
 
 OURS_ONLY = {"meta"}
 """Job fields our worker adds on purpose: ``meta.attempt`` (README: Redis keys)."""
@@ -196,3 +201,11 @@ def test_a_job_a_blocking_pop_took_looks_as_rq_leaves_it(
     assert theirs["result of <job0>"]["return_value"] == 3
     ours = leaves_after_a_blocking_pop(conn, spawn, "task-worker", "--name", "lean")
     assert without_idle_stop_date(ours) == theirs
+
+
+@given(moment=st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(9999, 12, 31), timezones=st.just(UTC)))
+def test_the_pop_path_reads_rqs_timestamps_as_rq_does(moment: datetime) -> None:
+    """The popped job's times are parsed without strptime: the same aware datetimes as RQ's utcparse gives."""
+    written = utcformat(moment)
+    assert parse_time(written) == utcparse(written)
+    assert parse_time(written).tzinfo is not None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import cast
 
 import redis
@@ -20,12 +21,25 @@ from rq.defaults import DEFAULT_FAILURE_TTL
 from rq.exceptions import DequeueTimeout, NoSuchJobError, StopRequested
 from rq.executions import Execution
 from rq.job import Job, JobStatus
+from rq.utils import utcparse
 from rq.worker import WorkerStatus
 
 from task_processor import keys
 from task_processor.jobs import JobTemplate
 from task_processor.logs import get_logger
 from worker.fastpath import SUSPENDED, FastPath, Popped, PopResult
+
+DATES = (b"created_at", b"enqueued_at", b"started_at", b"ended_at", b"last_heartbeat")
+"""The job hash's timestamps, as RQ writes them (``rq.utils.utcformat``)."""
+
+
+def parse_time(text: str) -> datetime:
+    """RQ's ``utcparse``, faster: ``2026-12-02T07:48:36.319098Z`` as an aware UTC datetime."""
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return utcparse(text)  # another form RQ reads: RQ's own parser says what it makes of it
+
 
 DEQUEUE_POLL = 1
 """Seconds one blocking pop waits before the worker looks at its stop flag again (the warm-stop latency)."""
@@ -123,11 +137,18 @@ class Dequeuer:
         return Taken(job, queue, hit.execution)
 
     def _load(self, job_id: str, fields: list[bytes] | None) -> Job:
-        """The job, from the hash the pop returned (RQ's ``Job.fetch`` without its round trip) when it did."""
+        """The job, from the hash the pop returned (RQ's ``Job.fetch`` without its round trip) when it did.
+
+        RQ's ``Job.restore`` parses each of a job's five timestamps with ``strptime``, a tenth of a no-op job's
+        cost; they are taken out first and parsed with ``fromisoformat``, which gives the same aware UTC times."""
         if fields is None:
             return self.jobs.job_class.fetch(job_id, connection=self.connection, serializer=self.jobs.serializer)
         job = self.jobs.new(job_id)
-        job.restore(dict(zip(fields[::2], fields[1::2], strict=True)))
+        data = dict(zip(fields[::2], fields[1::2], strict=True))
+        dates = {name: data.pop(name) for name in DATES if data.get(name)}
+        job.restore(data)
+        for name, raw in dates.items():
+            setattr(job, name.decode(), parse_time(raw.decode()))
         return job
 
     def _quarantine(self, queue: Queue, hit: Popped, exc: Exception) -> None:
