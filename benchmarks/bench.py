@@ -55,6 +55,7 @@ def _env(url: str) -> dict[str, str]:
         **{k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "TASK_", "LOG_"))},
         "BENCH_REDIS_URL": url,
         "REDIS_URL": url,
+        "TASK_MODULES": "benchmarks.tasks",  # task-worker runs only the modules it is allowed
         "LOG_FORMAT": "json",
         "PYTHONPATH": str(ROOT),
         "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
