@@ -311,7 +311,7 @@ def test_result_and_failure_ttls_and_description_hold_on_a_real_worker(
 def test_a_stopped_job_runs_its_stopped_callback(
     producer: Producer, conn: redis.Redis, spawn: Callable[..., Proc]
 ) -> None:
-    job = producer.enqueue("worker.examples.sleep", 30, on_stopped=NOTE)
+    job = producer.enqueue("worker.examples.sleep", 30, on_stopped=NOTE, on_failure=NOTE)
     spawn("task-worker")
     wait_for(lambda: job.get_status() == JobStatus.STARTED, timeout=30, what="the job to start")
     send_stop_job_command(conn, job.id, serializer=SERIALIZERS["json"])
