@@ -7,16 +7,29 @@ lists and dicts copied, not shared), then takes its own fields.
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
 from typing import Generic, TypeVar
 
 import redis
 from rq.job import Job, JobStatus
 from rq.serializers import Serializer
+from rq.utils import utcparse
 
 J = TypeVar("J", bound=Job)
 
 UNSUCCESSFUL = frozenset({JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED})
 """The statuses a job ends in without a result: ``wait`` raises for them, run-local counts them as failed."""
+
+RQ_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
+"""A time as RQ writes it (``rq.utils.utcformat``)."""
+
+
+def parse_time(text: str) -> datetime:
+    """RQ's ``utcparse``, several times faster on the times RQ writes (``fromisoformat`` instead of ``strptime``,
+    the same aware UTC datetime); any other text goes to ``utcparse`` itself, so both read and refuse the same."""
+    return datetime.fromisoformat(text) if RQ_TIME.fullmatch(text) else utcparse(text)
+
 
 ATTEMPT_META_KEY = "attempt"
 """``job.meta`` field counting how many times a worker has started the job (1 on the first run); the pop script

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from redis import Redis
-from rq.utils import utcparse
 
 from task_processor import keys, scripts
+from task_processor.jobs import parse_time
 
 WORKER_FIELDS = (
     "hostname",
@@ -151,7 +151,7 @@ def queue_head_ages(connection: Redis, queues: Sequence[str], now: float | None 
     ages: dict[str, float | None] = {}
     for queue, raw in zip(queues, heads, strict=True):
         try:
-            enqueued = utcparse(text(raw, errors="strict")).timestamp()  # RQ's own format, parsed as RQ does
+            enqueued = parse_time(text(raw, errors="strict")).timestamp()  # RQ's own format, parsed as RQ does
         except (ValueError, UnicodeDecodeError):
             ages[queue] = None
         else:

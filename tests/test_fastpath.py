@@ -22,9 +22,9 @@ from rq import Queue, SimpleWorker
 from rq.job import Job
 from rq.utils import utcformat, utcparse
 
+from task_processor.jobs import parse_time
 from task_processor.observe import list_workers
 from tests.conftest import Proc, wait_for
-from worker.dequeue import parse_time
 
 OURS_ONLY = {"meta"}
 """Job fields our worker adds on purpose: ``meta.attempt`` (README: Redis keys)."""

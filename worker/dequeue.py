@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import cast
 
 import redis
@@ -21,24 +20,15 @@ from rq.defaults import DEFAULT_FAILURE_TTL
 from rq.exceptions import DequeueTimeout, NoSuchJobError, StopRequested
 from rq.executions import Execution
 from rq.job import Job, JobStatus
-from rq.utils import utcparse
 from rq.worker import WorkerStatus
 
 from task_processor import keys
-from task_processor.jobs import JobTemplate
+from task_processor.jobs import JobTemplate, parse_time
 from task_processor.logs import get_logger
 from worker.fastpath import SUSPENDED, FastPath, Popped, PopResult
 
 DATES = (b"created_at", b"enqueued_at", b"started_at", b"ended_at", b"last_heartbeat")
 """The job hash's timestamps, as RQ writes them (``rq.utils.utcformat``)."""
-
-
-def parse_time(text: str) -> datetime:
-    """RQ's ``utcparse``, faster: ``2026-12-02T07:48:36.319098Z`` as an aware UTC datetime."""
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        return utcparse(text)  # another form RQ reads: RQ's own parser says what it makes of it
 
 
 DEQUEUE_POLL = 1
