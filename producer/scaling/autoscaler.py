@@ -24,7 +24,7 @@ from producer.scaling.loop import run_loop
 from producer.scaling.policy import Bounds, Decision, Observation, PolicyState, decide
 from producer.scaling.pools import serves, share
 from producer.scaling.rates import RateMeter, Rates, WorkerTally
-from producer.scaling.report import LoopState, Report
+from producer.scaling.report import LoopState, Report, report_ttl
 from task_processor.errors import TaskProcessorError
 from task_processor.logs import get_logger
 from task_processor.observe import QueueCounts, WorkerInfo, list_workers, oldest_waits, queue_counts
@@ -350,7 +350,7 @@ class Autoscaler:
             target_wait=self.bounds.target_wait,
             pool=self.label,
             queues=self.queues,
-        ).publish(self.connection, self.target.name, ttl=max(60, int(self.interval * 10)))
+        ).publish(self.connection, self.target.name, ttl=report_ttl(self.interval))
 
     def run(self, stop: threading.Event) -> None:
         """This one pool's loop until ``stop`` is set (``task-producer autoscale`` and run-local run pools in a

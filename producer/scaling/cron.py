@@ -35,7 +35,7 @@ from croniter import CroniterError, croniter  # type: ignore[import-untyped]
 
 from producer.api import Producer, Task
 from producer.errors import DuplicateJobError
-from producer.scaling.report import CronReport
+from producer.scaling.report import CronReport, report_ttl
 from producer.taskfile import KEYS as TASK_KEYS
 from producer.taskfile import json_object, task_from_json
 from task_processor import keys
@@ -240,7 +240,7 @@ class Cron:
         self.producer = Producer.from_env(settings, connection=connection, modules=modules)
         self.clock = clock
         """Wall-clock seconds (injectable: tests move time instead of waiting for it)."""
-        self.ttl = max(60, int(settings.autoscale_interval * 10))
+        self.ttl = report_ttl(settings.autoscale_interval)
         self.handled: dict[str, Handled] = {}
         """Each entry's record as last read or written: a tick at or below its ``tick`` needs no look at Redis."""
         self._ticks: dict[str, tuple[int, int]] = {}

@@ -59,6 +59,12 @@ def _optional_float(raw: str | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
+def report_ttl(interval: float) -> int:
+    """Seconds a published report lives: ten loop intervals, and at least a minute, so a live loop keeps it and a
+    stopped one's goes."""
+    return max(60, int(interval * 10))
+
+
 @dataclass(frozen=True)
 class Report:
     """One publication of the loop: what it saw and what it decided. Per queue, the oldest queued job's wait
