@@ -225,7 +225,7 @@ class Producer:
         job_id, options = task.job_id, PLAIN
         if has_options(task):
             job_id = job_id or str(uuid.uuid4())
-            job = new_job(self.connection, serializer, (path, args, kwargs), job_id, queue, timeout)
+            job = new_job(self.connection, serializer, (path, args, kwargs, call), job_id, queue, timeout)
             json = self.serializer_name == "json"
             options = check_options(task, path, job, json=json, modules=self.modules)
         return QueuedJob.build(

@@ -4,8 +4,8 @@ job-hash fields RQ writes for it.
 
 The fields come from RQ itself: a ``Job`` is created with the options as ``Queue.enqueue_call`` creates it
 (``Job.create``), and the option fields of its ``to_dict`` are what the enqueue script writes beside the fields
-every job has (``producer.jobhash``); ``tests/test_rq_contract.py`` compares both, option by option. A task
-without options never pays for that ``Job``.
+every job has (``producer.jobhash``); ``tests/test_job_options.py`` compares both with RQ's own enqueue, option by
+option. A task without options never pays for that ``Job``.
 """
 
 from __future__ import annotations
@@ -147,14 +147,16 @@ def check_options(
 def new_job(
     connection: redis.Redis,
     serializer: Serializer,
-    call: tuple[str, tuple[Any, ...], dict[str, Any]],
+    call: tuple[str, tuple[Any, ...], dict[str, Any], bytes],
     job_id: str,
     queue: str,
     timeout: int,
 ) -> Job:
-    """A job as ``Queue.create_job`` creates it, before options: what ``check_options`` sets them on."""
+    """A job as ``Queue.create_job`` creates it, before options: what ``check_options`` sets them on. ``call``:
+    function, arguments, keyword arguments and their serialization (``jobhash.serialized_call``), which the job
+    keeps rather than make again."""
     job = Job(id=job_id, connection=connection, serializer=serializer)
-    job._func_name, job._instance, job._args, job._kwargs = call[0], None, call[1], call[2]
+    job._func_name, job._instance, job._args, job._kwargs, job._data = call[0], None, call[1], call[2], call[3]
     job.origin, job.timeout, job._status = queue, timeout, JobStatus.QUEUED
     return job
 
