@@ -105,7 +105,7 @@ class ThreadDeathPenalty(BaseDeathPenalty):
         super().__init__(timeout, exception, **kwargs)
         self._exception = _timeout_exception(exception, timeout)  # type: ignore[arg-type]  # classes hash
         self._job_id: str | None = kwargs.get("job_id")
-        self._thread = threading.get_ident()
+        self._thread = threading.get_ident()  # made in the job's thread, as RQ makes it (``with penalty(...)``)
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: Any) -> bool:
         if kind is self._exception or kind is stopjob.JobStopped:
@@ -113,7 +113,6 @@ class ThreadDeathPenalty(BaseDeathPenalty):
         return bool(super().__exit__(kind, value, tb))
 
     def setup_death_penalty(self) -> None:
-        self._thread = threading.get_ident()
         if self._timeout > 0:
             _WATCHDOG.arm(self._timeout, self._exception)
         stopjob.running(self._job_id, self)
