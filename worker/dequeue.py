@@ -2,14 +2,17 @@
 
 Every pop moves the job into its queue's intermediate list in the same atomic step (RQ pops from several queues
 with BLPOP, which leaves a job only in the worker's memory), and starts it there when it can (lua/lib/pop.lua). A
-finish pops the next job in its own call; that job waits here, prefetched, until the worker asks for it. An entry
-no RQ code could run (a deleted job, a hash of foreign data) is cleared out of the way, never allowed to stop the
-worker.
+finish pops the next jobs in its own call. A pop of a deep queue takes as many jobs as the worker will start
+soon (``worker.pacing``), each started in Redis: they wait here, held, until the worker asks for them, and the
+heartbeat keeps them alive meanwhile. An entry no RQ code could run (a deleted job, a hash of foreign data) is
+cleared out of the way, never allowed to stop the worker.
 """
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import cast
@@ -20,6 +23,7 @@ from rq.defaults import DEFAULT_FAILURE_TTL
 from rq.exceptions import DequeueTimeout, NoSuchJobError, StopRequested
 from rq.executions import Execution
 from rq.job import Job, JobStatus
+from rq.registry import StartedJobRegistry
 from rq.worker import WorkerStatus
 
 from task_processor import keys
@@ -59,6 +63,7 @@ class Dequeuer:
         fast: FastPath,
         jobs: JobTemplate[Job],
         wait_while_suspended: Callable[[bool], None],
+        lock: threading.Lock,
     ) -> None:
         self.connection = connection
         self.queues = tuple(queues)
@@ -71,31 +76,36 @@ class Dequeuer:
             key for q in self.queues for key in (q.key, q.intermediate_queue_key, q.started_job_registry.key)
         ]
         self.prefetched: PopResult = None
-        """The job a finish popped for this worker (see FastPath.finish), until it is taken."""
+        """What a finish popped for this worker (see FastPath.finish), until the next take."""
+        self.held: deque[Popped] = deque()
+        """Jobs taken by a pop and not run yet, in queue order (changed under ``lock``: the heartbeat reads it)."""
+        self.lock = lock
 
-    def take(self, timeout: int | None) -> Taken | None:
-        """The next job (the prefetched one first), moved atomically into its queue's intermediate list, and
-        started in the same step when it could. ``timeout`` None: None when every queue is empty (burst);
-        else a short blocking pop, raising DequeueTimeout when nothing came."""
+    def take(self, timeout: int | None, batch: int = 1) -> Taken | None:
+        """The next job (held ones first), moved atomically into its queue's intermediate list, and started in the
+        same step when it could; a pop takes up to ``batch`` jobs and holds the others. ``timeout`` None: None
+        when every queue is empty (burst); else a short blocking pop, raising DequeueTimeout when nothing came."""
         while True:
-            hit, self.prefetched = self.prefetched, None
-            if hit is None:
-                hit = self.fast.pop(self.pop_keys)
-            if hit is SUSPENDED:
+            hits, self.prefetched = self.prefetched, None
+            if hits is None and not self.held:
+                hits = self.fast.pop(self.pop_keys, batch)
+            if hits is SUSPENDED:
                 self.wait_while_suspended(timeout is None)
                 if self.connection.exists(keys.SUSPENDED):
                     raise StopRequested  # the wait ends while still suspended only when the worker is to stop
                 continue
-            if hit is None and timeout is not None:
+            if hits is None and not self.held and timeout is not None:
                 first = self.queues[0]
                 wait = DEQUEUE_POLL if len(self.queues) == 1 else LOWER_PRIORITY_POLL
                 # redis-py annotates the timeout as int; Redis takes fractions of a second.
                 job_id = self.connection.blmove(first.key, first.intermediate_queue_key, wait)  # type: ignore[arg-type]
-                if job_id is not None and self.connection.exists(keys.SUSPENDED):
-                    # `rq suspend` landed while this pop was blocked: the job goes back to the head, untouched.
-                    self.connection.lmove(first.intermediate_queue_key, first.key, "RIGHT", "LEFT")
+                if job_id is not None:
+                    # Started in one call; back at the head, untouched, when `rq suspend` landed meanwhile.
+                    self.prefetched = self.fast.claim(first, cast(bytes, job_id))
                     continue
-                hit = None if job_id is None else Popped(first.key, cast(bytes, job_id), None, None)
+            with self.lock:
+                self.held.extend(hits or ())
+                hit = self.held.popleft() if self.held else None
             if hit is None:
                 if timeout is None:
                     return None
@@ -104,10 +114,31 @@ class Dequeuer:
             if taken is not None:
                 return taken
 
-    def take_prefetched(self) -> Taken | None:
-        """The prefetched job, if any (for a stopping worker to give back)."""
-        hit, self.prefetched = self.prefetched, None
-        return self._ready(hit) if isinstance(hit, Popped) else None
+    def next_held(self) -> Popped | None:
+        """The job the worker runs next, when a pop already took it."""
+        return self.held[0] if self.held else None
+
+    def take_held(self) -> list[Taken]:
+        """Every job taken and not run (for a stopping worker to give back), in queue order."""
+        with self.lock:
+            hits = [*self.held, *(self.prefetched if isinstance(self.prefetched, tuple) else ())]
+            self.held.clear()
+            self.prefetched = None
+        return [taken for hit in hits if (taken := self._ready(hit)) is not None]
+
+    def keep_held_alive(self, ttl: int) -> None:
+        """The heartbeat of the held jobs the pop started: their executions and started entries live on (called
+        under ``lock``, by the heartbeat thread)."""
+        started = [hit for hit in self.held if hit.execution is not None]
+        if not started:
+            return
+        with self.connection.pipeline() as pipeline:
+            for hit in started:
+                queue = next(q for q in self.queues if q.key == hit.queue_key)
+                registry = StartedJobRegistry(queue.name, connection=self.connection)
+                assert hit.execution is not None
+                hit.execution.heartbeat(registry, ttl, pipeline=pipeline)
+            pipeline.execute()
 
     def _ready(self, hit: Popped) -> Taken | None:
         """The popped job, ready to run; None when the entry was no job any RQ code could run (cleared away)."""

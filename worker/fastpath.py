@@ -34,7 +34,7 @@ from rq.results import Result
 from rq.utils import current_timestamp, now, utcformat
 
 from task_processor import keys, scripts
-from worker.batching import BatchedCalls
+from worker.batching import BatchedCalls, Call
 
 
 class Suspended(enum.Enum):
@@ -57,8 +57,8 @@ class Popped:
     execution: Execution | None
 
 
-PopResult = Popped | Literal[Suspended.SUSPENDED] | None
-"""A job, SUSPENDED, or None when every queue was empty."""
+PopResult = tuple[Popped, ...] | Literal[Suspended.SUSPENDED] | None
+"""The jobs taken (one or more, in queue order), SUSPENDED, or None when every queue was empty."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +67,15 @@ class Finished:
 
     queued_dependents: list[bytes]
     popped: PopResult
+
+
+@dataclass(frozen=True, slots=True)
+class Posted:
+    """A finish sent without waiting for its reply (the worker had its next job in hand); ``call`` gets the reply
+    when the connection's next exchange reads it."""
+
+    job_id: str
+    call: Call
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,22 +112,32 @@ class FastPath:
         self.calls = calls
         self.worker_key, self.worker_name, self.ttl = worker_key, worker_name, ttl
         self._pop = scripts.register(connection, "pop")
+        self._claim = scripts.register(connection, "claim")
         self._start = scripts.register(connection, "start")
         self._finish = scripts.register(connection, "finish")
         # The pop's start writes the attempt count into meta as JSON; with another serializer Python starts jobs.
         self.starts_on_pop = starts_on_pop
 
-    def pop(self, pop_keys: list[str]) -> PopResult:
-        """The next job of the queues in ``pop_keys`` (lua/lib/pop.lua), SUSPENDED, or None when they are empty."""
+    def pop(self, pop_keys: list[str], k: int) -> PopResult:
+        """Up to ``k`` next jobs of the queues in ``pop_keys`` (lua/lib/pop.lua), SUSPENDED, or None when they are
+        empty."""
         start = self._start_args() if self.starts_on_pop else None
-        reply = self.calls.call(self._pop, pop_keys, [keys.JOB_PREFIX, *self._start_part(start)])
+        reply = self.calls.call(self._pop, pop_keys, [keys.JOB_PREFIX, k, *self._start_part(start)])
+        return self._popped(reply, start)
+
+    def claim(self, queue: Queue, job_id: bytes) -> PopResult:
+        """The job a blocking pop moved into ``queue``'s intermediate list, started as a pop starts it
+        (lua/claim.lua); SUSPENDED when `rq suspend` came meanwhile (the job is back at the head of its queue)."""
+        start = self._start_args() if self.starts_on_pop else None
+        claim_keys = [keys.SUSPENDED, queue.key, queue.intermediate_queue_key, keys.started(queue.name)]
+        reply = self.calls.call(self._claim, claim_keys, [job_id, keys.JOB_PREFIX, *self._start_part(start)])
         return self._popped(reply, start)
 
     def start(self, job: Job, intermediate_key: str) -> Execution:
         """Mark the job started by this worker; returns its execution (RQ's prepare_execution and
         prepare_job_execution, with the same state on the job object)."""
         start = self._start_args()
-        execution = self._started(start, job.id)
+        execution = self._started(start, job.id, start.execution_id)
         job.last_heartbeat = job.started_at = start.started
         job.worker_name = self.worker_name
         job._status = JobStatus.STARTED
@@ -129,10 +148,14 @@ class FastPath:
         )
         return execution
 
-    def finish(self, job: Job, execution: Execution, result_ttl: int, pop_keys: list[str]) -> Finished:
+    def finish(
+        self, job: Job, execution: Execution, result_ttl: int, pop_keys: list[str], k: int, next_id: str | None
+    ) -> Finished | Posted:
         """Record the job's success (RQ's handle_job_success), queue its dependents whose dependencies are now met
-        (RQ's Queue.enqueue_dependents) and, with ``pop_keys``, pop the next job (and start it, as a pop does):
-        lua/finish.lua."""
+        (RQ's Queue.enqueue_dependents) and, with ``pop_keys``, pop up to ``k`` next jobs (and start them, as a pop
+        does): lua/finish.lua. With ``next_id``, the job the worker runs next (an earlier pop took it), the finish
+        names it the worker's current job and is only posted: the worker runs that job while Redis records this
+        one, and reads the outcome later (``Posted``)."""
         assert job.started_at is not None
         assert job.ended_at is not None
         job._status = JobStatus.FINISHED
@@ -149,15 +172,25 @@ class FastPath:
         )
         fields = [item for pair in result.serialize().items() for item in pair]
         start = self._start_args() if pop_keys and self.starts_on_pop else None
-        queued, popped = self.calls.call(
-            self._finish,
-            [job.key, self.worker_key, keys.started(job.origin), execution.key, keys.executions(job.id),
-             keys.results(job.id), keys.finished(job.origin), job.dependents_key, keys.QUEUES, *pop_keys],
-            [job.id, execution.id, (job.ended_at - job.started_at).total_seconds(), utcformat(job.ended_at),
-             result_ttl, current_timestamp() + result_ttl, keys.JOB_PREFIX,
-             utcformat(now()), Queue.DEFAULT_TIMEOUT, keys.QUEUE_PREFIX, keys.deferred(""),
-             1 if job._result is None else 0, *self._start_part(start), *fields],
-        )  # fmt: skip
+        finish_keys = [
+            job.key,
+            self.worker_key,
+            keys.started(job.origin),
+            execution.key,
+            keys.executions(job.id),
+            keys.results(job.id),
+            keys.finished(job.origin),
+            job.dependents_key,
+            keys.QUEUES,
+            *pop_keys,
+        ]
+        args = [job.id, execution.id, (job.ended_at - job.started_at).total_seconds(), utcformat(job.ended_at),
+                result_ttl, current_timestamp() + result_ttl, keys.JOB_PREFIX,
+                utcformat(now()), Queue.DEFAULT_TIMEOUT, keys.QUEUE_PREFIX, keys.deferred(""),
+                1 if job._result is None else 0, k, next_id or "", *self._start_part(start), *fields]  # fmt: skip
+        if next_id is not None:
+            return Posted(job.id, self.calls.post(self._finish, finish_keys, args, linger=True))
+        queued, popped = self.calls.call(self._finish, finish_keys, args)
         return Finished(queued, self._popped(popped, start))
 
     def _start_args(self) -> _Start:
@@ -171,11 +204,9 @@ class FastPath:
     def _start_part(start: _Start | None) -> list[Any]:
         return [len(start.args), *start.args] if start else [0]
 
-    def _started(self, start: _Start, job_id: str) -> Execution:
+    def _started(self, start: _Start, job_id: str, execution_id: str) -> Execution:
         """The execution a start wrote, on the Python side."""
-        execution = Execution(
-            id=start.execution_id, job_id=job_id, connection=self.connection, worker_name=self.worker_name
-        )
+        execution = Execution(id=execution_id, job_id=job_id, connection=self.connection, worker_name=self.worker_name)
         execution.created_at = execution.last_heartbeat = start.started
         return execution
 
@@ -184,6 +215,9 @@ class FastPath:
             return None
         if reply == SUSPENDED.value.encode():
             return SUSPENDED
-        queue_key, job_id, fields, started = reply
-        execution = self._started(start, job_id.decode()) if started and start else None
-        return Popped(queue_key.decode(), job_id, fields or None, execution)
+        queue_key, hits = reply[0].decode(), reply[1]
+        return tuple(
+            Popped(queue_key, job_id, fields or None, self._started(start, job_id.decode(), execution_id.decode())
+                   if started and start else None)
+            for job_id, fields, started, execution_id in hits
+        )  # fmt: skip

@@ -30,6 +30,8 @@ class Beating(Protocol):
 
     def maintain_heartbeats(self, job: Job) -> None: ...
 
+    def maintain_held(self) -> None: ...
+
 
 class Heartbeat:
     """The thread, and the job it keeps alive. The lock keeps a heartbeat from reviving a job's execution entries
@@ -38,7 +40,8 @@ class Heartbeat:
     def __init__(self, worker: Beating, interval: float) -> None:
         self.worker = worker
         self.interval = interval
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
+        """Held while beating: the worker takes a held job, and records a job's end, only between beats."""
         self._running: Job | None = None
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{worker.name}", daemon=True)
@@ -53,12 +56,12 @@ class Heartbeat:
 
     def running(self, job: Job) -> None:
         """From now on, keep ``job`` alive with the worker."""
-        with self._lock:
+        with self.lock:
             self._running = job
 
     def idle(self) -> Job | None:
         """From now on, leave the running job alone (its end is being recorded); returns it, if there was one."""
-        with self._lock:
+        with self.lock:
             job, self._running = self._running, None
         return job
 
@@ -67,13 +70,15 @@ class Heartbeat:
             self.beat()
 
     def beat(self) -> None:
-        """One beat: the worker's, and the running job's if there is one (the thread's every ``interval``)."""
+        """One beat: the worker's, the running job's if there is one, and those of the jobs a pop took for the worker
+        to run next (the thread's every ``interval``)."""
         try:
-            with self._lock:
+            with self.lock:
                 if self._running is None:
                     self.worker.heartbeat()
                 else:
                     self.worker.maintain_heartbeats(self._running)
+                self.worker.maintain_held()
         except redis.ConnectionError as exc:
             self.worker.outage.failed(exc)
         except Exception as exc:  # a Redis refusal, or a bug: the thread must go on beating either way

@@ -43,9 +43,10 @@ from task_processor.taskmodules import TaskModules
 from worker import metrics
 from worker.batching import BatchedCalls
 from worker.dequeue import DEQUEUE_POLL, Dequeuer, Taken
-from worker.fastpath import FastPath, can_finish_fast
+from worker.fastpath import FastPath, Posted, can_finish_fast
 from worker.heartbeat import Heartbeat
 from worker.joblog import log_job
+from worker.pacing import Pacer
 from worker.recycle import Recycler
 from worker.resilient import ResilientWorker
 from worker.stopjob import SignalDeathPenalty, StopsJobs
@@ -88,6 +89,7 @@ class TaskWorker(StopsJobs, ResilientWorker):
         self._unrecorded: str | None = None  # "start" or "end": that bookkeeping of the running job lost Redis
         self._last_error: str | None = None
         # Shared by the slots of one process: their Lua calls made at the same time go in one round trip.
+        self._heartbeat = Heartbeat(self, self.heartbeat_interval)
         self._fast = FastPath(
             self.connection,
             calls or BatchedCalls(self.connection),
@@ -102,9 +104,11 @@ class TaskWorker(StopsJobs, ResilientWorker):
             self._fast,
             JobTemplate(self.job_class, self.connection, self.serializer),
             self.check_for_suspension,
+            self._heartbeat.lock,
         )
+        self._pacer = Pacer()
+        self._posted: list[Posted] = []  # finishes sent while the next job ran, their replies not checked yet
         self._started_by_pop: Execution | None = None  # the execution of the job taken next, when the pop started it
-        self._heartbeat = Heartbeat(self, self.heartbeat_interval)
         self._running_queue: Queue | None = None
         self._running_since = 0.0
 
@@ -150,8 +154,8 @@ class TaskWorker(StopsJobs, ResilientWorker):
         except Exception:
             log.exception("found an unhandled exception, quitting", worker=self.name)
         finally:
-            if (prefetched := self._dequeue.take_prefetched()) is not None:
-                self._give_back(prefetched)  # the job the last finish popped, not to be run now
+            self._settle_posted()
+            self.give_back_held()
             self._heartbeat.stop()
             self.teardown()
         return done > 0
@@ -174,7 +178,7 @@ class TaskWorker(StopsJobs, ResilientWorker):
             try:
                 self._mark_idle()
                 self.maintain()
-                taken = self._dequeue.take(timeout)
+                taken = self._dequeue.take(timeout, self._pacer.batch())
                 self._check_reconnected()
             except DequeueTimeout:
                 self._check_reconnected()
@@ -200,6 +204,10 @@ class TaskWorker(StopsJobs, ResilientWorker):
             return taken.job, taken.queue
         return None
 
+    def maintain_held(self) -> None:
+        """Keep alive the jobs a pop took for this worker to run next (the heartbeat thread, under its lock)."""
+        self._dequeue.keep_held_alive(self.abandon_after)
+
     def _mark_idle(self) -> None:
         """Say "idle" in the worker's hash once per wait for work; when Redis is lost meanwhile, the next try says
         it again (RQ's set_state records the state before it writes it)."""
@@ -212,6 +220,11 @@ class TaskWorker(StopsJobs, ResilientWorker):
             self._state = before
             raise
         self.procline(f"Listening on {','.join(self.queue_names())}")
+
+    def give_back_held(self) -> None:
+        """The jobs a pop took for this worker to run next go back to the front of their queues, in their order."""
+        for taken in reversed(self._dequeue.take_held()):  # the last first: each goes to the front
+            self._give_back(taken)
 
     def _give_back(self, taken: Taken) -> None:
         """A job taken when the worker is to run no more goes back to the front of its queue, as it was: when the
@@ -275,12 +288,46 @@ class TaskWorker(StopsJobs, ResilientWorker):
             if self.execution is None or not can_finish_fast(job, result_ttl):
                 super().handle_job_success(job, queue, started_job_registry)
                 return
-            # The next job is popped in the same call, unless this worker is to take no more.
-            pop_keys = [] if self._stop_requested else self._dequeue.pop_keys
-            finished = self._fast.finish(job, self.execution, result_ttl, pop_keys)
-            self._state = WorkerStatus.IDLE  # as the finish wrote it
-            self._dequeue.prefetched = finished.popped
+            # The next jobs are popped in the same call, unless this worker holds its next job or is to take no more.
+            # With the next job held and started, the finish is posted: the next job runs while Redis records it.
+            held = None if self._stop_requested else self._dequeue.next_held()
+            pop_keys = [] if self._stop_requested or held else self._dequeue.pop_keys
+            next_id = held.job_id.decode() if held is not None and held.execution is not None else None
+            finished = self._fast.finish(job, self.execution, result_ttl, pop_keys, self._pacer.batch(), next_id)
+            self._state = WorkerStatus.IDLE  # as the finish wrote it (Python's state turns busy with the next job)
+            if isinstance(finished, Posted):
+                self._posted.append(finished)
+            else:
+                self._dequeue.prefetched = finished.popped
             self.execution = None
+        self._check_posted()
+
+    def _check_posted(self) -> None:
+        """Look at the replies that came back for posted finishes: one lost with the connection may not have been
+        recorded (the job then stays started, and the reaper runs it again once its heartbeat lapses)."""
+        if not self._posted:
+            return
+        pending = []
+        for posted in self._posted:
+            if not posted.call.done:
+                pending.append(posted)
+            elif posted.call.error is not None:
+                log.warning(
+                    "lost the reply to a job's recorded end; should Redis not have recorded it, the reaper will run "
+                    "the job again",
+                    job_id=posted.job_id,
+                    error=first_line(posted.call.error),
+                )
+        self._posted = pending
+
+    def _settle_posted(self) -> None:
+        """Read the replies owed to this worker's posted finishes, and look at them."""
+        if self._posted:
+            try:
+                self._fast.calls.settle()
+            except redis.ConnectionError as exc:
+                self.outage.failed(exc)
+            self._check_posted()
 
     @contextmanager
     def _recording(self, stage: str) -> Iterator[None]:
@@ -353,7 +400,9 @@ class TaskWorker(StopsJobs, ResilientWorker):
             return super().perform_job(job, queue)
         finally:
             self._heartbeat.idle()
-            self.log_job(job, time.monotonic() - started)
+            seconds = time.monotonic() - started
+            self._pacer.ran(seconds)
+            self.log_job(job, seconds)
             if self._unrecorded is not None:
                 log.warning(
                     f"lost Redis before the {self._unrecorded} of the job was recorded; the reaper will run it again"

@@ -58,7 +58,8 @@ class SlotWorker(TaskWorker):
 
 
 class SlotPool:
-    """Runs the slots, passes signals on, and stops them all (warm) once one of them stops."""
+    """Runs the slots, passes signals on, and stops them all (warm) once one of them stops (in burst mode, once
+    each has found the queues empty)."""
 
     def __init__(self, slots: list[SlotWorker]) -> None:
         self.slots = slots
@@ -78,8 +79,9 @@ class SlotPool:
             thread.start()
         while not self._slot_ended.wait(1.0):
             pass
-        for slot in self.slots:
-            slot._shutdown()  # one slot stopped (burst done, recycled, error): the others finish their jobs
+        if not burst:  # in burst mode each slot runs what it holds, and stops when the queues are empty
+            for slot in self.slots:
+                slot._shutdown()  # one slot stopped (recycled, error): the others finish their jobs
         for thread in threads:
             while thread.is_alive():
                 thread.join(1.0)

@@ -3,7 +3,8 @@
 -- include: lib/dependents.lua
 -- finish.lua: record a job's success exactly as RQ's Worker.handle_job_success does (its four round trips
 -- here one), queue its dependents as RQ's Queue.enqueue_dependents does (lib/dependents.lua), and pop the next job
--- in the same step (lib/pop.lua), so a job in a busy queue costs one call. Atomic: the dependents queued here are
+-- in the same step (lib/pop.lua), so a job in a busy queue costs one call (or names the next job, which an earlier
+-- pop took, as the worker's current one). Atomic: the dependents queued here are
 -- those that existed when the job became finished, and a dependent enqueued later sees the job finished (RQ's
 -- enqueue watches the job's key) and is queued at once; no worker death between the finish and the dependents'
 -- enqueue can leave them deferred.
@@ -29,9 +30,11 @@ local timeout = ARGV[9]       -- the timeout a queued dependent without one gets
 local queue_prefix = ARGV[10] -- rq:queue:
 local deferred_prefix = ARGV[11] -- rq:deferred:
 local returned_none = ARGV[12] == '1' -- the job returned None
-local starts = tonumber(ARGV[13]) -- how many start arguments follow (8 or 0)
--- ARGV[14 ..]: the start's arguments (lib/start.lua), then the result's fields and values (Result.serialize)
-local result_at = 14 + starts
+local k = tonumber(ARGV[13])  -- how many jobs the pop takes at most
+local next_id = ARGV[14]      -- '' or the job the worker runs next, taken by an earlier pop (lib/pop.lua)
+local starts = tonumber(ARGV[15]) -- how many start arguments follow (8 or 0)
+-- ARGV[16 ..]: the start's arguments (lib/start.lua), then the result's fields and values (Result.serialize)
+local result_at = 16 + starts
 
 -- Worker.increment_successful_job_count, increment_total_working_time, set_current_job_id(None), set_state
 redis.call('HINCRBY', worker, 'successful_job_count', 1)
@@ -57,5 +60,13 @@ redis.call('EXPIRE', dependents, ttl)
 -- Queue.enqueue_dependents
 local queued = enqueue_dependents(job_id, dependents, {prefix = prefix, queue_prefix = queue_prefix,
   deferred_prefix = deferred_prefix, queues = queues, now = enqueued_at, timeout = timeout})
-if #KEYS > 9 then return {queued, pop(10, prefix, starts > 0 and start_args(14) or nil)} end
+-- The worker's next job, already started by the pop that took it, becomes its current job now (Worker.set_state,
+-- set_current_job_id; Job.prepare_for_execution's started_at, when it really starts).
+if next_id ~= '' then
+  redis.call('HSET', worker, 'state', 'busy', 'current_job', next_id, 'current_job_working_time', 0)
+  if redis.call('EXISTS', prefix .. next_id) == 1 then
+    redis.call('HSET', prefix .. next_id, 'started_at', enqueued_at, 'last_heartbeat', enqueued_at)
+  end
+end
+if #KEYS > 9 then return {queued, pop(10, prefix, starts > 0 and start_args(16) or nil, k)} end
 return {queued, false}

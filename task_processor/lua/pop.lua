@@ -1,8 +1,9 @@
 -- include: lib/start.lua
 -- include: lib/pop.lua
--- pop.lua: a worker's pop when no finish popped for it (its first job, or after an empty queue).
+-- pop.lua: a worker's pop when no finish popped for it (its first jobs, or after an empty queue).
 -- See lib/pop.lua for what it returns, and why it must be atomic.
 -- KEYS: rq:suspended, then three a queue (queue list, intermediate list, started registry), highest priority first.
 local prefix = ARGV[1]                -- the job key prefix, rq:job:
-local starts = tonumber(ARGV[2]) > 0  -- whether the start's arguments follow (8 of them), so a pop may start a job
-return pop(1, prefix, starts and start_args(3) or nil)
+local k = tonumber(ARGV[2])           -- how many jobs to take at most
+local starts = tonumber(ARGV[3]) > 0  -- whether the start's arguments follow (8 of them), so a pop may start jobs
+return pop(1, prefix, starts and start_args(4) or nil, k)

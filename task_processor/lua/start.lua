@@ -6,4 +6,5 @@ local wip = KEYS[2]           -- its queue's started registry, rq:wip:<q>
 local intermediate = KEYS[3]  -- its queue's intermediate list
 local id = ARGV[1]            -- the job id
 local meta = ARGV[2]          -- the job's meta with its attempt counted, serialized by the worker
-start(job, id, wip, intermediate, meta, start_args(3))
+local s = start_args(3)
+start(job, id, wip, intermediate, meta, s, s.execution_id, true)

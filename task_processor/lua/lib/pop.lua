@@ -1,16 +1,19 @@
--- lib/pop.lua: pop(), shared by pop.lua and finish.lua; needs lib/start.lua before it.
+-- lib/pop.lua: pop() and claim(), shared by pop.lua, claim.lua and finish.lua; needs lib/start.lua before it.
 --
--- pop(first, prefix, s) takes the next job of the worker's queues, highest priority first.
+-- pop(first, prefix, s, k) takes up to k next jobs of the worker's queues, from the highest-priority queue that
+-- has any.
 --   KEYS[first]   rq:suspended: while it exists (`rq suspend`), nothing is popped
 --   KEYS[first + 1 ..], three a queue: the queue list (rq:queue:<q>), its intermediate list, its started registry
 --   prefix        the job key prefix (rq:job:)
 --   s             the start's arguments (lib/start.lua), or nil to leave every popped job for Python to start
--- Returns 'suspended'; false when every queue is empty; else {queue key, job id, the job's hash as a flat list
--- (false when its key is not a hash), 1 when the pop started the job}. The job moves into its queue's
--- intermediate list in the same step, so a popped job always exists in Redis. A queued job whose meta holds no
--- more than our attempt count (JSON, the common case) is started here, its attempt counted; any other job is
--- left for Python to start. A queue key that is not a list (foreign data) is passed over: it cannot stop the
--- other queues.
+--   k             how many jobs the worker takes at most (the worker sizes it to what it starts soon)
+-- Returns 'suspended'; false when every queue is empty; else {queue key, hits}, one hit a job in queue order:
+-- {job id, the job's hash as a flat list (false when its key is not a hash), 1 when the pop started the job, its
+-- execution id}. Each job moves into its queue's intermediate list in the same step, so a popped job always
+-- exists in Redis. A queued job whose meta holds no more than our attempt count (JSON, the common case) is
+-- started here, its attempt counted; a batch ends at any other job, which is left for Python to start. Only the
+-- first job of a batch becomes the worker's current job; each later one does when the job before it finishes.
+-- A queue key that is not a list (foreign data) is passed over: it cannot stop the other queues.
 
 -- The meta of a job's next attempt, when its meta holds nothing but the attempt count; else nil.
 local function next_meta(meta)
@@ -20,27 +23,58 @@ local function next_meta(meta)
   return nil
 end
 
-local function pop(first, prefix, s)
+-- The n-th execution id of a batch: the worker's fresh id for the first, the same id with n in its last four
+-- hex digits for the others (unique within each job's executions, which is where RQ keys them).
+local function execution_id(s, n)
+  if n == 1 then return s.execution_id end
+  return string.sub(s.execution_id, 1, -5) .. string.format('%04x', n)
+end
+
+-- A hit for the job `id` just moved into `intermediate`, started when it can be, and whether a batch may go on.
+local function take(id, intermediate, wip, prefix, s, n)
+  local job = prefix .. id
+  if redis.call('TYPE', job)['ok'] ~= 'hash' then return {id, false, 0, false}, false end
+  if s then
+    local state = redis.call('HMGET', job, 'status', 'meta')
+    local meta = state[1] == 'queued' and next_meta(state[2])
+    if meta then
+      local execution = execution_id(s, n)
+      start(job, id, wip, intermediate, meta, s, execution, n == 1)
+      return {id, redis.call('HGETALL', job), 1, execution}, true
+    end
+  end
+  return {id, redis.call('HGETALL', job), 0, false}, false
+end
+
+local function pop(first, prefix, s, k)
   if redis.call('EXISTS', KEYS[first]) == 1 then return 'suspended' end
   for i = first + 1, #KEYS, 3 do
     local queue, intermediate, wip = KEYS[i], KEYS[i + 1], KEYS[i + 2]
     if redis.call('TYPE', queue)['ok'] == 'list' then
       local id = redis.call('LMOVE', queue, intermediate, 'LEFT', 'RIGHT')
       if id then
-        local job = prefix .. id
-        if redis.call('TYPE', job)['ok'] ~= 'hash' then return {queue, id, false, 0} end
-        local started = 0
-        if s then
-          local state = redis.call('HMGET', job, 'status', 'meta')
-          local meta = state[1] == 'queued' and next_meta(state[2])
-          if meta then
-            start(job, id, wip, intermediate, meta, s)
-            started = 1
-          end
+        local hits = {}
+        while id do
+          local hit, more = take(id, intermediate, wip, prefix, s, #hits + 1)
+          hits[#hits + 1] = hit
+          if not more or #hits >= k then break end
+          id = redis.call('LMOVE', queue, intermediate, 'LEFT', 'RIGHT')
         end
-        return {queue, id, redis.call('HGETALL', job), started}
+        return {queue, hits}
       end
     end
   end
   return false
+end
+
+-- claim(suspended, queue, intermediate, wip, id, prefix, s): a job a blocking pop (BLMOVE) moved into
+-- `intermediate`, started as pop() starts it; with `rq suspend` in force meanwhile it goes back to the head of its
+-- queue, untouched, and the reply is 'suspended'. Returns as pop() does, with one hit.
+local function claim(suspended, queue, intermediate, wip, id, prefix, s)
+  if redis.call('EXISTS', suspended) == 1 then
+    if redis.call('LREM', intermediate, 1, id) == 1 then redis.call('LPUSH', queue, id) end
+    return 'suspended'
+  end
+  local hit = take(id, intermediate, wip, prefix, s, 1)
+  return {queue, {hit}}
 end

@@ -1,6 +1,6 @@
 -- lib/start.lua: start(), shared by pop.lua, start.lua and finish.lua (each lists it on an include line).
 --
--- start(job, id, wip, intermediate, meta, s) marks a job started by a worker, writing exactly what RQ's
+-- start(job, id, wip, intermediate, meta, s, execution_id, current) marks a job started by a worker, writing exactly what RQ's
 -- Worker.prepare_execution, Worker.prepare_job_execution and Job.perform write, in one atomic step, so that a
 -- job is never popped without being started (or started without being out of its intermediate list).
 --   job, id       the job's hash key (rq:job:<id>) and its id
@@ -8,6 +8,9 @@
 --   intermediate  the intermediate list it was popped into (rq:queue:<q>:intermediate)
 --   meta          the job's new meta (JSON), with our attempt count
 --   s             the start's own arguments, read by start_args(): chosen by the worker before the job is known
+--   execution_id  the execution's id (s.execution_id for a single start; see lib/pop.lua for a batch)
+--   current       whether the job becomes the worker's current job (false for the later jobs of a batch, which
+--                 become current when the finish of the job before them says so: finish.lua)
 -- Keys written besides those: the execution hash rq:execution:<id>:<execution id>, the job's execution
 -- registry rq:executions:<id>, and the worker's hash (s.worker).
 
@@ -25,20 +28,22 @@ local function start_args(at)
   }
 end
 
-local function start(job, id, wip, intermediate, meta, s)
-  local execution = 'rq:execution:' .. id .. ':' .. s.execution_id
+local function start(job, id, wip, intermediate, meta, s, execution_id, current)
+  local execution = 'rq:execution:' .. id .. ':' .. execution_id
   local executions = 'rq:executions:' .. id
   -- Execution.create: the execution hash, the job's execution registry, the started registry
-  redis.call('HSET', execution, 'id', s.execution_id, 'created_at', s.created, 'last_heartbeat', s.created,
+  redis.call('HSET', execution, 'id', execution_id, 'created_at', s.created, 'last_heartbeat', s.created,
              'worker_name', s.name)
   redis.call('EXPIRE', execution, s.ttl)
-  redis.call('ZADD', executions, s.executions_score, s.execution_id)
+  redis.call('ZADD', executions, s.executions_score, execution_id)
   redis.call('EXPIRE', executions, s.ttl + 60)
-  redis.call('ZADD', wip, s.started_score, id .. ':' .. s.execution_id)
+  redis.call('ZADD', wip, s.started_score, id .. ':' .. execution_id)
   -- Worker.set_state, set_current_job_id, set_current_job_working_time, heartbeat
-  redis.call('HSET', s.worker, 'state', 'busy', 'current_job', id, 'current_job_working_time', 0,
-             'last_heartbeat', s.iso)
-  redis.call('EXPIRE', s.worker, s.ttl)
+  if current then
+    redis.call('HSET', s.worker, 'state', 'busy', 'current_job', id, 'current_job_working_time', 0,
+               'last_heartbeat', s.iso)
+    redis.call('EXPIRE', s.worker, s.ttl)
+  end
   -- Job.prepare_for_execution (and our attempt count in meta), Job.perform's PERSIST
   redis.call('HSET', job, 'meta', meta, 'last_heartbeat', s.iso, 'status', 'started', 'started_at', s.iso,
              'worker_name', s.name)

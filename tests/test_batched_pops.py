@@ -1,0 +1,177 @@
+"""Batched pops: a worker on a deep queue of short jobs takes several at once, and loses, repeats or hoards none.
+
+Each job a pop takes is started in Redis as a single pop starts it (execution, started entry), so RQ's views,
+the heartbeat reaper and at-least-once hold for every job a worker holds, not only for the one it runs.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Callable
+
+import pytest
+import redis
+from rq.job import Job, JobStatus
+from rq.registry import StartedJobRegistry
+
+from producer import Producer, Task
+from task_processor.settings import Settings
+from tests.conftest import TASK_MODULES, Proc, wait_for
+from worker.pacing import HORIZON, MAX_BATCH, Pacer
+from worker.runner import build_worker
+
+FAST = {"TASK_ABANDON_AFTER": "3"}
+SLOW_JOB = 5.0
+"""Seconds the slow job in the middle of a run of short ones sleeps: longer than TASK_ABANDON_AFTER above."""
+
+
+def short_slow_short(producer: Producer, before: int = 40, after: int = 20) -> tuple[list[Job], Job, list[Job]]:
+    """Short jobs (each records its index under "done"), a slow one, more short ones: by the time the slow job
+    runs, the worker has measured short jobs and holds the ones after it, started."""
+    first = producer.enqueue_many([Task("worker.examples.record", ("done", str(i))) for i in range(before)])
+    slow = producer.enqueue("worker.examples.record", "done", "slow", seconds=SLOW_JOB)
+    rest = producer.enqueue_many(
+        [Task("worker.examples.record", ("done", str(i))) for i in range(before, before + after)]
+    )
+    return first, slow, rest
+
+
+def runs_now(conn: redis.Redis, worker: str, job: Job) -> bool:
+    """Whether ``worker`` runs ``job`` (a held job is started in Redis before it runs: its status says so early)."""
+    return conn.hget(f"rq:worker:{worker}", "current_job") == job.id.encode()
+
+
+def runs(conn: redis.Redis) -> list[str]:
+    return [raw.decode() for raw in conn.lrange("done", 0, -1)]
+
+
+def attempts(conn: redis.Redis, jobs: list[Job]) -> list[int]:
+    return [json.loads(conn.hget(job.key, "meta") or b"{}").get("attempt", 0) for job in jobs]
+
+
+def test_the_batch_follows_the_measured_job_duration() -> None:
+    pacer = Pacer()
+    assert pacer.batch() == 1  # nothing measured yet: one job at a time
+    for _ in range(20):
+        pacer.ran(0.001)
+    assert pacer.batch() == MAX_BATCH
+    for _ in range(20):
+        pacer.ran(HORIZON / 4)
+    assert pacer.batch() <= 5  # the last job of a batch starts within the horizon
+    for _ in range(20):
+        pacer.ran(HORIZON * 10)
+    assert pacer.batch() == 1
+
+
+def test_each_job_of_a_batch_is_started_in_redis_and_the_first_is_current(
+    redis_url: str, producer: Producer, conn: redis.Redis
+) -> None:
+    jobs = producer.enqueue_many([Task("worker.examples.noop") for _ in range(10)])
+    settings = Settings(redis_url=redis_url, task_modules=(TASK_MODULES,))
+    worker = build_worker(settings, conn, ("default",))
+    taken = worker._dequeue.take(timeout=None, batch=8)
+    assert taken is not None
+    assert taken.job.id == jobs[0].id
+    assert [hit.job_id.decode() for hit in worker._dequeue.held] == [job.id for job in jobs[1:8]]
+    assert conn.lrange("rq:queue:default", 0, -1) == [job.id.encode() for job in jobs[8:]]
+    registry = StartedJobRegistry("default", connection=conn)
+    assert sorted(registry.get_job_ids()) == sorted(job.id for job in jobs[:8])
+    executions = {hit.execution.id for hit in worker._dequeue.held if hit.execution is not None}
+    assert len(executions) == 7
+    assert taken.execution is not None
+    assert taken.execution.id not in executions
+    for job in jobs[:8]:
+        assert Job.fetch(job.id, connection=conn, serializer="json").get_status() == JobStatus.STARTED
+    assert conn.hget(worker.key, "current_job") == jobs[0].id.encode()  # RQ's view: the job it runs
+    assert conn.llen("rq:queue:default:intermediate") == 0
+
+
+def test_the_heartbeat_keeps_held_jobs_alive(redis_url: str, producer: Producer, conn: redis.Redis) -> None:
+    """A held job waits behind the running one, which may outlive TASK_ABANDON_AFTER: without beats of its own,
+    its started entry and execution would lapse and the reaper would hand it to another worker."""
+    producer.enqueue_many([Task("worker.examples.noop") for _ in range(8)])
+    settings = Settings(redis_url=redis_url, abandon_after=3, task_modules=(TASK_MODULES,))
+    worker = build_worker(settings, conn, ("default",))
+    worker._dequeue.take(timeout=None, batch=8)
+    held = list(worker._dequeue.held)
+    entries = [f"{hit.job_id.decode()}:{hit.execution.id}" for hit in held if hit.execution is not None]
+    assert len(entries) == 7
+    for entry, hit in zip(entries, held, strict=True):  # as if the running job had taken a while
+        conn.zadd("rq:wip:default", {entry: 1})
+        assert hit.execution is not None
+        conn.expire(hit.execution.key, 1)
+    worker._heartbeat.beat()
+    scores = [conn.zscore("rq:wip:default", entry) for entry in entries]
+    assert all(score is not None and score > time.time() for score in scores)
+    assert all(conn.ttl(hit.execution.key) > 1 for hit in held if hit.execution is not None)
+
+
+def test_jobs_held_by_a_stopping_worker_go_back_to_the_front_in_order_untouched(
+    redis_url: str, producer: Producer, conn: redis.Redis
+) -> None:
+    jobs = producer.enqueue_many([Task("worker.examples.noop") for _ in range(10)])
+    settings = Settings(redis_url=redis_url, task_modules=(TASK_MODULES,))
+    worker = build_worker(settings, conn, ("default",))
+    taken = worker._dequeue.take(timeout=None, batch=8)
+    assert taken is not None
+    worker.give_back_held()
+    assert conn.lrange("rq:queue:default", 0, -1) == [job.id.encode() for job in jobs[1:]]
+    assert StartedJobRegistry("default", connection=conn).get_job_ids() == [jobs[0].id]  # the one it runs
+    assert {conn.hget(job.key, "status") for job in jobs[1:]} == {b"queued"}
+    assert attempts(conn, jobs[1:]) == [0] * 9
+    assert not worker._dequeue.held
+
+
+@pytest.mark.timeout(120)
+def test_jobs_held_behind_a_slow_one_run_once_with_a_reaper_alongside(
+    producer: Producer, conn: redis.Redis, spawn: Callable[..., Proc]
+) -> None:
+    """End to end: the slow job outlives TASK_ABANDON_AFTER while an idle worker's reaper passes every second or
+    two; every job runs exactly once."""
+    first, slow, rest = short_slow_short(producer)
+    busy = spawn("task-worker", "--name", "busy", extra_env=FAST)
+    wait_for(lambda: runs_now(conn, "busy", slow), timeout=30, what="the slow job to run")
+    idle = spawn("task-worker", extra_env=FAST)
+    assert producer.wait([*first, slow, *rest], timeout=60)
+    assert sorted(runs(conn)) == sorted([*(str(i) for i in range(60)), "slow"])  # each once
+    assert attempts(conn, [*first, slow, *rest]) == [1] * 61
+    idle.stop()
+    busy.stop()
+
+
+@pytest.mark.timeout(120)
+def test_a_warm_stop_amid_short_jobs_runs_each_once_in_order(
+    producer: Producer, conn: redis.Redis, spawn: Callable[..., Proc]
+) -> None:
+    _first, slow, rest = short_slow_short(producer)
+    worker = spawn("task-worker", "--name", "busy", extra_env=FAST)
+    wait_for(lambda: runs_now(conn, "busy", slow), timeout=30, what="the slow job to run")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0
+    assert runs(conn) == [*(str(i) for i in range(40)), "slow"]
+    # Every job after the slow one is queued again, in its order, as it was: not started, its attempt not counted.
+    assert conn.lrange("rq:queue:default", 0, -1) == [job.id.encode() for job in rest]
+    assert StartedJobRegistry("default", connection=conn).get_job_ids() == []
+    assert conn.llen("rq:queue:default:intermediate") == 0
+    assert {conn.hget(job.key, "status") for job in rest} == {b"queued"}
+    assert attempts(conn, rest) == [0] * len(rest)
+    spawn("task-worker", "--burst").wait(timeout=30)
+    assert runs(conn)[41:] == [str(i) for i in range(40, 60)]
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_killed_holding_a_batch_loses_none_of_it(
+    producer: Producer, conn: redis.Redis, spawn: Callable[..., Proc]
+) -> None:
+    first, slow, rest = short_slow_short(producer)
+    doomed = spawn("task-worker", "--name", "busy", extra_env=FAST)
+    wait_for(lambda: runs_now(conn, "busy", slow), timeout=30, what="the slow job to run")
+    doomed.signal(signal.SIGKILL)
+    doomed.wait(timeout=10)
+    spawn("task-worker", extra_env=FAST)
+    assert producer.wait([*first, slow, *rest], timeout=60)
+    done = runs(conn)
+    assert sorted(set(done)) == sorted([*(str(i) for i in range(60)), "slow"])
+    assert len(done) == 61  # the slow job was killed before it recorded; nothing ran twice
