@@ -8,8 +8,7 @@ refused at enqueue, naming the argument, rather than failing later on a worker.
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,12 +16,13 @@ from typing import Any
 import redis
 from rq import Queue
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
-from rq.job import Job, JobStatus, validate_job_id
+from rq.job import Job, JobStatus
 from rq.results import Result
 from rq.utils import now
 
 from producer.atomic import BatchWriter
-from producer.checks import backoff_intervals, check_json_arguments, check_payload_size, func_path
+from producer.checks import TaskPaths
+from producer.checks import backoff_intervals as backoff_intervals  # tests import it from here
 from producer.errors import (
     DuplicateJobError,
     InvalidTaskError,
@@ -30,8 +30,8 @@ from producer.errors import (
     TaskFailedError,
     WaitTimeoutError,
 )
-from producer.jobhash import JobFactory, QueuedJob, serialized_call
-from producer.options import PLAIN, check_options, has_options, new_job
+from producer.jobhash import JobFactory, NoArgumentCalls, QueuedJob
+from producer.prepare import prepare, prepare_plain
 from producer.task import OPTIONS, Task
 from task_processor import keys
 from task_processor.connection import OutageLog, connect, describe_failure
@@ -48,7 +48,6 @@ from task_processor.settings import (
     parse_modules,
     validate_queue_name,
 )
-from task_processor.taskmodules import outside_modules
 
 WAIT_POLL_MIN, WAIT_POLL_MAX = 0.01, 0.5
 """``wait`` polls job statuses starting fast (short tasks return quickly) and backing off to this ceiling."""
@@ -78,6 +77,13 @@ class QueueStats(QueueCounts):
 class Producer:
     """Enqueue tasks onto RQ queues in Redis; one instance per application is enough (it is thread-safe)."""
 
+    _overridden = False
+    """A subclass overrides ``prepare`` or ``enqueue_many``: ``enqueue`` goes through them, as it always did."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._overridden = cls.prepare is not Producer.prepare or cls.enqueue_many is not Producer.enqueue_many
+
     def __init__(
         self,
         redis_url: str = DEFAULT_REDIS_URL,
@@ -104,6 +110,8 @@ class Producer:
         self._queues: dict[str, Queue] = {}
         self._writer = BatchWriter(self.connection)
         self._jobs = JobFactory(self.connection, SERIALIZERS[serializer])
+        self._paths = TaskPaths()
+        self._no_arguments = NoArgumentCalls(SERIALIZERS[serializer])
         self.outage = OutageLog(announce_loss=False)  # callers get the loss as an error
 
     @classmethod
@@ -140,8 +148,12 @@ class Producer:
 
         A task whose own keyword arguments clash with those names is enqueued with ``Task(..., kwargs=...)``.
         """
-        options = {name: kwargs.pop(name) for name in list(kwargs) if name in OPTIONS}
-        return self.enqueue_many([Task(func, args, kwargs, **options)])[0]
+        if kwargs and not OPTIONS.isdisjoint(kwargs):
+            options = {name: kwargs.pop(name) for name in list(kwargs) if name in OPTIONS}
+            return self.enqueue_many([Task(func, args, kwargs, **options)])[0]
+        if not self._overridden:
+            return self._write([prepare_plain(self, func, args, kwargs)])[0]
+        return self.enqueue_many([Task(func, args, kwargs)])[0]
 
     def enqueue_in(self, delay: float | timedelta, func: str | Callable[..., Any], *args: Any, **kwargs: Any) -> Job:
         """Enqueue ``func`` to run ``delay`` seconds (or a timedelta) from now; options as for ``enqueue``."""
@@ -162,6 +174,9 @@ class Producer:
         queued = [self.prepare(task) for task in tasks]
         if not queued:
             return []
+        return self._write(queued)
+
+    def _write(self, queued: list[QueuedJob]) -> list[Job]:
         stamp = now()
         try:
             deferred = self._writer.write(queued, stamp)
@@ -195,51 +210,7 @@ class Producer:
 
         Raises InvalidTaskError naming the problem; for checking many tasks before enqueueing any of them.
         """
-        path = func_path(task.func)
-        if self.modules and (problem := outside_modules(path, self.modules)):
-            raise InvalidTaskError(problem)
-        if isinstance(task.args, str | bytes) or not isinstance(task.args, Sequence):
-            raise InvalidTaskError(f"{path}: args must be a list or tuple of arguments, not {type(task.args).__name__}")
-        if not isinstance(task.kwargs, Mapping) or not all(isinstance(k, str) for k in task.kwargs):
-            raise InvalidTaskError(f"{path}: kwargs must be a mapping with string keys")
-        if self.serializer_name == "json":
-            check_json_arguments(path, task.args, task.kwargs)
-        if task.job_id is not None:
-            try:
-                validate_job_id(task.job_id)
-            except (TypeError, ValueError) as exc:
-                raise InvalidTaskError(f"{path}: job_id {task.job_id!r} is refused ({exc})") from None
-        timeout = self.default_timeout if task.timeout is None else task.timeout
-        if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 1:
-            raise InvalidTaskError(f"{path}: timeout {timeout!r} must be a whole number of seconds >= 1")
-        for name, value in (("retries", task.retries), ("retry_backoff", task.retry_backoff)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise InvalidTaskError(f"{path}: {name} {value!r} must be a whole number >= 0")
-        serializer = SERIALIZERS[self.serializer_name]
-        args, kwargs = tuple(task.args), dict(task.kwargs)
-        call = serialized_call(serializer, path, args, kwargs)
-        if self.max_payload and len(call) > self.max_payload:
-            # The call holds the arguments and more, so only a call over the limit can have arguments over it.
-            check_payload_size(path, args, kwargs, serializer, self.max_payload)
-        queue = self.default_queue if task.queue is None else validate_queue_name(task.queue)
-        job_id, options = task.job_id, PLAIN
-        if has_options(task):
-            job_id = job_id or str(uuid.uuid4())
-            job = new_job(self.connection, serializer, (path, args, kwargs, call), job_id, queue, timeout)
-            json = self.serializer_name == "json"
-            options = check_options(task, path, job, json=json, modules=self.modules)
-        return QueuedJob.build(
-            call,
-            path,
-            args,
-            kwargs,
-            job_id=job_id,
-            queue=queue,
-            at_front=bool(task.at_front),
-            timeout=timeout,
-            retry_intervals=backoff_intervals(task.retries, task.retry_backoff) if task.retries else None,
-            options=options,
-        )
+        return prepare(self, task)
 
     def job(self, job_id: str) -> Job | None:
         """The job with this id as RQ reads it (status, meta, result, ...), or None when there is none."""

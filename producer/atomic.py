@@ -17,43 +17,187 @@ receipt makes that resend harmless: when the batch's first job hash already carr
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import redis
+from redis.commands.core import Script
+from redis.exceptions import NoScriptError
 from rq.utils import utcformat
 
 from producer.jobhash import QueuedJob
 from task_processor import keys, scripts
+from task_processor.connection import Client
+
+try:
+    import hiredis
+    from redis.connection import HiredisRespSerializer
+except ImportError:  # redis-py then packs commands in Python
+    hiredis = None  # type: ignore[assignment]
+
+
+def rq_time(stamp: datetime) -> str:
+    """``rq.utils.utcformat(stamp)`` for a UTC datetime, the same text at a fraction of ``strftime``'s cost."""
+    if stamp.year < 1000:  # strftime does not pad such a year to four digits
+        return utcformat(stamp)
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (  # noqa: UP031 (faster than format or an f-string here)
+        stamp.year,
+        stamp.month,
+        stamp.day,
+        stamp.hour,
+        stamp.minute,
+        stamp.second,
+        stamp.microsecond,
+    )
+
+
+class DirectScript:
+    """``script(keys=..., args=...)`` as redis-py runs it, sent on a connection of this writer's own.
+
+    redis-py's per-call path (pool checkout and release, command lookup, argument checks, metrics) costs about
+    as much Python as the rest of an enqueue. So the EVALSHA is written and read directly on one connection
+    (worker/batching.py does the same), with what that path gives: a dropped connection is retried with the
+    connection's own Retry (disconnecting first), a NOSCRIPT loads the script and runs it again through the
+    client (as ``Script.__call__``), and an error reply names the command as ``task_processor.connection.Client``
+    does. A call made while another thread is on that connection, and any client this cannot stand in for
+    exactly (a single-connection client, client-side caching, a subclass with its own ``execute_command``, a
+    response callback for EVALSHA), goes through redis-py as before. The connection is made again in a forked
+    child, as redis-py's pool does."""
+
+    def __init__(self, connection: redis.Redis, script: Script) -> None:
+        self.script = script
+        self._client = connection
+        self._lock = threading.Lock()
+        self._wire: redis.Connection | None = None
+        self._pid = 0
+        self._pool: redis.ConnectionPool | None = None
+        self._hiredis_packs = False
+        execute = getattr(type(connection), "execute_command", None)
+        self._name_errors = execute is Client.execute_command
+        pool = getattr(connection, "connection_pool", None)
+        if (
+            isinstance(connection, redis.Redis)
+            and (execute is redis.Redis.execute_command or self._name_errors)
+            and type(connection).evalsha is redis.Redis.evalsha
+            and connection.connection is None
+            and isinstance(pool, redis.ConnectionPool)
+            and getattr(pool, "cache", None) is None
+        ):
+            self._pool = pool
+
+    def __call__(self, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        if self._pool is None or "EVALSHA" in self._client.response_callbacks or not self._lock.acquire(blocking=False):
+            return self.script(keys=keys, args=args)
+        try:
+            return self._call(keys, args)
+        finally:
+            self._lock.release()
+
+    def _call(self, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        pool, wire, pid = self._pool, self._wire, os.getpid()
+        assert pool is not None
+        if wire is None or self._pid != pid:
+            wire = self._wire = cast(redis.Connection, pool.make_connection())
+            self._pid = pid
+            # redis-py's hiredis packer hands the arguments to hiredis as they are (bytearray and memoryview
+            # aside, which hiredis takes or refuses alike): calling it directly writes the same bytes.
+            packer = getattr(wire, "_command_packer", None)
+            self._hiredis_packs = hiredis is not None and type(packer) is HiredisRespSerializer
+        # Readied as the pool readies a connection it hands out: connected (the connection retries that itself),
+        # and reconnected once when the server closed it or it holds unread data.
+        wire.connect()
+        try:
+            if wire.can_read() and not self._notified(pool):
+                raise redis.ConnectionError("Connection has data")
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            wire.disconnect()
+            wire.connect()
+            if wire.can_read() and not self._notified(pool):
+                raise redis.ConnectionError("Connection not ready") from exc
+        command = ("EVALSHA", self.script.sha, len(keys), *keys, *args)
+        packed: list[bytes] | None = None
+        if self._hiredis_packs:
+            try:
+                packed = [hiredis.pack_command(command)]
+            except Exception:  # redis-py's packer raises its own error for these arguments just below
+                packed = None
+        if packed is None:
+            packed = wire.pack_command(*command)
+
+        def exchange() -> Any:
+            wire.send_packed_command(packed)
+            return wire.read_response()
+
+        try:
+            reply = wire.retry.call_with_retry(exchange, lambda _: wire.disconnect())
+        except NoScriptError:  # Redis lost its scripts (a restart): load it and run it again, as Script does
+            self.script.sha = self._client.script_load(self.script.script)
+            return self._client.evalsha(self.script.sha, len(keys), *keys, *args)
+        except redis.ResponseError as exc:  # the reply was read whole: the connection stays usable
+            if self._name_errors and exc.args and isinstance(exc.args[0], str):
+                exc.args = (f"Command (EVALSHA {self.script.sha}) caused error: {exc.args[0]}",)
+            raise
+        except BaseException:
+            wire.disconnect()  # whatever was half sent or half read must not reach the next call
+            raise
+        if getattr(wire, "should_reconnect", bool)():  # (redis-py 8) the server announced a maintenance
+            wire.disconnect()
+        return reply
+
+    @staticmethod
+    def _notified(pool: redis.ConnectionPool) -> bool:
+        """Whether the pool takes maintenance notifications (redis-py 8), which a readable connection may hold."""
+        enabled = getattr(pool, "maint_notifications_enabled", None)
+        return bool(enabled and enabled())
 
 
 class BatchWriter:
     """One registered script per client; ``write`` sends a batch of checked jobs in one round trip."""
 
     def __init__(self, connection: redis.Redis) -> None:
-        self._script = scripts.register(connection, "enqueue")
+        self._script = DirectScript(connection, scripts.register(connection, "enqueue"))
+        self._queue_keys: dict[str, tuple[str, str, str]] = {}
+
+    def _keys_of(self, queue: str) -> tuple[str, str, str]:
+        """The queue's list, scheduled and deferred registry."""
+        found = self._queue_keys.get(queue)
+        if found is None:
+            if len(self._queue_keys) >= 1024:
+                self._queue_keys.clear()
+            found = self._queue_keys[queue] = (keys.queue(queue), keys.scheduled(queue), keys.deferred(queue))
+        return found
 
     def write(self, jobs: Sequence[QueuedJob], stamp: datetime) -> set[str] | None:
         """The ids the batch deferred (a dependency had not finished), or None when an earlier (resent) call had
         already written it. Raises redis.ResponseError 'DUPLICATE <id>' or 'UNKNOWN_DEPENDENCY <id> <dependency>'
         when it wrote nothing for that reason."""
-        queues: dict[str, int] = {}
-        per_job: list[Any] = []
-        for job in jobs:
-            index = queues.setdefault(job.queue, len(queues) + 1)
-            per_job.append(index)
-            per_job += job.varying_fields()
-        names = list(queues)
-        written = [
-            keys.QUEUES,
-            *(keys.queue(q) for q in names),
-            *(keys.scheduled(q) for q in names),
-            *(keys.deferred(q) for q in names),
-            *(keys.job(job.id) for job in jobs),
-        ]
-        args = [utcformat(stamp), len(names), *names, keys.JOB_PREFIX, int(stamp.timestamp()), *per_job]
-        reply = self._script(keys=written, args=args)
+        if len(jobs) == 1:  # enqueue's case, without the loops
+            job = jobs[0]
+            written = [keys.QUEUES, *self._keys_of(job.queue), keys.JOB_PREFIX + job.id]
+            args = [rq_time(stamp), 1, job.queue, keys.JOB_PREFIX, int(stamp.timestamp()), 1, *job.varying_fields()]
+        else:
+            queues: dict[str, int] = {}
+            per_job: list[Any] = []
+            for job in jobs:
+                index = queues.setdefault(job.queue, len(queues) + 1)
+                per_job.append(index)
+                per_job += job.varying_fields()
+            names = list(queues)
+            of_queues = [self._keys_of(q) for q in names]
+            written = [
+                keys.QUEUES,
+                *(k[0] for k in of_queues),
+                *(k[1] for k in of_queues),
+                *(k[2] for k in of_queues),
+                *(keys.JOB_PREFIX + job.id for job in jobs),
+            ]
+            args = [rq_time(stamp), len(names), *names, keys.JOB_PREFIX, int(stamp.timestamp()), *per_job]
+        reply = self._script(written, args)
         if not reply[0]:
             return None
+        if len(reply) == 1:
+            return set()
         return {item.decode() if isinstance(item, bytes) else str(item) for item in reply[1:]}

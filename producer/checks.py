@@ -13,6 +13,7 @@ from typing import Any
 from rq.serializers import Serializer
 
 from producer.errors import InvalidTaskError
+from task_processor.taskmodules import outside_modules
 
 FUNC_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
 """A dotted path with at least a module and a name: what a worker can import."""
@@ -38,6 +39,37 @@ def func_path(func: str | Callable[..., Any]) -> str:
             "give the module path and the function name"
         )
     return func
+
+
+class TaskPaths:
+    """``func_path`` and then ``outside_modules`` for a task's function, as ``Producer.prepare`` checks it; a
+    dotted path (a str) that passed both is remembered, so the next task naming it is not checked again. A
+    refusal is never remembered: each one raises the same error."""
+
+    MAX_PATHS = 4096
+
+    def __init__(self) -> None:
+        self._known: tuple[tuple[str, ...], set[str]] = ((), set())
+        """The modules and the paths that passed against exactly them (one tuple, replaced whole)."""
+
+    def check(self, func: str | Callable[..., Any], modules: tuple[str, ...]) -> str:
+        """The path a worker will import; InvalidTaskError when it cannot, or when it lies outside ``modules``."""
+        known = self._known
+        if type(func) is str and known[0] is modules and func in known[1]:
+            return func
+        path = func_path(func)
+        if modules and (problem := outside_modules(path, modules)):
+            raise InvalidTaskError(problem)
+        if type(func) is str:
+            if known[0] is not modules or len(known[1]) >= self.MAX_PATHS:
+                known = self._known = (modules, set())
+            known[1].add(func)
+        return path
+
+
+def check_timeout(path: str, timeout: Any) -> None:
+    if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 1:
+        raise InvalidTaskError(f"{path}: timeout {timeout!r} must be a whole number of seconds >= 1")
 
 
 MAX_JSON_DEPTH = 500
@@ -108,7 +140,18 @@ def _named(args: Sequence[Any], kwargs: Mapping[str, Any]) -> list[tuple[str, An
     ]
 
 
+_PLAIN_JSON = frozenset({str, bool, type(None)})
+"""Types of an argument JSON always carries faithfully (exactly these types: a subclass may encode otherwise)."""
+
+
+def _plain(value: Any) -> bool:
+    kind = type(value)
+    return kind in _PLAIN_JSON or (kind is int and -(2**63) < value < 2**63)
+
+
 def check_json_arguments(path: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+    if all(map(_plain, args)) and all(map(_plain, kwargs.values())):
+        return  # nothing _json_problem could refuse
     for where, value in _named(args, kwargs):
         if problem := _json_problem(value, where):
             raise InvalidTaskError(

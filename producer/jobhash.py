@@ -19,7 +19,7 @@ RQ's own fallback for uncompressed data.
 from __future__ import annotations
 
 import json
-import uuid
+import os
 import zlib
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,9 +42,48 @@ def serialized_call(serializer: Serializer, func: str, args: tuple[Any, ...], kw
     return serializer.dumps((func, None, args, kwargs))
 
 
-@dataclass(frozen=True, slots=True)
+def stored_call(call: bytes) -> bytes:
+    """``call`` as ``Job.data`` is stored: zlib-compressed when that makes it smaller."""
+    compressed = zlib.compress(call)
+    return compressed if len(compressed) < len(call) else call
+
+
+def new_job_id() -> str:
+    """``str(uuid.uuid4())`` without the UUID object: 16 bytes of ``os.urandom`` with the version (4) and the
+    RFC 4122 variant set, as ``uuid.UUID(bytes=..., version=4)`` sets them, in its text form."""
+    value = (int.from_bytes(os.urandom(16), "big") & _UUID_KEPT) | _UUID_SET
+    text = "%032x" % value  # noqa: UP031 (as uuid.UUID.__str__)
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+_UUID_KEPT = ~((0xC000 << 48) | (0xF000 << 64))
+_UUID_SET = (0x8000 << 48) | (4 << 76)
+
+
+class NoArgumentCalls:
+    """The serialized call, its stored form and its description for a task called without arguments: the same
+    for every enqueue of one path, so made once per path (in this serializer)."""
+
+    MAX_PATHS = 4096
+
+    def __init__(self, serializer: Serializer) -> None:
+        self.serializer = serializer
+        self._calls: dict[str, tuple[bytes, bytes, str]] = {}
+
+    def get(self, path: str) -> tuple[bytes, bytes, str]:
+        found = self._calls.get(path)
+        if found is None:
+            call = serialized_call(self.serializer, path, (), {})
+            if len(self._calls) >= self.MAX_PATHS:
+                self._calls.clear()
+            # get_call_string(path, (), {}) is f"{path}()"
+            found = self._calls[path] = (call, stored_call(call), f"{path}()")
+        return found
+
+
+@dataclass(slots=True)
 class QueuedJob:
-    """What varies between two queued jobs; a checked task, ready to write."""
+    """What varies between two queued jobs; a checked task, ready to write (never changed once made)."""
 
     id: str
     queue: str
@@ -77,12 +116,11 @@ class QueuedJob:
         options: Options = PLAIN,
     ) -> QueuedJob:
         """``call`` is ``serialized_call(serializer, func, args, kwargs)``, made once by the caller's checks."""
-        compressed = zlib.compress(call)
-        data = compressed if len(compressed) < len(call) else call
+        data = stored_call(call)
         description = options.description
         if description is None:
             description = get_call_string(func, args, kwargs, max_length=DESCRIPTION_ARG_LENGTH) or ""
-        job_id = job_id or str(uuid.uuid4())
+        job_id = job_id or new_job_id()
         return cls(job_id, queue, at_front, func, args, kwargs, data, description, timeout, retry_intervals, options)
 
     def varying_fields(self) -> list[Any]:
@@ -90,7 +128,7 @@ class QueuedJob:
         timeout, retries; then the options: placement, score, ttl, unique, the dependencies (count first) and the
         option fields (count first, then name and value each)."""
         retries, options = self.retry_intervals, self.options
-        return [
+        head = [
             "L" if self.at_front else "R",
             self.id,
             self.data,
@@ -98,6 +136,11 @@ class QueuedJob:
             self.timeout,
             "" if retries is None else len(retries),
             "" if retries is None else json.dumps(retries),
+        ]
+        if options is PLAIN:
+            return head + _PLAIN_FIELDS
+        return [
+            *head,
             options.mode,
             options.score,
             options.ttl,
@@ -107,6 +150,10 @@ class QueuedJob:
             len(options.fields),
             *(part for pair in options.fields for part in pair),
         ]
+
+
+_PLAIN_FIELDS: list[Any] = [PLAIN.mode, PLAIN.score, PLAIN.ttl, 1 if PLAIN.unique else 0, 0, 0]
+"""The option arguments of a job without options (``varying_fields``)."""
 
 
 class JobFactory:
