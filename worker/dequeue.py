@@ -15,7 +15,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import cast
 
 import redis
 from rq import Queue
@@ -95,13 +94,11 @@ class Dequeuer:
                     raise StopRequested  # the wait ends while still suspended only when the worker is to stop
                 continue
             if hits is None and not self.held and timeout is not None:
-                first = self.queues[0]
+                # Wait on the first queue, then pop from all of them (a lower one may have filled meanwhile).
                 wait = DEQUEUE_POLL if len(self.queues) == 1 else LOWER_PRIORITY_POLL
-                # redis-py annotates the timeout as int; Redis takes fractions of a second.
-                job_id = self.connection.blmove(first.key, first.intermediate_queue_key, wait)  # type: ignore[arg-type]
-                if job_id is not None:
-                    # Started in one call; back at the head, untouched, when `rq suspend` landed meanwhile.
-                    self.prefetched = self.fast.claim(first, cast(bytes, job_id))
+                hits = self.fast.wait_then_pop(self.pop_keys, batch, self.queues[0].key, wait)
+                if hits is not None:
+                    self.prefetched = hits
                     continue
             with self.lock:
                 self.held.extend(hits or ())

@@ -27,6 +27,7 @@ from typing import Any, Literal
 from uuid import uuid4
 
 import redis
+from redis.exceptions import NoScriptError
 from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.queue import Queue
@@ -112,7 +113,6 @@ class FastPath:
         self.calls = calls
         self.worker_key, self.worker_name, self.ttl = worker_key, worker_name, ttl
         self._pop = scripts.register(connection, "pop")
-        self._claim = scripts.register(connection, "claim")
         self._start = scripts.register(connection, "start")
         self._finish = scripts.register(connection, "finish")
         # The pop's start writes the attempt count into meta as JSON; with another serializer Python starts jobs.
@@ -125,12 +125,22 @@ class FastPath:
         reply = self.calls.call(self._pop, pop_keys, [keys.JOB_PREFIX, k, *self._start_part(start)])
         return self._popped(reply, start)
 
-    def claim(self, queue: Queue, job_id: bytes) -> PopResult:
-        """The job a blocking pop moved into ``queue``'s intermediate list, started as a pop starts it
-        (lua/claim.lua); SUSPENDED when `rq suspend` came meanwhile (the job is back at the head of its queue)."""
+    def wait_then_pop(self, pop_keys: list[str], k: int, wait_key: str, wait: float) -> PopResult:
+        """``pop``, once ``wait_key`` holds a job or ``wait`` seconds passed, with no round trip in between.
+
+        The blocking command moves the list's last item back onto its end (BLMOVE with the list as its own
+        destination: nothing changes, but it returns only once the list holds something); the pop goes out in the
+        same write, so Redis runs it as soon as the blocking command returns. Several idle workers on one queue
+        all wake for a new job: one gets it, the others' pops find nothing and they block again."""
         start = self._start_args() if self.starts_on_pop else None
-        claim_keys = [keys.SUSPENDED, queue.key, queue.intermediate_queue_key, keys.started(queue.name)]
-        reply = self.calls.call(self._claim, claim_keys, [job_id, keys.JOB_PREFIX, *self._start_part(start)])
+        args = [keys.JOB_PREFIX, k, *self._start_part(start)]
+        with self.connection.pipeline(transaction=False) as pipeline:
+            pipeline.blmove(wait_key, wait_key, wait, "RIGHT", "RIGHT")  # type: ignore[arg-type]  # takes fractions
+            pipeline.evalsha(self._pop.sha, len(pop_keys), *pop_keys, *args)
+            try:
+                _, reply = pipeline.execute()
+            except NoScriptError:  # Redis lost its scripts (a restart): the pop did not run
+                return self.pop(pop_keys, k)  # loads the script as it runs
         return self._popped(reply, start)
 
     def start(self, job: Job, intermediate_key: str) -> Execution:

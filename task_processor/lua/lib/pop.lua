@@ -1,4 +1,4 @@
--- lib/pop.lua: pop() and claim(), shared by pop.lua, claim.lua and finish.lua; needs lib/start.lua before it.
+-- lib/pop.lua: pop(), shared by pop.lua and finish.lua; needs lib/start.lua before it.
 --
 -- pop(first, prefix, s, k) takes up to k next jobs of the worker's queues, from the highest-priority queue that
 -- has any.
@@ -65,16 +65,4 @@ local function pop(first, prefix, s, k)
     end
   end
   return false
-end
-
--- claim(suspended, queue, intermediate, wip, id, prefix, s): a job a blocking pop (BLMOVE) moved into
--- `intermediate`, started as pop() starts it; with `rq suspend` in force meanwhile it goes back to the head of its
--- queue, untouched, and the reply is 'suspended'. Returns as pop() does, with one hit.
-local function claim(suspended, queue, intermediate, wip, id, prefix, s)
-  if redis.call('EXISTS', suspended) == 1 then
-    if redis.call('LREM', intermediate, 1, id) == 1 then redis.call('LPUSH', queue, id) end
-    return 'suspended'
-  end
-  local hit = take(id, intermediate, wip, prefix, s, 1)
-  return {queue, {hit}}
 end
