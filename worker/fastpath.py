@@ -35,7 +35,11 @@ from rq.results import Result
 from rq.utils import current_timestamp, now, utcformat
 
 from task_processor import keys, scripts
+from task_processor.errors import first_line
+from task_processor.logs import get_logger
 from worker.batching import BatchedCalls, Call
+
+log = get_logger("task_processor.worker")
 
 
 class Suspended(enum.Enum):
@@ -231,3 +235,38 @@ class FastPath:
                    if started and start else None)
             for job_id, fields, started, execution_id in hits
         )  # fmt: skip
+
+
+class PostedFinishes:
+    """A worker's posted finishes until their replies are read. One that failed (a lost connection, an error
+    reply) may not have been recorded: the job then stays started, and the reaper runs it again once its heartbeat
+    lapses; the worker says so in the log."""
+
+    def __init__(self, calls: BatchedCalls) -> None:
+        self.calls = calls
+        self._posted: list[Posted] = []
+
+    def add(self, posted: Posted) -> None:
+        self._posted.append(posted)
+
+    def check(self) -> None:
+        """Look at the replies read so far."""
+        if not self._posted:
+            return
+        pending = []
+        for posted in self._posted:
+            if not posted.call.done:
+                pending.append(posted)
+            elif posted.call.error is not None:
+                log.warning(
+                    "the end of a job may not be recorded; if it was not, the reaper will run the job again",
+                    job_id=posted.job_id,
+                    error=first_line(posted.call.error),
+                )
+        self._posted = pending
+
+    def settle(self) -> None:
+        """Read every reply still owed, and look at them."""
+        if self._posted:
+            self.calls.settle()
+            self.check()

@@ -5,19 +5,18 @@ A Pod (or a local worker process) is already the isolation unit, so jobs run in 
 
 RQ's SimpleWorker spends about 14 Redis round trips on one successful job. This worker writes the same keys and
 fields in Lua calls (``worker.fastpath``): the finish of a job (result, finished entry, worker counters and state,
-its dependents queued) also pops the next job and starts it (execution, started entry, worker and job state), so
-a job in a busy queue costs one call. Failures, retries, stops and repeats go through RQ's own code. One heartbeat
-thread, started with the worker, keeps the worker and its running job alive.
+its dependents queued) also pops the next jobs and starts them (execution, started entry, worker and job state).
+On a deep queue of short jobs a pop takes several (``worker.pacing``), and the finish of each is posted while the
+next runs. Failures, retries, stops and repeats go through RQ's own code. One heartbeat thread, started with the
+worker, keeps the worker, its running job and the jobs it holds alive.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from types import FrameType
 from typing import Any
 from uuid import uuid4
 
@@ -42,13 +41,14 @@ from task_processor.settings import Settings
 from task_processor.taskmodules import TaskModules
 from worker import metrics
 from worker.batching import BatchedCalls
-from worker.dequeue import DEQUEUE_POLL, Dequeuer, Taken
-from worker.fastpath import FastPath, Posted, can_finish_fast
+from worker.dequeue import DEQUEUE_POLL, Dequeuer
+from worker.fastpath import FastPath, Posted, PostedFinishes, can_finish_fast
 from worker.heartbeat import Heartbeat
 from worker.joblog import log_job
 from worker.pacing import Pacer
 from worker.recycle import Recycler
 from worker.resilient import ResilientWorker
+from worker.shutdown import Shutdown
 from worker.stopjob import SignalDeathPenalty, StopsJobs
 from worker.taskjob import TaskJob, current_attempt
 
@@ -62,7 +62,7 @@ def worker_name(host: str) -> str:
     return f"{host}.{os.getpid()}.{uuid4().hex[:6]}"
 
 
-class TaskWorker(StopsJobs, ResilientWorker):
+class TaskWorker(Shutdown, StopsJobs, ResilientWorker):
     """RQ's in-process worker with a lean success path, our logging and our shutdown semantics.
 
     First SIGTERM/SIGINT: finish the running job, take no new one (RQ's warm shutdown). A second signal stops
@@ -107,7 +107,7 @@ class TaskWorker(StopsJobs, ResilientWorker):
             self._heartbeat.lock,
         )
         self._pacer = Pacer()
-        self._posted: list[Posted] = []  # finishes sent while the next job ran, their replies not checked yet
+        self._posted = PostedFinishes(self._fast.calls)
         self._started_by_pop: Execution | None = None  # the execution of the job taken next, when the pop started it
         self._running_queue: Queue | None = None
         self._running_since = 0.0
@@ -154,19 +154,11 @@ class TaskWorker(StopsJobs, ResilientWorker):
         except Exception:
             log.exception("found an unhandled exception, quitting", worker=self.name)
         finally:
-            self._settle_posted()
+            self._posted.settle()
             self.give_back_held()
             self._heartbeat.stop()
             self.teardown()
         return done > 0
-
-    def _shutdown(self) -> None:
-        # RQ raises StopRequested from the signal handler, which can abort a blocking pop after Redis moved a
-        # job to the worker but before the worker saw it: the job would sit in no queue until a cleanup much
-        # later. Idle or busy, a warm stop only sets the flag; the dequeue loop looks at it between pops.
-        self._stop_requested = True
-        self._shutdown_requested_date = now()
-        self.set_shutdown_requested_date()
 
     def dequeue_job_and_maintain_ttl(
         self, timeout: int | None, max_idle_time: int | None = None
@@ -221,29 +213,6 @@ class TaskWorker(StopsJobs, ResilientWorker):
             raise
         self.procline(f"Listening on {','.join(self.queue_names())}")
 
-    def give_back_held(self) -> None:
-        """The jobs a pop took for this worker to run next go back to the front of their queues, in their order."""
-        for taken in reversed(self._dequeue.take_held()):  # the last first: each goes to the front
-            self._give_back(taken)
-
-    def _give_back(self, taken: Taken) -> None:
-        """A job taken when the worker is to run no more goes back to the front of its queue, as it was: when the
-        pop had started it, the start is undone (its attempt did not happen)."""
-        job, queue = taken.job, taken.queue
-        if taken.execution is None:
-            with self.connection.pipeline() as pipeline:
-                pipeline.lrem(queue.intermediate_queue_key, 1, job.id)
-                pipeline.lpush(queue.key, job.id)
-                pipeline.execute()
-            return
-        attempts = int(job.meta.pop(ATTEMPT_META_KEY, 1)) - 1
-        if attempts:
-            job.meta[ATTEMPT_META_KEY] = attempts
-        elif not job.meta:
-            self.connection.hdel(job.key, "meta")  # RQ's save below writes no meta for an empty one
-        self.execution = taken.execution
-        self.requeue_interrupted(job, queue)
-
     def execute_job(self, job: Job, queue: Queue) -> None:
         # RQ's SimpleWorker registers the execution and, after the job, the idle state in round trips of their
         # own; here the start and the finish pipelines carry them.
@@ -296,38 +265,11 @@ class TaskWorker(StopsJobs, ResilientWorker):
             finished = self._fast.finish(job, self.execution, result_ttl, pop_keys, self._pacer.batch(), next_id)
             self._state = WorkerStatus.IDLE  # as the finish wrote it (Python's state turns busy with the next job)
             if isinstance(finished, Posted):
-                self._posted.append(finished)
+                self._posted.add(finished)
             else:
                 self._dequeue.prefetched = finished.popped
             self.execution = None
-        self._check_posted()
-
-    def _check_posted(self) -> None:
-        """Look at the replies that came back for posted finishes: one lost with the connection may not have been
-        recorded (the job then stays started, and the reaper runs it again once its heartbeat lapses)."""
-        if not self._posted:
-            return
-        pending = []
-        for posted in self._posted:
-            if not posted.call.done:
-                pending.append(posted)
-            elif posted.call.error is not None:
-                log.warning(
-                    "lost the reply to a job's recorded end; should Redis not have recorded it, the reaper will run "
-                    "the job again",
-                    job_id=posted.job_id,
-                    error=first_line(posted.call.error),
-                )
-        self._posted = pending
-
-    def _settle_posted(self) -> None:
-        """Read the replies owed to this worker's posted finishes, and look at them."""
-        if self._posted:
-            try:
-                self._fast.calls.settle()
-            except redis.ConnectionError as exc:
-                self.outage.failed(exc)
-            self._check_posted()
+        self._posted.check()
 
     @contextmanager
     def _recording(self, stage: str) -> Iterator[None]:
@@ -340,14 +282,6 @@ class TaskWorker(StopsJobs, ResilientWorker):
             self._unrecorded = stage
             self.outage.failed(exc)
             raise
-
-    def request_force_stop(self, signum: int, frame: FrameType | None) -> None:
-        log.warning("cold shutdown: interrupting the running job", signal=signal.Signals(signum).name)
-        self._cold_stop = True
-        raise SystemExit(1)
-
-    def handle_warm_shutdown_request(self) -> None:
-        log.info("warm shutdown: finishing the running job, taking no new one; signal again to stop at once")
 
     def handle_exception(self, job: Job, *exc_info: Any) -> None:
         # RQ logs the traceback here as a free-text line; our per-job line carries it instead.
@@ -376,14 +310,6 @@ class TaskWorker(StopsJobs, ResilientWorker):
             super().handle_job_failure(job, queue, started_job_registry=started_job_registry, exc_string=exc_string)
             return
         self.requeue_interrupted(job, queue)
-
-    def requeue_interrupted(self, job: Job, queue: Queue) -> None:
-        """Put a job a cold stop interrupted back at the front of its queue (it did not fail)."""
-        # Queued again before the started entry goes: at every moment the job is somewhere a worker will find it.
-        queue.enqueue_job(job, at_front=True)
-        with self.connection.pipeline() as pipeline:
-            self.cleanup_execution(job, pipeline=pipeline)
-            pipeline.execute()
 
     def perform_job(self, job: Job, queue: Queue) -> bool:
         try:
