@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-OURS, RQ = "task-processor", "RQ SimpleWorker"
+from benchmarks.systems import TUNED_DRAMATIQ
+
+OURS, RQ, RAW = "task-processor", "RQ SimpleWorker", "raw redis-py (RPUSH/BLMOVE)"
 
 
 def _ratio(value: float | None, base: float | None) -> str:
@@ -24,11 +26,13 @@ def _targets(f: dict[str, Any], depths: list[int]) -> list[tuple[str, str, bool]
     fleets = {key.split("|drain:")[1]: rate for key, rate in f.items() if key.startswith(f"{OURS}|drain:{FLEET}")}
     fleet, ours_fleet = max(fleets.items(), key=lambda item: item[1])
     dramatiq = f["Dramatiq|drain:default (2x8)"]
+    process = f[f"{OURS}|drain:1 process"] / f[f"Dramatiq|drain:{TUNED_DRAMATIQ}"]
+    sends = f[f"{OURS}|enqueue"] / f["Dramatiq|enqueue"]
     shallow, deep = (f[f"{OURS}|depth:{d}"] for d in depths)
     one = f[f"{OURS}|drain:1 process"] / f[f"{RQ}|drain:1 process"]
     single = f[f"{OURS}|enqueue"] / f[f"{RQ}|enqueue"]
     batch = f[f"{OURS}|enqueue_batch"] / f[f"{RQ}|enqueue_batch"]
-    p50, rq_p50 = f[f"{OURS}|latency"][0], f[f"{RQ}|latency"][0]
+    p50, rq_p50, raw_p50 = (f[f"{name}|latency"][0] for name in (OURS, RQ, RAW))
     # To the byte: below that, the difference is the allocator's, not the data's.
     size, rq_size = round(f[f"{OURS}|bytes"]), round(f[f"{RQ}|bytes"])
     return [
@@ -38,9 +42,12 @@ def _targets(f: dict[str, Any], depths: list[int]) -> list[tuple[str, str, bool]
             f"{fleet}: {ours_fleet:,.0f} vs {dramatiq:,.0f}/s ({ours_fleet / dramatiq:.2f}x)",
             ours_fleet >= dramatiq,
         ),
+        ("one task-worker process >= 1.0x the tuned Dramatiq process", f"{process:.2f}x", process >= 1.0),
         ("enqueue one by one >= 1.5x RQ", f"{single:.2f}x", single >= 1.5),
+        ("enqueue one by one >= 1.0x Dramatiq's send()", f"{sends:.2f}x", sends >= 1.0),
         ("enqueue_many >= 1.5x RQ", f"{batch:.2f}x", batch >= 1.5),
         ("enqueue->start p50 <= RQ SimpleWorker's", f"{p50:.2f} vs {rq_p50:.2f} ms", p50 <= rq_p50),
+        ("enqueue->start p50 with an idle worker <= 1 ms", f"{p50:.2f} ms (raw loop {raw_p50:.2f} ms)", p50 <= 1),
         ("Redis bytes per queued task <= RQ's (to the byte)", f"{size:,} vs {rq_size:,} B", size <= rq_size),
         (
             f"drain at {depths[1]:,} queued within 10% of {depths[0]:,}",
