@@ -19,8 +19,9 @@ from rq.registry import StartedJobRegistry
 from producer import Producer, Task
 from task_processor.settings import Settings
 from tests.conftest import TASK_MODULES, Proc, wait_for
+from worker.dequeue import Taken
 from worker.pacing import HORIZON, MAX_BATCH, Pacer
-from worker.runner import build_worker
+from worker.runner import TaskWorker, build_worker
 
 FAST = {"TASK_ABANDON_AFTER": "3"}
 SLOW_JOB = 5.0
@@ -65,14 +66,21 @@ def test_the_batch_follows_the_measured_job_duration() -> None:
     assert pacer.batch() == 1
 
 
-def test_each_job_of_a_batch_is_started_in_redis_and_the_first_is_current(
-    redis_url: str, producer: Producer, conn: redis.Redis
-) -> None:
+def holding(redis_url: str, producer: Producer, conn: redis.Redis) -> tuple[list[Job], TaskWorker, Taken]:
+    """Ten queued no-ops, and an in-process worker (TASK_ABANDON_AFTER=3) that took eight: it runs the first next
+    and holds seven."""
     jobs = producer.enqueue_many([Task("worker.examples.noop") for _ in range(10)])
-    settings = Settings(redis_url=redis_url, task_modules=(TASK_MODULES,))
+    settings = Settings(redis_url=redis_url, abandon_after=3, task_modules=(TASK_MODULES,))
     worker = build_worker(settings, conn, ("default",))
     taken = worker._dequeue.take(timeout=None, batch=8)
     assert taken is not None
+    return jobs, worker, taken
+
+
+def test_each_job_of_a_batch_is_started_in_redis_and_the_first_is_current(
+    redis_url: str, producer: Producer, conn: redis.Redis
+) -> None:
+    jobs, worker, taken = holding(redis_url, producer, conn)
     assert taken.job.id == jobs[0].id
     assert [hit.job_id.decode() for hit in worker._dequeue.held] == [job.id for job in jobs[1:8]]
     assert conn.lrange("rq:queue:default", 0, -1) == [job.id.encode() for job in jobs[8:]]
@@ -91,10 +99,7 @@ def test_each_job_of_a_batch_is_started_in_redis_and_the_first_is_current(
 def test_the_heartbeat_keeps_held_jobs_alive(redis_url: str, producer: Producer, conn: redis.Redis) -> None:
     """A held job waits behind the running one, which may outlive TASK_ABANDON_AFTER: without beats of its own,
     its started entry and execution would lapse and the reaper would hand it to another worker."""
-    producer.enqueue_many([Task("worker.examples.noop") for _ in range(8)])
-    settings = Settings(redis_url=redis_url, abandon_after=3, task_modules=(TASK_MODULES,))
-    worker = build_worker(settings, conn, ("default",))
-    worker._dequeue.take(timeout=None, batch=8)
+    _, worker, _ = holding(redis_url, producer, conn)
     held = list(worker._dequeue.held)
     entries = [f"{hit.job_id.decode()}:{hit.execution.id}" for hit in held if hit.execution is not None]
     assert len(entries) == 7
@@ -111,11 +116,7 @@ def test_the_heartbeat_keeps_held_jobs_alive(redis_url: str, producer: Producer,
 def test_jobs_held_by_a_stopping_worker_go_back_to_the_front_in_order_untouched(
     redis_url: str, producer: Producer, conn: redis.Redis
 ) -> None:
-    jobs = producer.enqueue_many([Task("worker.examples.noop") for _ in range(10)])
-    settings = Settings(redis_url=redis_url, task_modules=(TASK_MODULES,))
-    worker = build_worker(settings, conn, ("default",))
-    taken = worker._dequeue.take(timeout=None, batch=8)
-    assert taken is not None
+    jobs, worker, _ = holding(redis_url, producer, conn)
     worker.give_back_held()
     assert conn.lrange("rq:queue:default", 0, -1) == [job.id.encode() for job in jobs[1:]]
     assert StartedJobRegistry("default", connection=conn).get_job_ids() == [jobs[0].id]  # the one it runs
