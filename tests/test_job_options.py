@@ -315,9 +315,9 @@ def test_a_stopped_job_runs_its_stopped_callback(
     spawn("task-worker")
     wait_for(lambda: job.get_status() == JobStatus.STARTED, timeout=30, what="the job to start")
     send_stop_job_command(conn, job.id, serializer=SERIALIZERS["json"])
+    wait_for(lambda: job.get_status() == JobStatus.STOPPED, timeout=30, what="the job to stop")
     wait_for(lambda: conn.lrange("callbacks", 0, -1), timeout=30, what="the stopped callback")
     assert conn.lrange("callbacks", 0, -1) == [f"{job.id} stopped".encode()]
-    assert job.get_status() == JobStatus.STOPPED
 
 
 def test_a_job_in_a_concurrency_slot_is_stopped_too(
