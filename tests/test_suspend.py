@@ -83,8 +83,9 @@ def resumed_runs(
     assert not conn.exists("rq:suspended")
     assert producer.wait([job], timeout=10) == [3]
     wait_for(lambda: field(conn, "state") == "idle", timeout=5, what="the resumed worker to be idle again")
-    outcomes = [(line["job_id"], line["outcome"]) for line in worker.json_lines() if line.get("event") == "job"]
-    assert outcomes == [(job.id, "finished")]
+    # The job's line follows its recorded end: wait for it.
+    lines = wait_for(lambda: [line for line in worker.json_lines() if line.get("event") == "job"], what="the job line")
+    assert [(line["job_id"], line["outcome"]) for line in lines] == [(job.id, "finished")]
     assert worker.popen.poll() is None, worker.output()[-3000:]
 
 
