@@ -24,18 +24,16 @@ from worker.pacing import HORIZON, MAX_BATCH, Pacer
 from worker.runner import TaskWorker, build_worker
 
 FAST = {"TASK_ABANDON_AFTER": "3"}
-SLOW_JOB = 5.0
-"""Seconds the slow job in the middle of a run of short ones sleeps: longer than TASK_ABANDON_AFTER above."""
+OUTLIVES_ABANDON = 5.0
+"""Seconds of a slow job that outlives TASK_ABANDON_AFTER above."""
 
 
-def short_slow_short(producer: Producer, before: int = 40, after: int = 20) -> tuple[list[Job], Job, list[Job]]:
+def short_slow_short(producer: Producer, slow_seconds: float = 1.5) -> tuple[list[Job], Job, list[Job]]:
     """Short jobs (each records its index under "done"), a slow one, more short ones: by the time the slow job
     runs, the worker has measured short jobs and holds the ones after it, started."""
-    first = producer.enqueue_many([Task("worker.examples.record", ("done", str(i))) for i in range(before)])
-    slow = producer.enqueue("worker.examples.record", "done", "slow", seconds=SLOW_JOB)
-    rest = producer.enqueue_many(
-        [Task("worker.examples.record", ("done", str(i))) for i in range(before, before + after)]
-    )
+    first = producer.enqueue_many([Task("worker.examples.record", ("done", str(i))) for i in range(40)])
+    slow = producer.enqueue("worker.examples.record", "done", "slow", seconds=slow_seconds)
+    rest = producer.enqueue_many([Task("worker.examples.record", ("done", str(i))) for i in range(40, 60)])
     return first, slow, rest
 
 
@@ -131,7 +129,7 @@ def test_jobs_held_behind_a_slow_one_run_once_with_a_reaper_alongside(
 ) -> None:
     """End to end: the slow job outlives TASK_ABANDON_AFTER while an idle worker's reaper passes every second or
     two; every job runs exactly once."""
-    first, slow, rest = short_slow_short(producer)
+    first, slow, rest = short_slow_short(producer, OUTLIVES_ABANDON)
     busy = spawn("task-worker", "--name", "busy", extra_env=FAST)
     wait_for(lambda: runs_now(conn, "busy", slow), timeout=30, what="the slow job to run")
     idle = spawn("task-worker", extra_env=FAST)
