@@ -22,7 +22,7 @@ from typing import Any
 import redis
 
 from benchmarks import measure, report
-from benchmarks.systems import all_systems
+from benchmarks.systems import TUNED_DRAMATIQ, System, all_systems
 from producer.commands.redis_server import LocalRedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,6 +41,9 @@ two would count the start-up of a fleet's later workers and threads, which begin
 ENQUEUES = 10_000
 """Tasks enqueued one by one per measurement: a few seconds for every system (a second-long sample on a shared
 2-CPU machine moved the ratio to RQ between 1.5x and 2.5x from one sample to the next)."""
+
+PAIRS = 3
+"""Back-to-back pairs against the per-process anchors in each repeat."""
 
 DEPTHS = (10_000, 1_000_000)
 """Queue depths at which one task-worker's pop rate is compared (the deep one is 100 k with --quick)."""
@@ -105,6 +108,7 @@ def run(quick: bool, repeat: int) -> dict[str, Any]:
                     rate = measure.drain_rate(connection, system, commands, env, n, timeout=300)
                     samples[(system.name, f"drain:{label}")].append(rate)
                     print(f"    {label}: {rate:,.0f} tasks/s", flush=True)
+            _anchor_pairs(connection, systems, env, scale, samples)
         ours = systems[0]
         worker = ours.workers["1 process"][0]
         depths = [depth // (10 if quick and depth > 10_000 else 1) for depth in DEPTHS]
@@ -116,6 +120,24 @@ def run(quick: bool, repeat: int) -> dict[str, Any]:
                 samples[("task-processor", f"depth:{depth}")].append(statistics.median(rates))
     results["figures"] = {f"{name}|{what}": _median(values) for (name, what), values in samples.items()}
     return results
+
+
+def _anchor_pairs(
+    connection: redis.Redis, systems: list[System], env: dict[str, str], scale: int, samples: dict[Any, list[Any]]
+) -> None:
+    """One task-worker process against the tuned Dramatiq process, and our enqueue against Dramatiq's send(),
+    each pair measured back to back: the ratio of a pair holds even on a machine whose speed drifts from one
+    minute to the next, which the table's figures (each system measured minutes apart) do not."""
+    ours, dramatiq = systems[0], next(s for s in systems if s.name == "Dramatiq")
+    for _ in range(PAIRS):
+        rates = [
+            measure.drain_rate(connection, system, system.workers[label], env, SIZES["Dramatiq"] // scale, timeout=300)
+            for system, label in ((ours, "1 process"), (dramatiq, TUNED_DRAMATIQ))
+        ]
+        samples[(ours.name, "pair:drain")].append(rates[0] / rates[1])
+        sends = [measure.enqueue_rate(connection, system, ENQUEUES // scale, False) or 0 for system in (ours, dramatiq)]
+        samples[(ours.name, "pair:enqueue")].append(sends[0] / sends[1])
+        print(f"    paired: drain {rates[0] / rates[1]:.2f}x, enqueue {sends[0] / sends[1]:.2f}x", flush=True)
 
 
 def _median(values: list[Any]) -> Any:
