@@ -37,6 +37,16 @@ def short_slow_short(producer: Producer, slow_seconds: float = 1.5) -> tuple[lis
     return first, slow, rest
 
 
+def busy_on_the_slow_job(
+    producer: Producer, conn: redis.Redis, spawn: Callable[..., Proc]
+) -> tuple[list[Job], Job, list[Job], Proc]:
+    """``short_slow_short`` jobs, and a worker named "busy" that runs the slow one now."""
+    first, slow, rest = short_slow_short(producer)
+    worker = spawn("task-worker", "--name", "busy", extra_env=FAST)
+    wait_for(lambda: runs_now(conn, "busy", slow), timeout=30, what="the slow job to run")
+    return first, slow, rest, worker
+
+
 def runs_now(conn: redis.Redis, worker: str, job: Job) -> bool:
     """Whether ``worker`` runs ``job`` (a held job is started in Redis before it runs: its status says so early)."""
     return conn.hget(f"rq:worker:{worker}", "current_job") == job.id.encode()
@@ -144,9 +154,7 @@ def test_jobs_held_behind_a_slow_one_run_once_with_a_reaper_alongside(
 def test_a_warm_stop_amid_short_jobs_runs_each_once_in_order(
     producer: Producer, conn: redis.Redis, spawn: Callable[..., Proc]
 ) -> None:
-    _first, slow, rest = short_slow_short(producer)
-    worker = spawn("task-worker", "--name", "busy", extra_env=FAST)
-    wait_for(lambda: runs_now(conn, "busy", slow), timeout=30, what="the slow job to run")
+    _first, _slow, rest, worker = busy_on_the_slow_job(producer, conn, spawn)
     worker.signal(signal.SIGTERM)
     assert worker.wait(timeout=30) == 0
     assert runs(conn) == [*(str(i) for i in range(40)), "slow"]
@@ -164,9 +172,7 @@ def test_a_warm_stop_amid_short_jobs_runs_each_once_in_order(
 def test_a_worker_killed_holding_a_batch_loses_none_of_it(
     producer: Producer, conn: redis.Redis, spawn: Callable[..., Proc]
 ) -> None:
-    first, slow, rest = short_slow_short(producer)
-    doomed = spawn("task-worker", "--name", "busy", extra_env=FAST)
-    wait_for(lambda: runs_now(conn, "busy", slow), timeout=30, what="the slow job to run")
+    first, slow, rest, doomed = busy_on_the_slow_job(producer, conn, spawn)
     doomed.signal(signal.SIGKILL)
     doomed.wait(timeout=10)
     spawn("task-worker", extra_env=FAST)

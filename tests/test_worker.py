@@ -68,15 +68,15 @@ def test_retries_back_off_then_land_in_the_failed_registry(
     assert job.id in FailedJobRegistry("default", connection=conn).get_job_ids()
     job.refresh()
     assert job.meta["attempt"] == 3
-    # One log line per attempt, spaced by the backoff: 1 s, then 2 s.
+    # One log line per attempt, spaced by the backoff: 1 s, then 2 s, each plus up to one tick of RQ's scheduler
+    # (it moves a due job to its queue once a second).
     lines = job_lines(worker)
     assert [line["outcome"] for line in lines] == ["retry-scheduled", "retry-scheduled", "failed"]
     assert [line["attempt"] for line in lines] == [1, 2, 3]
     times = [datetime.fromisoformat(line["timestamp"]) for line in lines]
     first_gap, second_gap = ((later - earlier).total_seconds() for earlier, later in itertools.pairwise(times))
-    assert first_gap >= 0.9
-    assert second_gap >= 1.9
-    assert second_gap > first_gap + 0.5
+    assert 0.9 <= first_gap < 2.6
+    assert 1.9 <= second_gap < 3.6
     with pytest.raises(TaskFailedError, match=r"ended failed: RuntimeError: attempt 3 of a flaky task failed"):
         producer.wait([job], timeout=5)
 
