@@ -66,6 +66,7 @@ class Dequeuer:
     ) -> None:
         self.connection = connection
         self.queues = tuple(queues)
+        self._by_key = {q.key: q for q in self.queues}  # a popped job's queue, by the key it was popped from
         self.fast = fast
         self.jobs = jobs
         self.wait_while_suspended = wait_while_suspended  # RQ's check_for_suspension: waits for `rq resume`
@@ -131,7 +132,7 @@ class Dequeuer:
             return
         with self.connection.pipeline() as pipeline:
             for hit in started:
-                queue = next(q for q in self.queues if q.key == hit.queue_key)
+                queue = self._by_key[hit.queue_key]
                 registry = StartedJobRegistry(queue.name, connection=self.connection)
                 assert hit.execution is not None
                 hit.execution.heartbeat(registry, ttl, pipeline=pipeline)
@@ -139,7 +140,7 @@ class Dequeuer:
 
     def _ready(self, hit: Popped) -> Taken | None:
         """The popped job, ready to run; None when the entry was no job any RQ code could run (cleared away)."""
-        queue = next(q for q in self.queues if q.key == hit.queue_key)
+        queue = self._by_key[hit.queue_key]
         try:
             job = self._load(hit.job_id.decode(errors="replace"), hit.fields)
         except NoSuchJobError:
