@@ -12,18 +12,22 @@ the comparison reads an empty field as a missing one and the call decompressed, 
 from __future__ import annotations
 
 import zlib
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import redis
 from rq import Queue, Retry, SimpleWorker
+from rq.executions import Execution
 from rq.job import Job, JobStatus
+from rq.results import Result
 from rq.utils import utcparse
 
 from producer import Producer, Task
 from producer.api import backoff_intervals
 from task_processor.settings import SERIALIZERS
 from tests.conftest import run
+from worker.fastpath import success_fields
 
 TIMESTAMPS = ("created_at", "enqueued_at")
 
@@ -153,3 +157,28 @@ def test_rq_and_our_worker_run_the_producers_jobs(
     assert second[0].return_value() == 7
     assert second[0].get_status() == JobStatus.FINISHED
     assert second[1].get_status() == JobStatus.FAILED
+
+
+@pytest.mark.parametrize("serializer", sorted(SERIALIZERS))
+@pytest.mark.parametrize("value", [None, 3, "é", {"a": [1, None]}, object()], ids=["none", "int", "str", "dict", "odd"])
+def test_the_workers_result_entry_is_what_rq_result_writes(serializer: str, value: Any) -> None:
+    """The finish writes a job's success into its result stream without building RQ's Result: same fields, same
+    values, in the same order (an unserializable return value included), for each serializer."""
+    job = Job.create("worker.examples.noop", connection=redis.Redis(), serializer=SERIALIZERS[serializer])
+    job._result = value
+    started = datetime(2026, 12, 2, 17, 0, 0, 123456, tzinfo=UTC)
+    job.ended_at = started + timedelta(seconds=1.5)
+    execution = Execution(id="e1", job_id=job.id, connection=job.connection, worker_name="w1")
+    execution.created_at = started
+    rq_result = Result(
+        job_id=job.id,
+        type=Result.Type.SUCCESSFUL,
+        connection=job.connection,
+        return_value=value,
+        worker_name="w1",
+        serializer=job.serializer,
+        execution_id=execution.id,
+        execution_started_at=started,
+        execution_ended_at=job.ended_at,
+    )
+    assert success_fields(job, "w1", execution) == [item for pair in rq_result.serialize().items() for item in pair]

@@ -49,3 +49,25 @@ def test_a_task_over_its_timeout_is_stopped_failed_and_the_worker_takes_the_next
     )
     print(f"stopped after {stopped_after / 1000:.1f}s (timeout {TIMEOUT}s, blocking call of {BLOCKED_FOR}s)")
     assert stopped_after < (BLOCKED_FOR - 30) * 1000
+
+
+@pytest.mark.timeout(100)
+def test_a_timeout_still_stops_a_task_after_one_that_reset_the_alarm_signal(
+    producer: Producer, conn: redis.Redis, spawn: Callable[..., Proc]
+) -> None:
+    """The worker keeps its SIGALRM handler installed between jobs: a task that put back the default action (which
+    ends the process) must not turn the next job's timeout into the worker's death."""
+    reset = producer.enqueue("worker.examples.reset_alarm")
+    stuck = producer.enqueue("worker.examples.sleep", BLOCKED_FOR, timeout=TIMEOUT)
+    after = producer.enqueue("worker.examples.add", 1, 2)
+    worker = spawn("task-worker")
+    assert producer.wait([reset], timeout=30) == [None]
+    wait_for(
+        lambda: (
+            stuck.id in FailedJobRegistry("default", connection=conn).get_job_ids() or worker.popen.poll() is not None
+        ),
+        timeout=BLOCKED_FOR - 30,
+        what="the stuck job to be stopped and failed",
+    )
+    assert worker.popen.poll() is None, f"the worker died of the alarm:\n{worker.output()[-3000:]}"
+    assert producer.wait([after], timeout=30) == [3]

@@ -53,7 +53,9 @@ class Call:
         self.error: BaseException | None = redis.ConnectionError("the batch carrying this call was interrupted")
         self.sent = False
         self.done = False  # its reply (or the failure that lost it) is known
-        self.wake = threading.Event()  # set when the call was sent, or when its thread is to send the next batch
+        # Set when the call was sent, or when its thread is to send the next batch; none for a lingering call, which
+        # no thread waits on.
+        self.wake = None if lingers else threading.Event()
 
     def outcome(self) -> Any:
         if self.error is not None:
@@ -95,7 +97,7 @@ class BatchedCalls:
                         self._flusher.start()
                     self._lingering.set()
                     return call
-            call.lingers = False
+            call.lingers, call.wake = False, threading.Event()
         else:
             call = Call(script, keys, args, posted=True)
         self._run(call)
@@ -122,6 +124,7 @@ class BatchedCalls:
             self._queued.append(call)
             leads, self._sending = not self._sending, True
         if not leads:
+            assert call.wake is not None  # lingering calls never come here
             call.wake.wait()
             if call.sent:
                 return call
@@ -134,11 +137,13 @@ class BatchedCalls:
         finally:
             for sent in batch:
                 sent.sent = True
-                sent.wake.set()
+                if sent.wake is not None:
+                    sent.wake.set()
             with self._lock:
                 # The lead passes to a thread waiting on its call; lingering calls wait for the next lead.
                 waiting = next((queued for queued in self._queued if not queued.lingers), None)
                 if waiting is not None:
+                    assert waiting.wake is not None  # a call that does not linger has its event
                     waiting.wake.set()
                 else:
                     self._sending = False

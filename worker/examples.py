@@ -49,6 +49,11 @@ def crash() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def reset_alarm() -> None:
+    """Put back the default SIGALRM action, as a task using signals of its own may leave it."""
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+
+
 def record(key: str, value: str, seconds: float = 0.0) -> str:
     """Sleep, then append ``value`` to the Redis list ``key``: lets a test see what ran, in what order."""
     time.sleep(seconds)

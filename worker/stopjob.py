@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from rq import Queue
 from rq.job import Job
-from rq.timeouts import BaseTimeoutException, UnixSignalDeathPenalty
+from rq.timeouts import BaseDeathPenalty, BaseTimeoutException
 
 from task_processor.logs import get_logger
 
@@ -83,8 +83,13 @@ class StopsJobs:
         super().handle_job_failure(job, queue, started_job_registry, exc_string)  # type: ignore[misc]
 
 
-class SignalDeathPenalty(UnixSignalDeathPenalty):
-    """RQ's SIGALRM timeout for the main thread, which a stop-job command can also fire."""
+class SignalDeathPenalty(BaseDeathPenalty):
+    """RQ's SIGALRM timeout for the main thread (``UnixSignalDeathPenalty``), which a stop-job command can also fire.
+
+    RQ installs its handler as each job starts and restores the default one as it ends; here the handler stays
+    installed and serves whichever penalty is armed (two ``signal.signal`` calls cost a no-op task a few percent).
+    An alarm that arrives after its job ended (the job finished as the alarm fired) finds nothing armed and is
+    dropped, where RQ's default handler would have ended the process."""
 
     def __init__(self, timeout: Any, exception: type[BaseException] = BaseTimeoutException, **kwargs: Any) -> None:
         super().__init__(timeout, exception, **kwargs)
@@ -92,20 +97,36 @@ class SignalDeathPenalty(UnixSignalDeathPenalty):
         self._stopping = False
 
     def setup_death_penalty(self) -> None:
-        super().setup_death_penalty()
+        global _armed
+        if signal.getsignal(signal.SIGALRM) is not _on_alarm:  # first use, or a task installed a handler of its own
+            signal.signal(signal.SIGALRM, _on_alarm)
+        _armed = self
+        signal.alarm(self._timeout)
         running(self._job_id, self)
 
     def cancel_death_penalty(self) -> None:
+        global _armed
         ended(self._job_id)
-        super().cancel_death_penalty()
+        signal.alarm(0)
+        _armed = None
 
     def handle_death_penalty(self, signum: int, frame: FrameType | None) -> None:
         if self._stopping:
             raise JobStopped
-        super().handle_death_penalty(signum, frame)
+        raise self._exception(f"Task exceeded maximum timeout value ({self._timeout} seconds)")
 
     def stop(self) -> None:
         self._stopping = True
         main = threading.main_thread().ident
         assert main is not None
         signal.pthread_kill(main, signal.SIGALRM)
+
+
+_armed: SignalDeathPenalty | None = None
+"""The penalty of the job the main thread runs now, if any."""
+
+
+def _on_alarm(signum: int, frame: FrameType | None) -> None:
+    penalty = _armed
+    if penalty is not None:
+        penalty.handle_death_penalty(signum, frame)
