@@ -1,7 +1,7 @@
-"""What the chart tests share (tests/test_chart.py, tests/test_chart_pools.py; tests/test_dashboard.py and others
-import them through tests.test_chart): the pinned helm and what each module's ``helm`` fixture returns, the value
-sets the variant tests render, and readers of rendered objects (find one, its Pods' labels and containers, label
-selectors)."""
+"""What the chart tests share (tests/test_chart.py, tests/test_chart_pools.py, tests/test_chart_sentinel.py;
+tests/test_dashboard.py and others import them through tests.test_chart): the pinned helm and what each module's
+``helm`` fixture returns, the value sets the variant tests render, and readers of rendered objects (find one, its
+Pods' labels and containers, label selectors)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,15 @@ ALL_ON = (
     "serviceMonitor.enabled=true",
 )
 EXTERNAL_REDIS = ("redis.enabled=false", "externalRedis.existingSecret=my-redis")
+SENTINEL = ("redis.sentinel.enabled=true",)
+"""The in-chart Redis as three Pods with a Sentinel each (tests/test_chart_sentinel.py)."""
+EXTERNAL_SENTINEL = (
+    *EXTERNAL_REDIS,
+    "externalRedis.sentinel.enabled=true",
+    "externalRedis.sentinel.hosts={sentinel-0.cache:26379,sentinel-1.cache:26379,10.0.0.7:26379}",
+    "externalRedis.sentinel.masterSet=cache",
+)
+"""A Redis of one's own behind three Sentinels, its password in the Secret "my-redis"."""
 POOLS = (
     "pools.bulk.queues={bulk,default}",
     "pools.bulk.max=40",

@@ -50,7 +50,7 @@ TOLERATED: set[tuple[str, str, str]] = set()
 class AclRedis:
     """redis-server with the ACL file the chart renders, filled in by the chart's own init script."""
 
-    def __init__(self, docs: list[dict[str, Any]], directory: Path) -> None:
+    def __init__(self, docs: list[dict[str, Any]], directory: Path, *extra: str) -> None:
         config = find(docs, "ConfigMap", "task-processor-redis-acl")["data"]
         self.template, self.script = config["users.acl"], config["build-acl.sh"]
         init = find(docs, "StatefulSet", "task-processor-redis")["spec"]["template"]["spec"]["initContainers"][0]
@@ -62,10 +62,18 @@ class AclRedis:
         args = ["--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(directory), "--save", ""]
         args += ["--aclfile", str(directory / "users.acl"), "--logfile", str(directory / "redis.log")]
         # DEBUG and MODULE open to local clients, so that what refuses them below is the ACL alone.
-        args += ["--enable-debug-command", "local", "--enable-module-command", "local"]
+        args += ["--enable-debug-command", "local", "--enable-module-command", "local", *extra]
+        self.args = args
         self.process = subprocess.Popen(["redis-server", *args])
         wait_for(self._answers, what="redis-server with the chart's ACL")
         self.admin = self.client("admin")
+
+    def restart_after_kill(self) -> None:
+        """SIGKILL, then the same server again on the same directory (its AOF, when it keeps one)."""
+        self.process.kill()
+        self.process.wait(timeout=10)
+        self.process = subprocess.Popen(["redis-server", *self.args])
+        wait_for(self._answers, what="redis-server restarted with the chart's ACL")
 
     def build_acl(self, directory: Path, passwords: dict[str, str]) -> subprocess.CompletedProcess[str]:
         """The init container's command and environment (its Secret's keys), with the paths in ``directory``."""
@@ -186,6 +194,22 @@ def test_every_role_has_its_user_and_the_default_user_is_off(acl: AclRedis) -> N
         redis.Redis(port=acl.port, username="worker", password=acl.passwords["producer"]).ping()
     (default,) = [line for line in acl.admin.acl_list() if line.startswith("user default ")]
     assert default.startswith("user default off "), default
+
+
+def test_a_redis_restarted_from_its_aof_keeps_every_job(chart: Helm, tmp_path: Path) -> None:
+    """Redis replays its AOF's MULTI/EXEC blocks (every Lua script's and RQ pipeline's writes) as the default user
+    and checks them against that user's ACL: a default user refused everything made a restart drop those jobs."""
+    server = AclRedis(chart.docs(), tmp_path, "--appendonly", "yes", "--appendfsync", "always")
+    try:
+        producer = Producer(server.url("producer"), modules=TASK_MODULES)
+        jobs = [producer.enqueue("worker.examples.add", 1, 2)]
+        jobs += producer.enqueue_many([Task("worker.examples.add", (i, 1)) for i in range(3)])
+        server.restart_after_kill()
+        queued = [job_id.decode() for job_id in server.admin.lrange("rq:queue:default", 0, -1)]
+        assert queued == [job.id for job in jobs], "the AOF replay lost queued jobs"
+        assert all(server.admin.exists(f"rq:job:{job.id}") for job in jobs), "the AOF replay lost job hashes"
+    finally:
+        server.close()
 
 
 def test_an_empty_password_stops_the_init_container(acl: AclRedis, tmp_path: Path) -> None:

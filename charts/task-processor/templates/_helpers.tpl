@@ -112,6 +112,69 @@ The Secret holding the in-chart Redis users' passwords, one key "<role>-password
 {{- end }}
 
 {{/*
+The Redis Pods' governing (headless) Service: each Pod's stable DNS name is <pod>.<this>.<namespace>.svc.
+*/}}
+{{- define "task-processor.redisHeadlessName" -}}
+{{- printf "%s-headless" (include "task-processor.redisName" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The in-chart Redis Pods' DNS names with Sentinel, in ordinal order, space-separated: what the Sentinels announce
+(so they agree on every address whatever IP a restarted Pod gets), and where clients find the Sentinels.
+*/}}
+{{- define "task-processor.redisHosts" -}}
+{{- $name := include "task-processor.redisName" . }}
+{{- $domain := printf "%s.%s.svc" (include "task-processor.redisHeadlessName" .) .Release.Namespace }}
+{{- $hosts := list }}
+{{- range $i := until (int .Values.redis.sentinel.replicas) }}
+{{- $hosts = append $hosts (printf "%s-%d.%s" $name $i $domain) }}
+{{- end }}
+{{- join " " $hosts }}
+{{- end }}
+
+{{/*
+The in-chart Sentinels as REDIS_URL lists them: host:26379,host:26379,...
+*/}}
+{{- define "task-processor.sentinelAddresses" -}}
+{{- $addresses := list }}
+{{- range $host := splitList " " (include "task-processor.redisHosts" .) }}
+{{- $addresses = append $addresses (printf "%s:26379" $host) }}
+{{- end }}
+{{- join "," $addresses }}
+{{- end }}
+
+{{/*
+Sentinel values a JSON schema cannot compare, refused with one line naming the fix (the schema itself refuses fewer
+than 3 Redis Pods, a Sentinel host that is not host:port, and the like).
+*/}}
+{{- define "task-processor.validateSentinel" -}}
+{{- $in := .Values.redis.sentinel }}
+{{- $ext := .Values.externalRedis.sentinel }}
+{{- if and $in.enabled (not .Values.redis.enabled) }}
+{{- fail "redis.sentinel.enabled runs the in-chart Redis with Sentinel, but redis.enabled is false: set redis.enabled=true, or use externalRedis.sentinel for your own Sentinels" }}
+{{- end }}
+{{- if and $ext.enabled .Values.redis.enabled }}
+{{- fail "externalRedis.sentinel.enabled is for your own Redis, but redis.enabled is true: set redis.enabled=false (or redis.sentinel.enabled=true for the in-chart Redis with Sentinel)" }}
+{{- end }}
+{{- if and .Values.redis.enabled $in.enabled }}
+{{- if gt (int $in.quorum) (int $in.replicas) }}
+{{- fail (printf "redis.sentinel.quorum (%d) is above redis.sentinel.replicas (%d): no failover could ever start" (int $in.quorum) (int $in.replicas)) }}
+{{- end }}
+{{- if ge (int $in.replicaAcks) (int $in.replicas) }}
+{{- fail (printf "redis.sentinel.replicaAcks (%d) must be below redis.sentinel.replicas (%d): there are only %d replicas to acknowledge an enqueue" (int $in.replicaAcks) (int $in.replicas) (sub (int $in.replicas) 1)) }}
+{{- end }}
+{{- end }}
+{{- if and (not .Values.redis.enabled) $ext.enabled }}
+{{- if not $ext.hosts }}
+{{- fail "externalRedis.sentinel.enabled needs externalRedis.sentinel.hosts: list your Sentinels as host:port" }}
+{{- end }}
+{{- if .Values.externalRedis.roleSecretKeys }}
+{{- fail "externalRedis.roleSecretKeys names whole URLs, but with externalRedis.sentinel the chart builds the URL: leave roleSecretKeys empty" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
 Refuse inconsistent values with one line naming the fix (what a JSON schema cannot compare).
 */}}
 {{- define "task-processor.validate" -}}
@@ -127,6 +190,7 @@ Refuse inconsistent values with one line naming the fix (what a JSON schema cann
 {{- if and .Values.networkPolicy.enabled (not .Values.redis.enabled) }}
 {{- fail "networkPolicy.enabled guards the in-chart Redis: it needs redis.enabled=true" }}
 {{- end }}
+{{- include "task-processor.validateSentinel" . }}
 {{- include "task-processor.validatePools" . }}
 {{- include "task-processor.validateCron" . }}
 {{- end }}
@@ -137,10 +201,23 @@ producer (and the helm test Pod), dashboard. In-chart Redis: the container logs 
 that user's password comes from the Secret as REDIS_PASSWORD and Kubernetes expands $(REDIS_PASSWORD) into the
 URL when the container starts, so no password is in values or in the manifest. External Redis: the whole URL comes
 from the user's Secret, under externalRedis.roleSecretKeys.<role> when set, else externalRedis.existingSecretKey.
+With Sentinel (redis.sentinel or externalRedis.sentinel) the URL is redis+sentinel://user:$(REDIS_PASSWORD)@<the
+Sentinels>/<master set>/<db>, the password again expanded from a Secret (and, for Sentinels of one's own that
+require a password, ?sentinel_password=$(REDIS_SENTINEL_PASSWORD)), and TASK_REPLICA_ACKS comes beside it.
 */}}
 {{- define "task-processor.redisEnv" -}}
 {{- $values := .ctx.Values }}
-{{- if $values.redis.enabled }}
+{{- if and $values.redis.enabled $values.redis.sentinel.enabled }}
+- name: REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "task-processor.redisSecretName" .ctx }}
+      key: {{ printf "%s-password" .role }}
+- name: REDIS_URL
+  value: {{ printf "redis+sentinel://%s:$(REDIS_PASSWORD)@%s/%s/0" .role (include "task-processor.sentinelAddresses" .ctx) $values.redis.sentinel.masterSet | quote }}
+- name: TASK_REPLICA_ACKS
+  value: {{ int $values.redis.sentinel.replicaAcks | quote }}
+{{- else if $values.redis.enabled }}
 - name: REDIS_PASSWORD
   valueFrom:
     secretKeyRef:
@@ -148,6 +225,25 @@ from the user's Secret, under externalRedis.roleSecretKeys.<role> when set, else
       key: {{ printf "%s-password" .role }}
 - name: REDIS_URL
   value: {{ printf "redis://%s:$(REDIS_PASSWORD)@%s:6379/0" .role (include "task-processor.redisName" .ctx) | quote }}
+{{- else if $values.externalRedis.sentinel.enabled }}
+{{- $sentinel := $values.externalRedis.sentinel }}
+- name: REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $values.externalRedis.existingSecret }}
+      key: {{ $sentinel.passwordKey }}
+{{- with $sentinel.sentinelPasswordKey }}
+- name: REDIS_SENTINEL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $values.externalRedis.existingSecret }}
+      key: {{ . }}
+{{- end }}
+{{- $query := ternary "?sentinel_password=$(REDIS_SENTINEL_PASSWORD)" "" (not (empty $sentinel.sentinelPasswordKey)) }}
+- name: REDIS_URL
+  value: {{ printf "redis+sentinel://%s:$(REDIS_PASSWORD)@%s/%s/%d%s" $sentinel.username (join "," $sentinel.hosts) $sentinel.masterSet (int $sentinel.db) $query | quote }}
+- name: TASK_REPLICA_ACKS
+  value: {{ int $sentinel.replicaAcks | quote }}
 {{- else }}
 - name: REDIS_URL
   valueFrom:

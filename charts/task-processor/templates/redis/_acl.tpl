@@ -29,13 +29,21 @@ Why each part is there:
 - dashboard: reads all of rq:* with read commands only when dashboard.readOnly is true; else also writes the job
   data (requeue, delete, empty, compact), like a producer.
 - admin: everything; the Redis Pod's probes and humans (redis-cli --user admin).
+- replica, sentinel (redis.sentinel.enabled): the replicas' login to the master (PSYNC, REPLCONF, PING) and the
+  Sentinels' to every Redis (what the Redis Sentinel documentation lists: INFO, ROLE, SUBSCRIBE and PUBLISH on their
+  hello channel, SLAVEOF/REPLICAOF and CONFIG REWRITE in MULTI/EXEC to promote and repoint, CLIENT KILL and SCRIPT
+  KILL after a failover).
+- default: off (no connection can log in as it) but allowed everything. Redis replays
+  the MULTI/EXEC blocks of its AOF (every RQ pipeline, every Lua script's writes) as the default user and re-checks
+  them against its ACL at EXEC: refused, they are silently skipped, and a Redis restarted from its AOF loses those
+  jobs (redis/redis#14541, fixed by redis/redis#14545 in later releases).
 */}}
 {{- define "task-processor.redisAcl" -}}
 {{- $commands := "-@all +@read +@write +@transaction +@connection -@scripting -@admin -@dangerous -scan -randomkey +evalsha +script|load +script|exists +info" -}}
 {{- $jobData := "~rq:queue:* ~rq:queues ~rq:job:* ~rq:results:* ~rq:execution:* ~rq:executions:* ~rq:wip:* ~rq:failed:* ~rq:finished:* ~rq:scheduled:* ~rq:deferred:* ~rq:canceled:* ~rq:group:* ~rq:groups" -}}
 {{- $reaper := "~task-processor:intermediate-seen:* %W~task-processor:foreign:*" -}}
 {{- $extra := .Values.redis.acl.extraRules -}}
-user default off resetpass resetkeys resetchannels -@all
+user default off resetpass ~* &* +@all
 user admin on #ADMIN_PASSWORD_SHA256 ~* &* +@all
 user worker on #WORKER_PASSWORD_SHA256 resetkeys resetchannels ~rq:* {{ $reaper }} %R~task-processor:autoscaler:* &rq:pubsub:* {{ $commands }} +subscribe +unsubscribe{{ with $extra.worker }} {{ . }}{{ end }}
 user autoscaler on #AUTOSCALER_PASSWORD_SHA256 resetkeys resetchannels %R~rq:* {{ $jobData }} ~rq:workers ~rq:workers:* ~rq:scheduler:* ~rq:scheduler-lock:* ~task-processor:autoscaler:* ~task-processor:cron:ticks {{ $reaper }} {{ $commands }}{{ with $extra.autoscaler }} {{ . }}{{ end }}
@@ -44,6 +52,31 @@ user producer on #PRODUCER_PASSWORD_SHA256 resetkeys resetchannels %R~rq:* {{ $j
 user dashboard on #DASHBOARD_PASSWORD_SHA256 resetkeys resetchannels %R~rq:* -@all +@read +@connection -@admin -@dangerous -scan -randomkey +info{{ with $extra.dashboard }} {{ . }}{{ end }}
 {{- else }}
 user dashboard on #DASHBOARD_PASSWORD_SHA256 resetkeys resetchannels %R~rq:* {{ $jobData }} {{ $commands }}{{ with $extra.dashboard }} {{ . }}{{ end }}
+{{- end }}
+{{- if .Values.redis.sentinel.enabled }}
+user replica on #REPLICA_PASSWORD_SHA256 resetkeys resetchannels -@all +psync +replconf +ping
+user sentinel on #SENTINEL_PASSWORD_SHA256 resetkeys allchannels -@all +multi +exec +slaveof +replicaof +ping +info +role +config|rewrite +client|setname +client|kill +script|kill +subscribe +publish
+{{- end }}
+{{- end }}
+
+{{/*
+The Sentinels' own users (redis.sentinel.enabled), in the ACL file each Sentinel reads (--sentinel with aclfile);
+the same placeholders, filled in by the same script.
+- default: no password, but it may only ask where the master and its replicas are (what a client's discovery
+  sends: SENTINEL GET-MASTER-ADDR-BY-NAME, MASTERS, MASTER, REPLICAS/SLAVES, SENTINELS) and connection commands;
+  the init container asks it at start, and clients that send no credentials to Sentinels use it.
+- worker, autoscaler, producer, dashboard: the same, for clients that log in to Sentinels with their Redis user.
+- sentinel: what the Sentinels log in to each other with (sentinel sentinel-user); everything.
+- admin: everything; the probes and humans (redis-cli --user admin -p 26379).
+Nobody else may change what a Sentinel monitors or force a failover (SENTINEL SET, REMOVE, FAILOVER, RESET...).
+*/}}
+{{- define "task-processor.sentinelAcl" -}}
+{{- $discovery := "-@all +@connection -@admin -@dangerous +sentinel|get-master-addr-by-name +sentinel|masters +sentinel|master +sentinel|replicas +sentinel|slaves +sentinel|sentinels" -}}
+user default on nopass resetchannels {{ $discovery }}
+user admin on #ADMIN_PASSWORD_SHA256 ~* &* +@all
+user sentinel on #SENTINEL_PASSWORD_SHA256 ~* &* +@all
+{{- range $role := list "worker" "autoscaler" "producer" "dashboard" }}
+user {{ $role }} on #{{ upper $role }}_PASSWORD_SHA256 resetchannels {{ $discovery }}
 {{- end }}
 {{- end }}
 
@@ -67,20 +100,33 @@ worker=$(sha256 worker "$WORKER_PASSWORD")
 autoscaler=$(sha256 autoscaler "$AUTOSCALER_PASSWORD")
 producer=$(sha256 producer "$PRODUCER_PASSWORD")
 dashboard=$(sha256 dashboard "$DASHBOARD_PASSWORD")
+{{- if .Values.redis.sentinel.enabled }}
+replica=$(sha256 replica "$REPLICA_PASSWORD")
+sentinel=$(sha256 sentinel "$SENTINEL_PASSWORD")
+{{- end }}
 sed -e "s/ADMIN_PASSWORD_SHA256/$admin/" \
     -e "s/WORKER_PASSWORD_SHA256/$worker/" \
     -e "s/AUTOSCALER_PASSWORD_SHA256/$autoscaler/" \
     -e "s/PRODUCER_PASSWORD_SHA256/$producer/" \
     -e "s/DASHBOARD_PASSWORD_SHA256/$dashboard/" \
+{{- if .Values.redis.sentinel.enabled }}
+    -e "s/REPLICA_PASSWORD_SHA256/$replica/" \
+    -e "s/SENTINEL_PASSWORD_SHA256/$sentinel/" \
+{{- end }}
     "$ACL_TEMPLATE" > "$ACL_FILE"
+{{- if .Values.redis.sentinel.enabled }}
+echo "wrote $ACL_FILE: $(cut -d ' ' -f 2 "$ACL_FILE" | tr '\n' ' ')"
+{{- else }}
 echo "wrote $ACL_FILE: users default (off), admin, worker, autoscaler, producer, dashboard"
+{{- end }}
 {{- end }}
 
 {{/*
-The roles with a Redis user and a password in the Secret (key "<role>-password").
+The roles with a Redis user and a password in the Secret (key "<role>-password"); with Sentinel also "replica"
+(the replicas' login to the master, masteruser) and "sentinel" (the Sentinels' login to Redis and to each other).
 */}}
 {{- define "task-processor.redisRoles" -}}
-admin worker autoscaler producer dashboard
+admin worker autoscaler producer dashboard{{ if .Values.redis.sentinel.enabled }} replica sentinel{{ end }}
 {{- end }}
 
 {{- define "task-processor.redisAclName" -}}
