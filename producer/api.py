@@ -20,13 +20,14 @@ from rq.job import Job, JobStatus
 from rq.results import Result
 from rq.utils import now
 
-from producer.atomic import BatchWriter
+from producer.atomic import REPLICA_ACKS_TIMEOUT, BatchWriter, TooFewReplicasError
 from producer.checks import TaskPaths
 from producer.checks import backoff_intervals as backoff_intervals  # tests import it from here
 from producer.errors import (
     DuplicateJobError,
     InvalidTaskError,
     RedisUnavailableError,
+    ReplicaAcksError,
     TaskFailedError,
     WaitTimeoutError,
 )
@@ -34,7 +35,7 @@ from producer.jobhash import JobFactory, NoArgumentCalls, QueuedJob
 from producer.prepare import prepare, prepare_plain
 from producer.task import OPTIONS, Task
 from task_processor import keys
-from task_processor.connection import OutageLog, connect, describe_failure
+from task_processor.connection import OutageLog, connect, describe_failure, redact_url
 from task_processor.errors import ConfigError, TaskProcessorError
 from task_processor.jobs import UNSUCCESSFUL
 from task_processor.observe import QueueCounts, WorkerInfo, list_workers, queue_counts, text
@@ -94,11 +95,18 @@ class Producer:
         max_payload: int = DEFAULT_MAX_PAYLOAD,
         modules: Iterable[str] | str | None = None,
         connection: redis.Redis | None = None,
+        replica_acks: int = 0,
+        replica_acks_timeout: float = REPLICA_ACKS_TIMEOUT,
     ) -> None:
         """``modules``: the modules whose functions the workers run (TASK_MODULES); when given, a task naming a
-        path outside them is refused here, before anything is written. The workers check again either way."""
+        path outside them is refused here, before anything is written. The workers check again either way.
+
+        ``replica_acks`` (TASK_REPLICA_ACKS): an enqueue returns only once that many replicas acknowledged its write,
+        so a failover after it returned cannot lose it; ReplicaAcksError after ``replica_acks_timeout`` seconds."""
         if serializer not in SERIALIZERS:
             raise ConfigError(f"serializer {serializer!r} is not supported: use one of {', '.join(SERIALIZERS)}")
+        if isinstance(replica_acks, bool) or not isinstance(replica_acks, int) or replica_acks < 0:
+            raise ConfigError(f"replica_acks={replica_acks!r} must be a whole number of replicas >= 0 (0: no wait)")
         self.redis_url = redis_url
         self.default_queue = validate_queue_name(queue)
         self.serializer_name = serializer
@@ -108,7 +116,8 @@ class Producer:
         self.modules = parse_modules(names, "modules")
         self.connection = connection or connect(redis_url)
         self._queues: dict[str, Queue] = {}
-        self._writer = BatchWriter(self.connection)
+        self.replica_acks = replica_acks
+        self._writer = BatchWriter(self.connection, replica_acks, replica_acks_timeout)
         self._jobs = JobFactory(self.connection, SERIALIZERS[serializer])
         self._paths = TaskPaths()
         self._no_arguments = NoArgumentCalls(SERIALIZERS[serializer])
@@ -123,7 +132,8 @@ class Producer:
         modules: Iterable[str] | None = None,
     ) -> Producer:
         """Configured from REDIS_URL, TASK_QUEUES (the first is where tasks go), TASK_SERIALIZER, TASK_TIMEOUT,
-        TASK_MAX_PAYLOAD and TASK_MODULES (``modules`` instead, when given); on ``connection`` when given."""
+        TASK_MAX_PAYLOAD, TASK_REPLICA_ACKS and TASK_MODULES (``modules`` instead, when given); on ``connection``
+        when given."""
         settings = settings or Settings.from_env()
         return cls(
             settings.redis_url,
@@ -133,6 +143,7 @@ class Producer:
             max_payload=settings.max_payload,
             modules=settings.task_modules if modules is None else modules,
             connection=connection,
+            replica_acks=settings.replica_acks,
         )
 
     def queue(self, name: str | None = None) -> Queue:
@@ -180,24 +191,46 @@ class Producer:
         stamp = now()
         try:
             deferred = self._writer.write(queued, stamp)
-        except redis.ResponseError as exc:
-            refused = str(exc).split("caused error: ")[-1].split()
-            if refused[:1] == ["DUPLICATE"]:
-                raise DuplicateJobError(
-                    f"job {refused[1]} is already live (unique=True): nothing was enqueued; pick another job_id, or "
-                    "wait until that job's hash expires",
-                    refused[1],
-                ) from None
-            if refused[:1] == ["UNKNOWN_DEPENDENCY"]:
-                raise InvalidTaskError(
-                    f"job {refused[1]} depends on {refused[2]}, which does not exist (never enqueued, or expired): "
-                    "nothing was enqueued; enqueue the dependency first, or drop it from depends_on"
-                ) from None
-            raise self._failed(exc) from exc
+        except (TooFewReplicasError, redis.ResponseError) as exc:
+            refusal = exc.refusal if isinstance(exc, TooFewReplicasError) else exc
+            refused = None if refusal is None else self._refused(refusal)
+            # A refusal wrote nothing a replica must have, but for a live duplicate: that one is there, unacknowledged.
+            if isinstance(exc, TooFewReplicasError) and (refused is None or isinstance(refused, DuplicateJobError)):
+                raise self._unacknowledged(queued, exc) from None
+            assert refused is not None
+            raise refused from (None if isinstance(refused, InvalidTaskError) else refusal)
         except redis.RedisError as exc:
             raise self._failed(exc) from exc
         self.outage.succeeded()
         return self._jobs.jobs(queued, stamp, deferred)
+
+    def _refused(self, exc: redis.ResponseError) -> TaskProcessorError:
+        """The enqueue script's refusal (nothing written, nothing changed) as the error the caller gets."""
+        refused = str(exc).split("caused error: ")[-1].split()
+        if refused[:1] == ["DUPLICATE"]:
+            return DuplicateJobError(
+                f"job {refused[1]} is already live (unique=True): nothing was enqueued; pick another job_id, or "
+                "wait until that job's hash expires",
+                refused[1],
+            )
+        if refused[:1] == ["UNKNOWN_DEPENDENCY"]:
+            return InvalidTaskError(
+                f"job {refused[1]} depends on {refused[2]}, which does not exist (never enqueued, or expired): "
+                "nothing was enqueued; enqueue the dependency first, or drop it from depends_on"
+            )
+        return self._failed(exc)
+
+    def _unacknowledged(self, queued: list[QueuedJob], exc: TooFewReplicasError) -> ReplicaAcksError:
+        self.outage.succeeded()  # Redis answered: only its replicas lag
+        ids = [job.id for job in queued]
+        which = f"job {ids[0]}" if len(ids) == 1 else f"the {len(ids)} jobs {ids[0]} ... {ids[-1]}"
+        return ReplicaAcksError(
+            f"Redis at {redact_url(self.redis_url)} has {which}, but only {exc.acked} of the {exc.wanted} replicas "
+            f"TASK_REPLICA_ACKS asks for acknowledged it within {exc.timeout:g}s, so it may or may not have been "
+            "written for good (a failover now could lose it): enqueue again with the same job_id and unique=True, "
+            "which is safe (DuplicateJobError then means it is there and acknowledged), and check the replicas",
+            ids,
+        )
 
     def _failed(self, exc: redis.RedisError) -> TaskProcessorError:
         network = isinstance(exc, redis.ConnectionError | redis.TimeoutError)

@@ -54,20 +54,45 @@ def rq_time(stamp: datetime) -> str:
     )
 
 
+REPLICA_ACKS_TIMEOUT = 1.0
+"""Seconds an enqueue waits for TASK_REPLICA_ACKS replicas to acknowledge its write (Redis WAIT) before it raises:
+a healthy replica acknowledges within a round trip, so this is only spent while replicas are away or resyncing."""
+
+
+class TooFewReplicasError(redis.RedisError):
+    """WAIT heard from fewer replicas than asked before its time-out. ``refusal``: the script's error reply, when it
+    refused the call (the caller decides whether that refusal wrote anything a WAIT was needed for)."""
+
+    def __init__(self, acked: int, wanted: int, timeout: float, refusal: redis.ResponseError | None = None) -> None:
+        super().__init__(f"{acked} of {wanted} replicas acknowledged the write within {timeout:g}s")
+        self.acked, self.wanted, self.timeout, self.refusal = acked, wanted, timeout, refusal
+
+
 class DirectScript:
     """``script(keys=..., args=...)`` as redis-py runs it, sent on a connection of this writer's own.
 
     redis-py's per-call path (pool checkout and release, command lookup, argument checks, metrics) costs about
     as much Python as the rest of an enqueue. So the EVALSHA is written and read directly on one connection
     (worker/batching.py does the same), with what that path gives: a dropped connection is retried with the
-    connection's own Retry (disconnecting first), a NOSCRIPT loads the script and runs it again through the
-    client (as ``Script.__call__``), and an error reply names the command as ``task_processor.connection.Client``
-    does. A call made while another thread is on that connection, and any client this cannot stand in for
-    exactly (a single-connection client, client-side caching, a subclass with its own ``execute_command``, a
-    response callback for EVALSHA), goes through redis-py as before. The connection is made again in a forked
-    child, as redis-py's pool does."""
+    connection's own Retry (disconnecting first), a NOSCRIPT loads the script and runs it again (on the same
+    connection), and an error reply names the command as ``task_processor.connection.Client`` does. A call made
+    while another thread is on that connection, and any client this cannot stand in for exactly (a
+    single-connection client, client-side caching, a subclass with its own ``execute_command``, a response callback
+    for EVALSHA), goes through redis-py as before. The connection is made again in a forked child, as redis-py's
+    pool does.
 
-    def __init__(self, connection: redis.Redis, script: Script) -> None:
+    With ``replica_acks`` N > 0, a WAIT for N replicas follows the EVALSHA on the same connection, in the same
+    write (WAIT covers the writes of its own connection), and a call that hears from fewer raises
+    TooFewReplicasError, whatever the script answered. On a Sentinel's client the connection finds the master when it
+    connects, and a demoted master's READONLY drops it, so the retry goes to the new master."""
+
+    def __init__(
+        self,
+        connection: redis.Redis,
+        script: Script,
+        replica_acks: int = 0,
+        acks_timeout: float = REPLICA_ACKS_TIMEOUT,
+    ) -> None:
         self.script = script
         self._client = connection
         self._lock = threading.Lock()
@@ -75,6 +100,8 @@ class DirectScript:
         self._pid = 0
         self._pool: redis.ConnectionPool | None = None
         self._hiredis_packs = False
+        self._acks_timeout = acks_timeout
+        self._wait = ("WAIT", replica_acks, max(1, round(acks_timeout * 1000))) if replica_acks > 0 else None
         execute = getattr(type(connection), "execute_command", None)
         self._name_errors = execute is Client.execute_command
         pool = getattr(connection, "connection_pool", None)
@@ -90,11 +117,32 @@ class DirectScript:
 
     def __call__(self, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         if self._pool is None or "EVALSHA" in self._client.response_callbacks or not self._lock.acquire(blocking=False):
-            return self.script(keys=keys, args=args)
+            return self._through_client(keys, args)
         try:
             return self._call(keys, args)
         finally:
             self._lock.release()
+
+    def _through_client(self, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """redis-py's own path; with a WAIT, both commands in one pipeline, which runs them on one connection."""
+        if self._wait is None:
+            return self.script(keys=keys, args=args)
+        with self._client.pipeline(transaction=False) as pipe:
+            self.script(keys=keys, args=args, client=pipe)
+            pipe.execute_command(*self._wait)
+            reply, acked = pipe.execute(raise_on_error=False)
+            if isinstance(reply, redis.ResponseError):  # named as the pipeline names the error it raises
+                pipe.annotate_exception(reply, 1, ("EVALSHA", self.script.sha))
+        return self._outcome(reply, acked)
+
+    def _outcome(self, reply: Any, acked: Any) -> Any:
+        """The script's reply, or its error; TooFewReplicasError first when the WAIT fell short."""
+        if self._wait is not None and int(acked) < self._wait[1]:
+            refusal = reply if isinstance(reply, redis.ResponseError) else None
+            raise TooFewReplicasError(int(acked), self._wait[1], self._acks_timeout, refusal)
+        if isinstance(reply, redis.ResponseError):
+            raise reply
+        return reply
 
     def _call(self, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         pool, wire, pid = self._pool, self._wire, os.getpid()
@@ -117,35 +165,46 @@ class DirectScript:
             wire.connect()
             if wire.can_read() and not self._notified(pool):
                 raise redis.ConnectionError("Connection not ready") from exc
-        command = ("EVALSHA", self.script.sha, len(keys), *keys, *args)
-        packed: list[bytes] | None = None
-        if self._hiredis_packs:
-            try:
-                packed = [hiredis.pack_command(command)]
-            except Exception:  # redis-py's packer raises its own error for these arguments just below
-                packed = None
-        if packed is None:
-            packed = wire.pack_command(*command)
+        commands = [("EVALSHA", self.script.sha, len(keys), *keys, *args), *([self._wait] if self._wait else [])]
+        packed = self._pack(wire, commands)
 
-        def exchange() -> Any:
+        def exchange() -> tuple[Any, Any]:
             wire.send_packed_command(packed)
-            return wire.read_response()
+            try:
+                reply = wire.read_response()
+            except redis.ResponseError as exc:  # read whole: the WAIT's reply comes next, the connection stays usable
+                reply = exc
+            return reply, (wire.read_response() if self._wait else None)
 
         try:
-            reply = wire.retry.call_with_retry(exchange, lambda _: wire.disconnect())
-        except NoScriptError:  # Redis lost its scripts (a restart): load it and run it again, as Script does
-            self.script.sha = self._client.script_load(self.script.script)
-            return self._client.evalsha(self.script.sha, len(keys), *keys, *args)
-        except redis.ResponseError as exc:  # the reply was read whole: the connection stays usable
-            if self._name_errors and exc.args and isinstance(exc.args[0], str):
-                exc.args = (f"Command (EVALSHA {self.script.sha}) caused error: {exc.args[0]}",)
-            raise
+            reply, acked = wire.retry.call_with_retry(exchange, lambda _: wire.disconnect())
+            if isinstance(reply, NoScriptError):  # Redis lost its scripts (a restart, a failover): load, run again
+                wire.send_command("SCRIPT", "LOAD", self.script.script)
+                wire.read_response()
+                reply, acked = wire.retry.call_with_retry(exchange, lambda _: wire.disconnect())
         except BaseException:
             wire.disconnect()  # whatever was half sent or half read must not reach the next call
             raise
         if getattr(wire, "should_reconnect", bool)():  # (redis-py 8) the server announced a maintenance
             wire.disconnect()
-        return reply
+        if (
+            isinstance(reply, redis.ResponseError)
+            and self._name_errors
+            and reply.args
+            and isinstance(reply.args[0], str)
+        ):
+            reply.args = (f"Command (EVALSHA {self.script.sha}) caused error: {reply.args[0]}",)
+        return self._outcome(reply, acked)
+
+    def _pack(self, wire: redis.Connection, commands: list[tuple[Any, ...]]) -> list[bytes]:
+        if self._hiredis_packs:
+            try:
+                return [hiredis.pack_command(command) for command in commands]
+            except Exception:  # redis-py's packer raises its own error for these arguments just below
+                pass
+        if len(commands) == 1:
+            return cast(list[bytes], wire.pack_command(*commands[0]))
+        return cast(list[bytes], wire.pack_commands(commands))
 
     @staticmethod
     def _notified(pool: redis.ConnectionPool) -> bool:
@@ -157,8 +216,10 @@ class DirectScript:
 class BatchWriter:
     """One registered script per client; ``write`` sends a batch of checked jobs in one round trip."""
 
-    def __init__(self, connection: redis.Redis) -> None:
-        self._script = DirectScript(connection, scripts.register(connection, "enqueue"))
+    def __init__(
+        self, connection: redis.Redis, replica_acks: int = 0, acks_timeout: float = REPLICA_ACKS_TIMEOUT
+    ) -> None:
+        self._script = DirectScript(connection, scripts.register(connection, "enqueue"), replica_acks, acks_timeout)
         self._queue_keys: dict[str, tuple[str, str, str]] = {}
 
     def _keys_of(self, queue: str) -> tuple[str, str, str]:

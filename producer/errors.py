@@ -10,6 +10,7 @@ __all__ = [
     "InvalidTaskError",
     "RedisCommandError",
     "RedisUnavailableError",
+    "ReplicaAcksError",
     "TaskFailedError",
     "TaskProcessorError",
     "WaitTimeoutError",
@@ -26,6 +27,15 @@ class DuplicateJobError(InvalidTaskError):
     def __init__(self, message: str, job_id: str) -> None:
         super().__init__(message)
         self.job_id = job_id
+
+
+class ReplicaAcksError(RedisUnavailableError):
+    """Redis ran the enqueue, but fewer replicas than TASK_REPLICA_ACKS acknowledged it in time: a failover may still
+    lose it. ``job_ids``: the jobs of that call, to enqueue again with ``unique=True``."""
+
+    def __init__(self, message: str, job_ids: list[str]) -> None:
+        super().__init__(message)
+        self.job_ids = job_ids
 
 
 class TaskFailedError(TaskProcessorError):

@@ -17,6 +17,7 @@ from redis.retry import Retry
 
 from task_processor.errors import RedisCommandError, RedisUnavailableError, TaskProcessorError, first_line
 from task_processor.logs import get_logger
+from task_processor.sentinel import NoMasterError, SentinelURL, is_sentinel_url, master_client
 
 CONNECT_TIMEOUT = 5.0
 """Seconds to wait for a TCP connection before calling Redis unreachable."""
@@ -108,7 +109,7 @@ def scrub(text: str, url: str) -> str:
     """``text`` (a library's error message) without any piece of the password in ``url``, which it may quote:
     redis-py's "Port could not be cast to integer value as 'pa'" quotes the start of a password holding a '/'."""
     rest = url.partition("://")[2]
-    secrets = [m[1] for m in PASSWORD_IN_QUERY.finditer(rest)]
+    secrets = [m[0].removeprefix(m[1]) for m in PASSWORD_IN_QUERY.finditer(rest)]
     userinfo = rest.rpartition("@")[0]
     secrets.append(userinfo.partition(":")[2] if ":" in userinfo else userinfo)
     for secret in secrets:
@@ -126,19 +127,21 @@ def connect(url: str, workers: int = 1) -> redis.Redis:
     """A client with bounded connect time, keepalive and retries: a restart of Redis costs a retry, not a crash.
 
     Its pool holds enough connections for ``workers`` RQ workers in this process (the slots of ``--concurrency``),
-    plus redis-py's default of 100 for everything else."""
+    plus redis-py's default of 100 for everything else. A ``redis+sentinel://`` URL gives a client of the master
+    the Sentinels name, whichever server that is at the moment (``task_processor.sentinel``)."""
+    options: dict[str, Any] = {
+        "max_connections": 100 + CONNECTIONS_PER_WORKER * workers,
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "socket_keepalive": True,
+        "health_check_interval": HEALTH_CHECK_INTERVAL,
+        "retry": Retry(ExponentialWithJitterBackoff(base=RETRY_BACKOFF_BASE, cap=RETRY_BACKOFF_CAP), RETRY_ATTEMPTS),
+    }
     try:
-        client = Client.from_url(
-            url,
-            max_connections=100 + CONNECTIONS_PER_WORKER * workers,
-            socket_connect_timeout=CONNECT_TIMEOUT,
-            socket_keepalive=True,
-            health_check_interval=HEALTH_CHECK_INTERVAL,
-            retry=Retry(ExponentialWithJitterBackoff(base=RETRY_BACKOFF_BASE, cap=RETRY_BACKOFF_CAP), RETRY_ATTEMPTS),
-        )
+        client = master_client(url, Client, **options) if is_sentinel_url(url) else Client.from_url(url, **options)
     except ValueError as exc:
         userinfo = url.partition("://")[2].rpartition("@")[0]
-        hint = " (percent-encode any '/', '?', '#' or '@' in the password)" if set(userinfo) & set("/?#@") else ""
+        encode = set(userinfo) & set("/?#@") and not is_sentinel_url(url)  # a sentinel URL reads them as they are
+        hint = " (percent-encode any '/', '?', '#' or '@' in the password)" if encode else ""
         # `from None`: redis-py's own error may quote part of the password (scrubbed here, not in a traceback).
         raise RedisUnavailableError(
             f"REDIS_URL {redact_url(url)!r} is malformed ({scrub(str(exc), url)}): fix REDIS_URL{hint}"
@@ -157,6 +160,8 @@ def describe_failure(url: str, exc: redis.RedisError) -> TaskProcessorError:
             f"Redis at {where} does not speak TLS (the TLS handshake got no answer, plain Redis did): use redis:// "
             "in REDIS_URL, or enable TLS on the server"
         )
+    if isinstance(exc, NoMasterError):
+        return RedisUnavailableError(f"{text}: {exc.fix}")
     if isinstance(exc, redis.AuthenticationError) or re.search(r"\b(NOAUTH|WRONGPASS)\b", text):
         return RedisUnavailableError(f"Redis at {where} refused the credentials: fix the password in REDIS_URL")
     if not isinstance(exc, redis.ResponseError):
@@ -166,7 +171,7 @@ def describe_failure(url: str, exc: redis.RedisError) -> TaskProcessorError:
     if "DB index is out of range" in text:
         return RedisUnavailableError(
             f"Redis at {where}: DB index is out of range: the database number in REDIS_URL "
-            f"(/{urlsplit(url).path.lstrip('/')}) does not exist there; use one below its `databases` setting"
+            f"(/{_database(url)}) does not exist there; use one below its `databases` setting"
         )
     match, reason = COMMAND_IN_ERROR.match(text), text.split("caused error: ", 1)[-1]
     key = match[2] if match and match[2] and match[1].upper() not in ("EVAL", "EVALSHA") else None
@@ -179,6 +184,10 @@ def describe_failure(url: str, exc: redis.RedisError) -> TaskProcessorError:
         )
     on = f" on key {key!r}" if key else ""
     return RedisCommandError(f"Redis at {where} refused a command{on} ({reason}): check the server's configuration")
+
+
+def _database(url: str) -> str:
+    return str(SentinelURL.parse(url).db) if is_sentinel_url(url) else urlsplit(url).path.lstrip("/")
 
 
 def ping(connection: redis.Redis, url: str) -> None:

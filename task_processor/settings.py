@@ -124,9 +124,21 @@ def parse_target_wait(name: str, raw: str) -> float | None:
 
 
 def _redis_url(name: str, raw: str) -> str:
-    if not raw.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError(f"{name} must start with redis://, rediss:// or unix:// (e.g. {DEFAULT_REDIS_URL})")
+    if not raw.startswith(("redis://", "rediss://", "unix://", "redis+sentinel://")):
+        raise ConfigError(
+            f"{name} must start with redis://, rediss://, unix:// or redis+sentinel:// (e.g. {DEFAULT_REDIS_URL})"
+        )
     return raw
+
+
+def parse_replica_acks(name: str, raw: str) -> int:
+    """How many replicas must acknowledge an enqueue's write before it returns: a whole number >= 0."""
+    if not (raw.isascii() and raw.isdigit()):
+        raise ConfigError(
+            f"{name}={raw!r} is not a number of replicas: set it to 0 (enqueues do not wait for replicas) or to how "
+            f"many replicas must acknowledge each enqueue (e.g. {name}=1)"
+        )
+    return int(raw)
 
 
 def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
@@ -168,6 +180,8 @@ class Settings:
     metrics_bind: str = DEFAULT_METRICS_BIND
     cron_file: str | None = None
     """TASK_CRON: the file of periodic tasks (JSON lines) the leading autoscaler enqueues (producer/scaling/cron.py)."""
+    replica_acks: int = 0
+    """TASK_REPLICA_ACKS: replicas that must acknowledge an enqueue's write (Redis WAIT) before it returns."""
 
     @property
     def serializer(self) -> Serializer:
@@ -240,4 +254,5 @@ class Settings:
             metrics_port=opt("METRICS_PORT", integer(0), d.metrics_port),
             metrics_bind=opt("METRICS_BIND", _bind_address, d.metrics_bind),
             cron_file=opt("TASK_CRON", lambda _, raw: raw, d.cron_file),
+            replica_acks=opt("TASK_REPLICA_ACKS", parse_replica_acks, d.replica_acks),
         )

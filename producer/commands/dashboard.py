@@ -15,6 +15,9 @@ Four boundaries are ours rather than upstream's:
 - ``--read-only`` serves the views and JSON reads of ``READ_ENDPOINTS`` to GET and HEAD, and answers 403 to
   anything else. It is an allow list, so a route a later rq-dashboard adds is refused until it is listed;
 - the Redis URLs its pages list are masked as our logs mask them (upstream misses a ``?password=`` argument).
+
+Its Redis client is ours (``task_processor.connection.connect``), for every URL form REDIS_URL takes: with
+``redis+sentinel://`` it follows the master across a failover like every other process.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import Any
 from rq.serializers import Serializer
 from rq.worker import Worker
 
-from task_processor.connection import redact_url
+from task_processor.connection import connect, redact_url
 from task_processor.errors import ConfigError
 from task_processor.settings import Settings
 
@@ -76,6 +79,12 @@ def _workers_read_with(serializer: Serializer) -> type[Worker]:
 
 def _redacted_urls(urls: str | list[str] | tuple[str, ...]) -> list[str]:
     return [redact_url(url) for url in ([urls] if isinstance(urls, str) else urls)]
+
+
+def _client(url: str, **_: Any) -> tuple[None, Any]:
+    """Stands in for ``redis_sentinel_url.connect``, which rq-dashboard calls (its password options come from the
+    URL here): (no Sentinel object, the client)."""
+    return None, connect(url)
 
 
 def _is_loopback(bind: str) -> bool:
@@ -165,6 +174,7 @@ def run_dashboard(settings: Settings, bind: str, port: int, read_only: bool = Fa
     web.Worker = _workers_read_with(settings.serializer)
     # Its pages list the Redis URLs; upstream masks user:password@ only, not a ?password= argument.
     web.escape_format_instance_list = _redacted_urls
+    web.from_url = _client
     cli.make_flask_app = _app_factory(cli.make_flask_app, bind, read_only)
     # --normal: never Flask's debugger (it runs code typed into the browser), whatever RQ_DASHBOARD_DEBUG says.
     args = ["--bind", bind, "--port", str(port), "--normal"]

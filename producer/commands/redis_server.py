@@ -13,6 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import redis
 
@@ -89,34 +90,40 @@ class LocalRedisServer:
                 raise
         raise AssertionError("unreachable")
 
-    def _start_once(self) -> LocalRedisServer:
+    def arguments(self) -> list[str]:
+        """The server's command line (a test's replica or Sentinel extends it)."""
         assert self.executable is not None
+        return [
+            self.executable,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--dir",
+            str(self.directory),
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--appendfsync",
+            self.appendfsync,
+            "--save",
+            "",
+            "--stream-node-max-bytes",
+            str(STREAM_NODE_MAX_BYTES),
+            "--protected-mode",
+            "yes",
+            "--logfile",
+            str(self.directory / "redis.log"),
+        ]
+
+    def client(self, **options: Any) -> redis.Redis:
+        """A client of this server alone, whatever its role (a test's server with a password adds it)."""
+        return redis.Redis(host="127.0.0.1", port=self.port, **options)
+
+    def _start_once(self) -> LocalRedisServer:
         process = self.process = subprocess.Popen(
-            [
-                self.executable,
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--dir",
-                str(self.directory),
-                "--appendonly",
-                "yes" if self.appendonly else "no",
-                "--appendfsync",
-                self.appendfsync,
-                "--save",
-                "",
-                "--stream-node-max-bytes",
-                str(STREAM_NODE_MAX_BYTES),
-                "--protected-mode",
-                "yes",
-                "--logfile",
-                str(self.directory / "redis.log"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            self.arguments(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5)
+        client = self.client(socket_connect_timeout=0.5)
         deadline = time.monotonic() + START_TIMEOUT
         try:
             while process.poll() is None and time.monotonic() < deadline:

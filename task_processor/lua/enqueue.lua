@@ -10,7 +10,7 @@
 -- MULTI/EXEC does not roll back, so a key holding foreign data would leave half a batch: every key is checked
 -- first (type, a unique id already live, a dependency that does not exist), and written only then.
 -- redis-py resends a command whose connection broke before the reply came: when the batch's first job hash
--- already carries this batch's created_at (the receipt), the batch was applied and nothing is written again.
+-- already carries this batch's created_at (the receipt), the batch was applied and nothing else is written again.
 local queues = KEYS[1]          -- rq:queues, the set of every queue's key
 local stamp = ARGV[1]           -- the batch's timestamp: created_at and enqueued_at of every job, and the receipt
 local nq = tonumber(ARGV[2])    -- queues in the batch; their names are ARGV[3 .. 2 + nq]
@@ -24,6 +24,8 @@ local now = ARGV[4 + nq]        -- unix seconds: the deferred registry's score
 -- values (producer.jobhash.QueuedJob.varying_fields).
 -- Returns {1, ids deferred...} when it wrote, {0} when the receipt shows this batch was already written, or an
 -- error: 'DUPLICATE <id>' (unique, and a job with that id is live) or 'UNKNOWN_DEPENDENCY <id> <dependency>'.
+-- The receipt and a live duplicate rewrite one field of a job hash as it is: nothing changes, but a WAIT after the call
+-- covers the earlier write of that job (WAIT waits for the latest write of its own connection, and this is one).
 
 local function check(key, want)
   local have = redis.call('TYPE', key)['ok']
@@ -59,10 +61,17 @@ for _, job in ipairs(jobs) do
   elseif job.mode == 'D' then problem = problem or check(KEYS[1 + 2 * nq + job.q], 'zset') end
 end
 if problem then return problem end
-if #jobs > 0 and redis.call('HGET', jobs[1].key, 'created_at') == stamp then return {0} end
+if #jobs > 0 and redis.call('HGET', jobs[1].key, 'created_at') == stamp then
+  redis.call('HSET', jobs[1].key, 'created_at', stamp)  -- written by the earlier call, on a connection now gone
+  return {0}
+end
 local earlier = {}
 for _, job in ipairs(jobs) do
   if job.unique and (earlier[job.id] or redis.call('EXISTS', job.key) == 1) then
+    if not earlier[job.id] then  -- live already: rewrite a field as it is, for a WAIT to cover that job (receipt's why)
+      local status = redis.call('HGET', job.key, 'status')
+      if status then redis.call('HSET', job.key, 'status', status) end
+    end
     return redis.error_reply('DUPLICATE ' .. job.id)
   end
   for _, dep in ipairs(job.deps) do
