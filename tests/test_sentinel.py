@@ -166,6 +166,28 @@ def test_two_failovers_under_load_lose_no_acknowledged_task(
     )
 
 
+@pytest.mark.timeout(90)
+def test_an_idle_worker_follows_a_planned_failover_without_an_error(
+    pair: SentinelCluster, spawn: Callable[..., Proc]
+) -> None:
+    """SENTINEL FAILOVER demotes a live master (the Sentinels close its clients' connections as they reconfigure it):
+    the idle worker, blocked waiting for work there, follows the new master as after a lost connection, with no
+    error line, and runs the next job."""
+    env = {"REDIS_URL": pair.url}
+    worker = spawn("task-worker", extra_env=env)
+    producer = Producer(pair.url)
+    assert producer.wait([producer.enqueue("worker.examples.add", 1, 1)], timeout=30) == [2]  # up, and idle
+    master = pair.master()
+    pair.sentinels[0].client().sentinel_failover(SERVICE)
+    promoted = pair.wait_for_failover(master)
+    wait_for(lambda: len(moves(worker)) == 1, timeout=30, what="the worker to follow the new master")
+    assert producer.wait([producer.enqueue("worker.examples.add", 2, 2)], timeout=30) == [4]
+    assert [line["master"] for line in moves(worker)] == [f"127.0.0.1:{promoted.port}"]
+    refused = [line for line in worker.json_lines() if line.get("level") == "error"]
+    assert refused == [], refused
+    assert worker.popen.poll() is None, worker.output()[-3000:]
+
+
 class OwnCommands(Client):
     """A client subclass with an ``execute_command`` of its own: the Producer's enqueues take redis-py's path."""
 
