@@ -1,7 +1,7 @@
 """What the chart tests share (tests/test_chart.py, tests/test_chart_pools.py, tests/test_chart_sentinel.py;
-tests/test_dashboard.py and others import them through tests.test_chart): the pinned helm and what each module's
-``helm`` fixture returns, the value sets the variant tests render, and readers of rendered objects (find one, its
-Pods' labels and containers, label selectors)."""
+tests/test_dashboard.py and others import them through tests.test_chart): the pinned helm and what the ``helm``
+fixture (tests/conftest.py) returns, the value sets the variant tests render, and readers of rendered objects (find
+one, its Pods' labels and containers, label selectors)."""
 
 from __future__ import annotations
 
@@ -114,9 +114,8 @@ class Helm:
 
 
 def new_helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
-    """What each chart test module's ``helm`` fixture (module scope) returns. Every test that renders the chart
-    takes that fixture, so it is skipped, not failed, without helm. Each module defines the fixture itself, over
-    this, rather than importing one: a test's ``helm`` argument would shadow the imported name (ruff F811)."""
+    """What the ``helm`` fixture (tests/conftest.py, module scope) returns. Every test that renders the chart takes
+    that fixture, so it is skipped, not failed, without helm."""
     if not HELM.exists():
         pytest.skip(f"{HELM} missing: run scripts/k8s-tools")
     return Helm(tmp_path_factory.mktemp("helm-home"))

@@ -25,6 +25,7 @@ from producer.scaling.autoscaler import Autoscaler, bounds_from
 from producer.scaling.local.deployment import LocalDeployment
 from task_processor.logs import configure_logging
 from task_processor.settings import Settings
+from tests.chart import Helm, new_helm
 
 BIN = Path(sys.executable).parent
 
@@ -44,6 +45,13 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "c
             pytest.fail(f"timed out after {timeout}s waiting for {what}")
         time.sleep(delay)
         delay = min(delay * 2, 0.1)
+
+
+@pytest.fixture(scope="module")
+def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
+    """The chart's renderer, one per test module (``tests.chart.new_helm``): a test that takes it is skipped, not
+    failed, where helm is missing."""
+    return new_helm(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

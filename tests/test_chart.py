@@ -4,7 +4,7 @@ Everything here checks what helm renders, parsed as YAML, not the template text:
 the lowest and highest supported versions (kubernetes-validate --strict), secure pods, RBAC equal to the README's
 table, secrets, names, the values schema, the committed manifest's freshness, and `kubectl apply` of that manifest
 against the API emulator. Worker pools: tests/test_chart_pools.py; what both share: tests/chart.py (other test
-modules import Helm, helm, CHART, VARIANTS, HELM, find, env_of and the_container from here: keep them here).
+modules import Helm, CHART, VARIANTS, HELM, find, env_of and the_container from here: keep them here).
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ from tests.chart import (
     env_of,
     find,
     kubernetes_validate,
-    new_helm,
     pod_labels,
     pod_role,
     pod_specs,
@@ -65,11 +64,6 @@ UNSERVED_KINDS = {"StatefulSet", "PodDisruptionBudget", "NetworkPolicy", "Servic
 """Kinds the emulator does not serve: left out of the apply test. A new kind must be put in one of the two sets."""
 
 APP_UID = 10001
-
-
-@pytest.fixture(scope="module")
-def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
-    return new_helm(tmp_path_factory)
 
 
 # --- reading rendered objects ---------------------------------------------------------------------------------

@@ -25,19 +25,12 @@ from tests.chart import (
     Helm,
     env_of,
     find,
-    new_helm,
     pod_labels,
     pod_specs,
     selects,
     the_container,
     workers,
 )
-
-
-@pytest.fixture(scope="module")
-def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
-    return new_helm(tmp_path_factory)
-
 
 COMPONENT = "app.kubernetes.io/component"
 

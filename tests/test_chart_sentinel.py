@@ -24,7 +24,6 @@ from tests.chart import (
     env_of,
     find,
     kubernetes_validate,
-    new_helm,
     pod_specs,
     selects,
 )
@@ -43,11 +42,6 @@ CONSUMERS = {
 
 HOSTS = [f"task-processor-redis-{i}.task-processor-redis-headless.default.svc" for i in range(3)]
 """The Redis Pods' DNS names through the headless Service: what Sentinels announce and clients are given."""
-
-
-@pytest.fixture(scope="module")
-def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
-    return new_helm(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

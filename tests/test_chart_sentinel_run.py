@@ -29,16 +29,9 @@ from tests.chart import (
     Helm,
     env_of,
     find,
-    new_helm,
 )
 from tests.conftest import wait_for
 from tests.test_chart_sentinel import HOSTS, SENTINEL_USERS, redis_pod
-
-
-@pytest.fixture(scope="module")
-def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
-    return new_helm(tmp_path_factory)
-
 
 # --- the rendered configuration, run ------------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from producer import Producer
 from producer.commands.dashboard import MUTATING_ENDPOINTS, READ_ENDPOINTS, _app_factory
 from producer.commands.redis_server import free_port
 from tests.conftest import Proc, run, wait_for
-from tests.test_chart import CHART, VARIANTS, Helm, env_of, find, helm, the_container  # noqa: F401
+from tests.test_chart import CHART, VARIANTS, Helm, env_of, find, the_container
 
 CHROMIUM = shutil.which("chromium")
 REGISTRIES = ("started", "failed", "finished", "scheduled", "deferred")
@@ -376,7 +376,7 @@ DASHBOARD_VARIANTS = {
 
 
 @pytest.mark.parametrize("variant", DASHBOARD_VARIANTS)
-def test_the_charts_dashboard_asks_for_a_login_in_every_configuration(helm: Helm, variant: str) -> None:  # noqa: F811
+def test_the_charts_dashboard_asks_for_a_login_in_every_configuration(helm: Helm, variant: str) -> None:
     docs = helm.docs("dashboard.enabled=true", *DASHBOARD_VARIANTS[variant])
     container = the_container(docs, "Deployment", "task-processor-dashboard")
     env = env_of(container)
@@ -400,13 +400,13 @@ def test_the_charts_dashboard_asks_for_a_login_in_every_configuration(helm: Helm
         ("dashboard.readOnly=maybe", "/dashboard/readOnly"),
     ],
 )
-def test_the_chart_has_no_value_that_turns_the_login_off(helm: Helm, setting: str, complaint: str) -> None:  # noqa: F811
+def test_the_chart_has_no_value_that_turns_the_login_off(helm: Helm, setting: str, complaint: str) -> None:
     result = helm.run("template", "x", str(CHART), "--set=dashboard.enabled=true", f"--set={setting}")
     assert result.returncode != 0, f"helm accepted {setting}"
     assert complaint in result.stderr, result.stderr
 
 
-def test_the_charts_dashboard_stops_on_an_empty_login_secret(helm: Helm, env: dict[str, str]) -> None:  # noqa: F811
+def test_the_charts_dashboard_stops_on_an_empty_login_secret(helm: Helm, env: dict[str, str]) -> None:
     """An existingSecret with an empty password: the rendered command refuses to serve rather than serve openly."""
     container = the_container(helm.docs("dashboard.enabled=true"), "Deployment", "task-processor-dashboard")
     login = {"RQ_DASHBOARD_USERNAME": "admin", "RQ_DASHBOARD_PASSWORD": ""}

@@ -25,7 +25,7 @@ from producer.scaling.rates import Rates
 from producer.scaling.report import LoopState
 from task_processor.observe import QueueCounts
 from tests import test_chart
-from tests.chart import ALL_ON, CHART, VARIANTS, Helm, find, new_helm
+from tests.chart import ALL_ON, CHART, VARIANTS, Helm, find
 from worker import metrics as worker_metrics
 
 DASHBOARD_FILE = CHART / "dashboards" / "task-processor.json"
@@ -37,11 +37,6 @@ DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 
 Exported = dict[str, frozenset[str]]
 """Every sample name a registry exports (a counter's ``_total``, a histogram's ``_bucket``, ...) -> its labels."""
-
-
-@pytest.fixture(scope="module")
-def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
-    return new_helm(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
