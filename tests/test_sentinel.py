@@ -21,7 +21,7 @@ from rq.job import Job
 
 from producer import DuplicateJobError, Producer, ReplicaAcksError, Task, TaskProcessorError
 from producer.commands.redis_server import free_port
-from task_processor import keys
+from task_processor import keys, scripts
 from task_processor.connection import Client, connect, redact_url, scrub
 from task_processor.errors import RedisUnavailableError
 from task_processor.sentinel import SentinelURL, master_client
@@ -31,6 +31,7 @@ from tests.sentinel import SERVICE, SentinelCluster, kill
 from tests.test_bad_input import one_error_line, run_all
 from tests.test_dashboard import answering, get_json
 from tests.test_faults import END_LOST, REQUEUED, printed, said, settle
+from worker.batching import BatchedCalls
 
 pytestmark = pytest.mark.fault
 
@@ -186,6 +187,31 @@ def test_an_idle_worker_follows_a_planned_failover_without_an_error(
     refused = [line for line in worker.json_lines() if line.get("level") == "error"]
     assert refused == [], refused
     assert worker.popen.poll() is None, worker.output()[-3000:]
+
+
+@pytest.mark.timeout(60)
+def test_a_workers_own_connection_goes_to_the_master_the_sentinels_name(pair: SentinelCluster) -> None:
+    """The worker sends its scripts on a connection of its own (worker.batching), made outside the pool: it must ask
+    the Sentinels for the master as pooled ones do, at first and after a failover. (An unconnected Sentinel connection
+    written to directly goes to its default address, localhost:6379: where a Redis answers there, the worker's pops
+    and finishes went to it.)"""
+    conn = connect(pair.url)
+    calls = BatchedCalls(conn)
+    echo = scripts.register(conn, "queue_heads")  # any of the worker's scripts; its reply does not matter here
+    wire = calls._wire_connection  # the connection under test (private to BatchedCalls)
+
+    def peer() -> int:
+        try:
+            calls.call(echo, [], [keys.JOB_PREFIX])
+        except redis.ConnectionError:  # during the failover
+            return 0
+        return int(wire.port)
+
+    master = pair.master()
+    assert peer() == master.port
+    pair.sentinels[0].client().sentinel_failover(SERVICE)
+    promoted = pair.wait_for_failover(master)
+    wait_for(lambda: peer() == promoted.port, timeout=30, what="the worker's connection to follow the new master")
 
 
 class OwnCommands(Client):

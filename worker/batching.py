@@ -165,6 +165,9 @@ class BatchedCalls:
         # settle() sends a call without a script: nothing is written for it
         commands = [("EVALSHA", c.script.sha, len(c.keys), *c.keys, *c.args) for c in batch if c.script is not None]
         if commands:
+            # Connected as a pool connects what it hands out: a Sentinel's connection asks for the master there (a
+            # write to an unconnected one would go to its default address, localhost:6379).
+            wire.connect()
             wire.send_packed_command(wire.pack_commands(commands))
         owed, self._unread = self._unread, []
         try:
