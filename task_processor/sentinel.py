@@ -59,7 +59,7 @@ class SentinelURL:
     @property
     def where(self) -> str:
         """The Sentinels' addresses as the URL lists them, for messages."""
-        return ",".join(f"[{host}]:{port}" if ":" in host else f"{host}:{port}" for host, port in self.sentinels)
+        return ",".join(_host_port(address) for address in self.sentinels)
 
     @classmethod
     def parse(cls, url: str) -> SentinelURL:
