@@ -31,12 +31,7 @@ from rq.utils import utcformat
 from producer.jobhash import QueuedJob
 from task_processor import keys, scripts
 from task_processor.connection import Client
-
-try:
-    import hiredis
-    from redis.connection import HiredisRespSerializer
-except ImportError:  # redis-py then packs commands in Python
-    hiredis = None  # type: ignore[assignment]
+from task_processor.packing import Packer
 
 
 def rq_time(stamp: datetime) -> str:
@@ -99,7 +94,7 @@ class DirectScript:
         self._wire: redis.Connection | None = None
         self._pid = 0
         self._pool: redis.ConnectionPool | None = None
-        self._hiredis_packs = False
+        self._packer: Packer | None = None
         self._acks_timeout = acks_timeout
         self._wait = ("WAIT", replica_acks, max(1, round(acks_timeout * 1000))) if replica_acks > 0 else None
         execute = getattr(type(connection), "execute_command", None)
@@ -150,10 +145,7 @@ class DirectScript:
         if wire is None or self._pid != pid:
             wire = self._wire = cast(redis.Connection, pool.make_connection())
             self._pid = pid
-            # redis-py's hiredis packer hands the arguments to hiredis as they are (bytearray and memoryview
-            # aside, which hiredis takes or refuses alike): calling it directly writes the same bytes.
-            packer = getattr(wire, "_command_packer", None)
-            self._hiredis_packs = hiredis is not None and type(packer) is HiredisRespSerializer
+            self._packer = Packer(wire)
         # Readied as the pool readies a connection it hands out: connected (the connection retries that itself),
         # and reconnected once when the server closed it or it holds unread data.
         wire.connect()
@@ -166,7 +158,8 @@ class DirectScript:
             if wire.can_read() and not self._notified(pool):
                 raise redis.ConnectionError("Connection not ready") from exc
         commands = [("EVALSHA", self.script.sha, len(keys), *keys, *args), *([self._wait] if self._wait else [])]
-        packed = self._pack(wire, commands)
+        assert self._packer is not None  # made with the connection
+        packed = self._packer.pack(commands)
 
         def exchange() -> tuple[Any, Any]:
             wire.send_packed_command(packed)
@@ -195,16 +188,6 @@ class DirectScript:
         ):
             reply.args = (f"Command (EVALSHA {self.script.sha}) caused error: {reply.args[0]}",)
         return self._outcome(reply, acked)
-
-    def _pack(self, wire: redis.Connection, commands: list[tuple[Any, ...]]) -> list[bytes]:
-        if self._hiredis_packs:
-            try:
-                return [hiredis.pack_command(command) for command in commands]
-            except Exception:  # redis-py's packer raises its own error for these arguments just below
-                pass
-        if len(commands) == 1:
-            return cast(list[bytes], wire.pack_command(*commands[0]))
-        return cast(list[bytes], wire.pack_commands(commands))
 
     @staticmethod
     def _notified(pool: redis.ConnectionPool) -> bool:

@@ -26,6 +26,8 @@ import redis
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
+from task_processor.packing import Packer
+
 LINGER = 0.002
 """Seconds a lingering call may wait for company before it is sent on its own."""
 
@@ -72,6 +74,7 @@ class BatchedCalls:
 
     def __init__(self, connection: redis.Redis) -> None:
         self._wire_connection = cast(redis.Connection, connection.connection_pool.make_connection())
+        self._packer = Packer(self._wire_connection)
         self._queued: list[Call] = []
         self._unread: list[Call] = []  # posted calls whose replies the next exchange reads first
         self._sending = False  # a thread is sending a batch; calls made meanwhile wait in _queued
@@ -168,7 +171,7 @@ class BatchedCalls:
             # Connected as a pool connects what it hands out: a Sentinel's connection asks for the master there (a
             # write to an unconnected one would go to its default address, localhost:6379).
             wire.connect()
-            wire.send_packed_command(wire.pack_commands(commands))
+            wire.send_packed_command(self._packer.pack(commands))
         owed, self._unread = self._unread, []
         try:
             for call in owed:
