@@ -52,7 +52,8 @@ DEPTH_WINDOW, DEPTH_WINDOWS = 2_000, 3
 """The pop rate at a depth is the median over this many consecutive windows of this many pops."""
 
 
-def _env(url: str) -> dict[str, str]:
+def worker_env(url: str) -> dict[str, str]:
+    """The environment of every worker process a run starts: this Redis, the benchmark's task module allowed."""
     bin_dir = str(Path(sys.executable).parent)
     return {
         **{k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "TASK_", "LOG_"))},
@@ -85,7 +86,7 @@ def run(quick: bool, repeat: int) -> dict[str, Any]:
     samples = defaultdict(list)
     with LocalRedisServer(appendonly=False) as server:
         connection = redis.Redis.from_url(server.url)
-        env = _env(server.url)
+        env = worker_env(server.url)
         os.environ["BENCH_REDIS_URL"] = server.url  # the Celery and Dramatiq apps read it when imported here too
         systems = all_systems(server.url)
         results: dict[str, Any] = {"machine": _machine(connection), "quick": quick, "repeat": repeat}
