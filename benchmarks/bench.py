@@ -22,7 +22,7 @@ from typing import Any
 import redis
 
 from benchmarks import measure, report
-from benchmarks.systems import TUNED_DRAMATIQ, System, all_systems
+from benchmarks.systems import TUNED_DRAMATIQ, System, all_systems, ours
 from producer.commands.redis_server import LocalRedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,8 +48,9 @@ PAIRS = 3
 DEPTHS = (10_000, 1_000_000)
 """Queue depths at which one task-worker's pop rate is compared (the deep one is 100 k with --quick)."""
 
-DEPTH_WINDOW, DEPTH_WINDOWS = 2_000, 3
-"""The pop rate at a depth is the median over this many consecutive windows of this many pops."""
+DEPTH_WINDOW, DEPTH_ROUNDS = 2_000, 5
+"""The pop rate at a depth is the median over this many turns (alternating with the other depth) of one window of
+this many pops each."""
 
 
 def worker_env(url: str) -> dict[str, str]:
@@ -110,15 +111,20 @@ def run(quick: bool, repeat: int) -> dict[str, Any]:
                     samples[(system.name, f"drain:{label}")].append(rate)
                     print(f"    {label}: {rate:,.0f} tasks/s", flush=True)
             _anchor_pairs(connection, systems, env, scale, samples)
-        ours = systems[0]
-        worker = ours.workers["1 process"][0]
+        worker = systems[0].workers["1 process"][0]
         depths = [depth // (10 if quick and depth > 10_000 else 1) for depth in DEPTHS]
         results["depths"] = depths
-        for rep in range(repeat):
-            for depth in depths:
-                print(f"[{rep + 1}/{repeat}] task-processor with {depth:,} queued", flush=True)
-                rates = measure.pop_rates(connection, ours, worker, env, depth, DEPTH_WINDOW, DEPTH_WINDOWS)
-                samples[("task-processor", f"depth:{depth}")].append(statistics.median(rates))
+        # The shallow queue on a Redis of its own, so that each keeps its depth while the turns alternate.
+        with LocalRedisServer(appendonly=False) as shallow:
+            queues = [
+                (redis.Redis.from_url(shallow.url), ours(shallow.url), depths[0], worker_env(shallow.url)),
+                (connection, systems[0], depths[1], env),
+            ]
+            for rep in range(repeat):
+                print(f"[{rep + 1}/{repeat}] task-processor with {depths[0]:,} and {depths[1]:,} queued", flush=True)
+                rates = measure.paired_pop_rates(queues, worker, DEPTH_WINDOW, DEPTH_ROUNDS)
+                for depth, measured in zip(depths, rates, strict=True):
+                    samples[("task-processor", f"depth:{depth}")].append(statistics.median(measured))
     results["figures"] = {f"{name}|{what}": _median(values) for (name, what), values in samples.items()}
     return results
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import statistics
 import subprocess
 import time
 from collections.abc import Iterator
@@ -13,7 +12,7 @@ from contextlib import contextmanager
 import redis
 
 from benchmarks.systems import BATCH, System
-from benchmarks.tasks import DONE_KEY, LATENCY_KEY
+from benchmarks.tasks import DONE_KEY
 
 POLL = 0.002
 """Seconds between two looks at a queue's length while a drain runs."""
@@ -85,48 +84,34 @@ def drain_rate(
     return n / (float(done) - first_pop)
 
 
-def pop_rates(
-    connection: redis.Redis, system: System, command: list[str], env: dict[str, str], n: int, window: int, windows: int
-) -> list[float]:
-    """Tasks per second over consecutive windows of pops from a queue holding ``n``: is the cost per task flat
-    in the depth of the queue? A first window, not counted, lets the worker and Redis settle (Redis rehashes its
-    keyspace incrementally for a while after a large fill)."""
-    connection.flushall()
-    fill(connection, system, n)
-    queued = connection.llen(system.queue_key)
-    rates = []
-    with fleet([command], env):
-        while connection.llen(system.queue_key) >= queued:
-            time.sleep(POLL)
-        for _ in range(windows + 1):
-            started, start_left = time.perf_counter(), connection.llen(system.queue_key)
-            while (left := connection.llen(system.queue_key)) > start_left - window:
-                time.sleep(POLL)
-            rates.append((start_left - left) / (time.perf_counter() - started))
-    connection.flushall()
-    return rates[1:]
-
-
-def latency_ms(
-    connection: redis.Redis, system: System, command: list[str], env: dict[str, str], samples: int
-) -> tuple[float, float]:
-    """p50 and p99 of enqueue-to-start, one task at a time to an idle worker."""
-    connection.flushall()
-    delays = []
-    with fleet([command], env):
-        system.enqueue("stamp", (time.time(),))  # wait for the worker to be up
-        if connection.blpop([LATENCY_KEY], timeout=60) is None:
-            raise TimeoutError(f"{system.name}: the worker did not start")
-        for _ in range(samples):
-            time.sleep(0.02)  # idle
-            system.enqueue("stamp", (time.time(),))
-            reply = connection.blpop([LATENCY_KEY], timeout=10)
-            if reply is None:
-                raise TimeoutError(f"{system.name}: a latency probe did not run")
-            delays.append(float(reply[1]) * 1000)
-    connection.flushall()
-    quantiles = statistics.quantiles(delays, n=100)
-    return statistics.median(delays), quantiles[98]
+def paired_pop_rates(
+    queues: list[tuple[redis.Redis, System, int, dict[str, str]]], command: list[str], window: int, rounds: int
+) -> list[list[float]]:
+    """Tasks per second of one worker popping from each of ``queues`` (a connection to its own Redis, the system
+    on it, the depth it is kept at, the worker's environment for that Redis), in turns: a fresh worker per turn, a
+    first window of ``window`` pops to settle, then one counted window. The turns alternate, so a machine whose
+    speed drifts from one minute to the next weighs on every depth alike (measured one after the other, a 10 %
+    drift reads as a cost of depth). A queue short of its depth by more than a tenth, or than a turn's pops, is
+    filled again before its turn. Is the cost per task flat in the depth of the queue?"""
+    rates: list[list[float]] = [[] for _ in queues]
+    for _ in range(rounds):
+        for (connection, system, depth, env), measured in zip(queues, rates, strict=True):
+            if connection.llen(system.queue_key) < depth - max(2 * window, depth // 10):
+                connection.flushall()
+                fill(connection, system, depth)
+            queued = connection.llen(system.queue_key)
+            with fleet([command], env):
+                while connection.llen(system.queue_key) >= queued:
+                    time.sleep(POLL)
+                for counted in (False, True):
+                    started, start_left = time.perf_counter(), connection.llen(system.queue_key)
+                    while (left := connection.llen(system.queue_key)) > start_left - window:
+                        time.sleep(POLL)
+                    if counted:
+                        measured.append((start_left - left) / (time.perf_counter() - started))
+    for connection, *_ in queues:
+        connection.flushall()
+    return rates
 
 
 def bytes_per_task(connection: redis.Redis, system: System, n: int) -> float:

@@ -32,7 +32,8 @@ class System:
     """Fleets by label: the command line of each process."""
 
 
-def _ours(url: str) -> System:
+def ours(url: str) -> System:
+    """task-processor on the Redis at ``url``."""
     from producer import Producer, Task
 
     producer = Producer(url)
@@ -130,7 +131,7 @@ def _raw(url: str) -> System:
 
 def all_systems(url: str) -> list[System]:
     return [
-        _ours(url),
+        ours(url),
         _rq(url, "rq.SimpleWorker", "RQ SimpleWorker"),
         _rq(url, "rq.Worker", "RQ Worker (fork)"),
         _celery(url),
