@@ -52,7 +52,7 @@ def _timed(connection: redis.Redis, system: System, samples: int, idle: float) -
         send(wire, *args, **kwargs)
 
     times: dict[str, list[float]] = {"Python before the write": [], "task started": [], "call returned": []}
-    redis.Connection.send_packed_command = noting  # type: ignore[method-assign]
+    redis.Connection.send_packed_command = noting  # type: ignore[method-assign,assignment]
     try:
         for _ in range(samples):
             time.sleep(idle)

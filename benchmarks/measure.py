@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import statistics
 import subprocess
 import time
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ from contextlib import contextmanager
 import redis
 
 from benchmarks.systems import BATCH, System
-from benchmarks.tasks import DONE_KEY
+from benchmarks.tasks import DONE_KEY, LATENCY_KEY
 
 POLL = 0.002
 """Seconds between two looks at a queue's length while a drain runs."""
@@ -112,6 +113,28 @@ def paired_pop_rates(
     for connection, *_ in queues:
         connection.flushall()
     return rates
+
+
+def latency_ms(
+    connection: redis.Redis, system: System, command: list[str], env: dict[str, str], samples: int
+) -> tuple[float, float]:
+    """p50 and p99 of enqueue-to-start, one task at a time to an idle worker."""
+    connection.flushall()
+    delays = []
+    with fleet([command], env):
+        system.enqueue("stamp", (time.time(),))  # wait for the worker to be up
+        if connection.blpop([LATENCY_KEY], timeout=60) is None:
+            raise TimeoutError(f"{system.name}: the worker did not start")
+        for _ in range(samples):
+            time.sleep(0.02)  # idle
+            system.enqueue("stamp", (time.time(),))
+            reply = connection.blpop([LATENCY_KEY], timeout=10)
+            if reply is None:
+                raise TimeoutError(f"{system.name}: a latency probe did not run")
+            delays.append(float(reply[1]) * 1000)
+    connection.flushall()
+    quantiles = statistics.quantiles(delays, n=100)
+    return statistics.median(delays), quantiles[98]
 
 
 def bytes_per_task(connection: redis.Redis, system: System, n: int) -> float:
