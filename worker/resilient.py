@@ -25,6 +25,9 @@ from task_processor.logs import get_logger
 from task_processor.reaper import Reaper
 from worker.dequeue import DEQUEUE_POLL
 
+PUBSUB_WAIT = 1.0
+"""Seconds the command channel's thread waits for a message before it looks again (and may be closed)."""
+
 log = get_logger("task_processor.worker")
 
 
@@ -101,6 +104,15 @@ class ResilientWorker(SimpleWorker):
             return
         self.outage.failed(exc)  # RQ would log every retry
         time.sleep(DEQUEUE_POLL)
+
+    def subscribe(self) -> None:
+        """RQ's command channel (``rq`` stop-job and shutdown commands), its thread waking every second: RQ's waits
+        60 s for a message, and closing the subscription at exit waits for that read to end."""
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(  # type: ignore[assignment]  # RQ annotates it None
+            sleep_time=PUBSUB_WAIT, daemon=True, exception_handler=self._pubsub_exception_handler
+        )
 
     def register_birth(self) -> None:
         self.reaper.set_aside_foreign_data()  # RQ's SADD to rq:workers would fail on foreign data there
