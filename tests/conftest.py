@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import redis
+from rq import SimpleWorker
 
 from producer import Producer
 from producer.commands.redis_server import LocalRedisServer
@@ -26,6 +27,21 @@ from producer.scaling.local.deployment import LocalDeployment
 from task_processor.logs import configure_logging
 from task_processor.settings import Settings
 from tests.chart import Helm, new_helm
+from worker.resilient import PUBSUB_WAIT
+
+
+class ReferenceWorker(SimpleWorker):
+    """RQ's own SimpleWorker, the reference the contract tests compare with, but for its command channel's read:
+    RQ's lasts 60 s, and closing the channel as the worker stops waits it out with redis-py 8.2, so a burst run
+    could take a minute (and outlive the keys a test compares). Nothing it writes changes."""
+
+    def subscribe(self) -> None:
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(  # type: ignore[assignment]  # RQ annotates it None
+            sleep_time=PUBSUB_WAIT, daemon=True, exception_handler=self._pubsub_exception_handler
+        )
+
 
 BIN = Path(sys.executable).parent
 

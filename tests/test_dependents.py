@@ -21,12 +21,12 @@ from typing import Any
 
 import pytest
 import redis
-from rq import Queue, SimpleWorker
+from rq import Queue
 from rq.job import Dependency, Job, JobStatus
 from rq.serializers import JSONSerializer
 from rq.suspension import resume, suspend
 
-from tests.conftest import Proc, wait_for
+from tests.conftest import Proc, ReferenceWorker, wait_for
 
 PARENT_SECONDS = 1.0
 """How long a parent runs: the test suspends ``task-worker`` meanwhile, so that its finish pops nothing."""
@@ -177,7 +177,7 @@ def rq_leaves(conn: redis.Redis, scenario: Scenario) -> list[dict[str, Any]]:
     scenario.setup(conn)
     snapshots = []
     for step in scenario.steps:
-        rq_worker = SimpleWorker([queue(conn)], connection=conn, serializer=JSONSerializer)
+        rq_worker = ReferenceWorker([queue(conn)], connection=conn, serializer=JSONSerializer)
         rq_worker.work(burst=True, max_jobs=len(step.runs))
         assert ended(conn, step.runs)
         snapshots.append(snapshot(conn, scenario))

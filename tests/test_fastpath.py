@@ -18,13 +18,13 @@ import pytest
 import redis
 from hypothesis import given
 from hypothesis import strategies as st
-from rq import Queue, SimpleWorker
+from rq import Queue
 from rq.job import Job
 from rq.utils import utcformat, utcparse
 
 from task_processor.jobs import parse_time
 from task_processor.observe import list_workers
-from tests.conftest import Proc, wait_for
+from tests.conftest import Proc, ReferenceWorker, wait_for
 
 OURS_ONLY = {"meta"}
 """Job fields our worker adds on purpose: ``meta.attempt`` (README: Redis keys)."""
@@ -98,7 +98,7 @@ def rq_leaves(conn: redis.Redis, enqueue: Enqueue) -> dict[str, Any]:
     """What RQ's SimpleWorker leaves after running the jobs."""
     conn.flushall()
     jobs = enqueue(rq_queue(conn))
-    SimpleWorker([rq_queue(conn)], connection=conn, serializer="json").work(burst=True)
+    ReferenceWorker([rq_queue(conn)], connection=conn, serializer="json").work(burst=True)
     assert conn.llen("rq:queue:default") == 0
     return snapshot(conn, jobs)
 
@@ -159,7 +159,7 @@ def test_slots_of_one_process_leave_what_rq_workers_leave(conn: redis.Redis, spa
     conn.flushall()
     jobs = enqueue(rq_queue(conn))
     for count in counts:  # a slot that ran nothing: a worker that found the queue empty
-        SimpleWorker([rq_queue(conn)], connection=conn, serializer="json").work(burst=True, max_jobs=count or None)
+        ReferenceWorker([rq_queue(conn)], connection=conn, serializer="json").work(burst=True, max_jobs=count or None)
     theirs = snapshot(conn, jobs)
     assert [theirs[f"result of <job{i}>"]["return_value"] for i in range(40)] == [i + 3 for i in range(40)]
     # In --burst, the first slot to find the queues empty asks the others to stop.

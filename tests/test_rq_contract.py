@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import redis
-from rq import Queue, Retry, SimpleWorker
+from rq import Queue, Retry
 from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.results import Result
@@ -26,7 +26,7 @@ from rq.utils import utcparse
 from producer import Producer, Task
 from producer.api import backoff_intervals
 from task_processor.settings import SERIALIZERS
-from tests.conftest import run
+from tests.conftest import ReferenceWorker, run
 from worker.fastpath import success_fields
 
 TIMESTAMPS = ("created_at", "enqueued_at")
@@ -146,7 +146,7 @@ def test_rq_and_our_worker_run_the_producers_jobs(
     assert queue.count == 3
     assert queue.job_ids == [job.id for job in first]
     assert {job.get_status() for job in first} == {JobStatus.QUEUED}
-    SimpleWorker([queue], connection=conn, serializer=SERIALIZERS["json"]).work(burst=True)
+    ReferenceWorker([queue], connection=conn, serializer=SERIALIZERS["json"]).work(burst=True)
     assert [job.return_value() for job in first] == [1, 2, 3]
     assert queue.count == 0
     assert {job.get_status() for job in first} == {JobStatus.FINISHED}
