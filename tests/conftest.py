@@ -27,7 +27,7 @@ from producer.scaling.local.deployment import LocalDeployment
 from task_processor.logs import configure_logging
 from task_processor.settings import Settings
 from tests.chart import Helm, new_helm
-from worker.resilient import PUBSUB_WAIT
+from worker.resilient import subscribe_briefly
 
 
 class ReferenceWorker(SimpleWorker):
@@ -36,11 +36,7 @@ class ReferenceWorker(SimpleWorker):
     could take a minute (and outlive the keys a test compares). Nothing it writes changes."""
 
     def subscribe(self) -> None:
-        self.pubsub = self.connection.pubsub()
-        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
-        self.pubsub_thread = self.pubsub.run_in_thread(  # type: ignore[assignment]  # RQ annotates it None
-            sleep_time=PUBSUB_WAIT, daemon=True, exception_handler=self._pubsub_exception_handler
-        )
+        subscribe_briefly(self)
 
 
 BIN = Path(sys.executable).parent

@@ -17,7 +17,7 @@ import redis
 from redis.client import Pipeline
 from rq.job import Job
 from rq.utils import now
-from rq.worker import SimpleWorker
+from rq.worker import BaseWorker, SimpleWorker
 
 from task_processor.connection import OutageLog
 from task_processor.errors import first_line
@@ -29,6 +29,17 @@ PUBSUB_WAIT = 1.0
 """Seconds the command channel's thread waits for a message before it looks again (and may be closed)."""
 
 log = get_logger("task_processor.worker")
+
+
+def subscribe_briefly(worker: BaseWorker) -> None:
+    """RQ's ``subscribe`` (the command channel: ``rq`` stop-job and shutdown commands), its thread waking every
+    ``PUBSUB_WAIT`` seconds: RQ's waits 60 s for a message, and closing the subscription as the worker stops waits
+    for that read to end."""
+    worker.pubsub = worker.connection.pubsub()
+    worker.pubsub.subscribe(**{worker.pubsub_channel_name: worker.handle_payload})
+    worker.pubsub_thread = worker.pubsub.run_in_thread(  # type: ignore[assignment]  # RQ annotates it None
+        sleep_time=PUBSUB_WAIT, daemon=True, exception_handler=worker._pubsub_exception_handler
+    )
 
 
 class ResilientWorker(SimpleWorker):
@@ -106,13 +117,7 @@ class ResilientWorker(SimpleWorker):
         time.sleep(DEQUEUE_POLL)
 
     def subscribe(self) -> None:
-        """RQ's command channel (``rq`` stop-job and shutdown commands), its thread waking every second: RQ's waits
-        60 s for a message, and closing the subscription at exit waits for that read to end."""
-        self.pubsub = self.connection.pubsub()
-        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
-        self.pubsub_thread = self.pubsub.run_in_thread(  # type: ignore[assignment]  # RQ annotates it None
-            sleep_time=PUBSUB_WAIT, daemon=True, exception_handler=self._pubsub_exception_handler
-        )
+        subscribe_briefly(self)
 
     def register_birth(self) -> None:
         self.reaper.set_aside_foreign_data()  # RQ's SADD to rq:workers would fail on foreign data there
