@@ -40,6 +40,7 @@ from task_processor import keys, scripts
 from task_processor.errors import first_line
 from task_processor.logs import get_logger
 from worker.batching import BatchedCalls, Call
+from worker.wake import Waker
 
 log = get_logger("task_processor.worker")
 
@@ -121,6 +122,7 @@ class FastPath:
         self._pop = scripts.register(connection, "pop")
         self._start = scripts.register(connection, "start")
         self._finish = scripts.register(connection, "finish")
+        self.waker = Waker(connection)
         # The pop's start writes the attempt count into meta as JSON; with another serializer Python starts jobs.
         self.starts_on_pop = starts_on_pop
 
@@ -137,16 +139,16 @@ class FastPath:
         The blocking command moves the list's last item back onto its end (BLMOVE with the list as its own
         destination: nothing changes, but it returns only once the list holds something); the pop goes out in the
         same write, so Redis runs it as soon as the blocking command returns. Several idle workers on one queue
-        all wake for a new job: one gets it, the others' pops find nothing and they block again."""
+        all wake for a new job: one gets it, the others' pops find nothing and they block again.
+
+        Both go out on a connection of the worker's own (``worker.wake``), written and read directly: what a
+        redis-py pipeline does around its replies is most of the Python between an idle worker's wake and its
+        job's start."""
         start = self._start_args() if self.starts_on_pop else None
         args = [keys.JOB_PREFIX, k, *self._start_part(start)]
-        with self.connection.pipeline(transaction=False) as pipeline:
-            pipeline.blmove(wait_key, wait_key, wait, "RIGHT", "RIGHT")  # type: ignore[arg-type]  # takes fractions
-            pipeline.evalsha(self._pop.sha, len(pop_keys), *pop_keys, *args)
-            try:
-                _, reply = pipeline.execute()
-            except NoScriptError:  # Redis lost its scripts (a restart): the pop did not run
-                return self.pop(pop_keys, k)  # loads the script as it runs
+        reply = self.waker.wait_then_call(wait_key, wait, self._pop.sha, pop_keys, args)
+        if isinstance(reply, NoScriptError):  # Redis lost its scripts (a restart): the pop did not run
+            return self.pop(pop_keys, k)  # loads the script as it runs
         return self._popped(reply, start)
 
     def start(self, job: Job, intermediate_key: str) -> Execution:

@@ -1,0 +1,88 @@
+"""An idle worker's wait for work (``worker.wake``): it returns once its queue holds a job, leaves the queue as it
+was, and reports what redis-py's pipeline reported (a missing script, an error reply naming its command, a lost
+connection retried)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import pytest
+import redis
+
+from producer import Producer
+from producer.commands.redis_server import LocalRedisServer
+from task_processor.connection import connect
+from tests.conftest import Proc, wait_for
+from worker.wake import Waker
+
+# Pops the list's first item: what the worker's pop does to its queue, without the bookkeeping.
+POP = "return redis.call('LPOP', KEYS[1])"
+
+
+def test_the_wait_returns_the_scripts_reply_once_the_list_holds_an_item(conn: redis.Redis) -> None:
+    sha = conn.script_load(POP)
+    waker = Waker(conn)
+    pushed = threading.Timer(0.2, lambda: conn.rpush("queue", "job-1"))
+    pushed.start()
+    assert waker.wait_then_call("queue", 10, sha, ["queue"], []) == b"job-1"  # long before the 10 s wait ends
+    pushed.join()
+    conn.rpush("queue", "job-2", "job-3")
+    assert waker.wait_then_call("queue", 10, sha, ["queue"], []) == b"job-2"
+    assert conn.lrange("queue", 0, -1) == [b"job-3"]  # the wait itself moved nothing
+
+
+def test_an_empty_list_runs_the_script_after_the_wait(conn: redis.Redis) -> None:
+    sha = conn.script_load(POP)
+    assert Waker(conn).wait_then_call("queue", 0.1, sha, ["queue"], []) is None
+
+
+def test_a_script_redis_lost_is_returned_as_noscript_and_the_connection_goes_on(conn: redis.Redis) -> None:
+    sha = conn.script_load(POP)
+    waker = Waker(conn)
+    conn.script_flush()
+    conn.rpush("queue", "job")
+    assert isinstance(waker.wait_then_call("queue", 1, sha, ["queue"], []), redis.exceptions.NoScriptError)
+    conn.script_load(POP)
+    assert waker.wait_then_call("queue", 1, sha, ["queue"], []) == b"job"
+
+
+def test_an_error_reply_names_its_command_and_key_and_the_connection_goes_on(conn: redis.Redis) -> None:
+    sha = conn.script_load(POP)
+    waker = Waker(conn)
+    conn.set("foreign", "x")
+    with pytest.raises(redis.ResponseError, match=r"^Command \(BLMOVE foreign\) caused error: WRONGTYPE"):
+        waker.wait_then_call("foreign", 1, sha, ["queue"], [])
+    conn.rpush("queue", "job")
+    assert waker.wait_then_call("queue", 1, sha, ["queue"], []) == b"job"
+
+
+def test_a_restarted_redis_is_reconnected_to() -> None:
+    with LocalRedisServer(appendonly=False) as server:
+        client = connect(server.url)
+        sha = client.script_load(POP)
+        waker = Waker(client)
+        client.rpush("queue", "before")
+        assert waker.wait_then_call("queue", 1, sha, ["queue"], []) == b"before"
+        server.kill()
+        server.start()  # the same port
+        client.script_load(POP)  # a restart loses the scripts (the worker's pop loads its own again)
+        client.rpush("queue", "after")
+        assert waker.wait_then_call("queue", 1, sha, ["queue"], []) == b"after"
+
+
+@pytest.mark.timeout(60)
+def test_an_idle_worker_waits_without_errors_and_runs_what_comes(
+    producer: Producer, conn: redis.Redis, spawn: Callable[..., Proc]
+) -> None:
+    worker = spawn("task-worker")
+
+    def waits() -> int:
+        stats = conn.info("commandstats").get("cmdstat_blmove", {})
+        return int(stats.get("calls", 0)) - int(stats.get("failed_calls", 0))
+
+    wait_for(lambda: waits() >= 3, timeout=30, what="the idle worker to wait three times")
+    job = producer.enqueue("worker.examples.add", 2, 3)
+    assert producer.wait([job], timeout=30) == [5]
+    complaints = [line for line in worker.json_lines() if line.get("level") in ("warning", "error", "critical")]
+    assert complaints == []

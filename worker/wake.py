@@ -1,0 +1,71 @@
+"""An idle worker's wait for work: a blocking command and the script that follows it, in one write.
+
+redis-py's pipeline spends, around two replies, more Python than an idle worker spends on the rest of the way
+from its wake to its job's first line, and on a machine that was idle every line of it runs cold. So the two
+commands go out on a connection of the worker's own, written and read directly, as the worker's other scripts are
+(``worker.batching``): connected as the pool connects (a Sentinel's connection asks for the master), a lost
+connection retried with the connection's own Retry, and an error reply named by its command, as the pipeline
+named it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, cast
+
+import redis
+from redis.exceptions import NoScriptError
+
+from task_processor.packing import Packer
+
+
+class Waker:
+    """A blocking wait then a script, for one worker slot (one thread), on a connection of its own."""
+
+    def __init__(self, connection: redis.Redis) -> None:
+        self._pool = connection.connection_pool
+        self._wire: redis.Connection | None = None
+        self._packer: Packer | None = None
+
+    def wait_then_call(self, wait_key: str, wait: float, sha: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """Once ``wait_key`` holds an item or ``wait`` seconds passed, the reply of the script ``sha``, or the
+        NoScriptError Redis answered when it has no such script (nothing ran then). Any other error reply
+        raises."""
+        wire = self._wire
+        if wire is None:
+            wire = self._wire = cast(redis.Connection, self._pool.make_connection())
+            self._packer = Packer(wire)
+        assert self._packer is not None  # made with the connection
+        # BLMOVE with the list as its own destination: nothing moves, and it returns once the list holds something.
+        wait_command = ("BLMOVE", wait_key, wait_key, "RIGHT", "RIGHT", wait)
+        script_command = ("EVALSHA", sha, len(keys), *keys, *args)
+        packed = self._packer.pack([wait_command, script_command])
+
+        def exchange() -> tuple[Any, Any]:
+            wire.connect()
+            wire.send_packed_command(packed)
+            return _read(wire), _read(wire)  # both read whole, error replies included: the connection stays usable
+
+        try:
+            waited, reply = wire.retry.call_with_retry(exchange, lambda _: wire.disconnect())
+        except BaseException:
+            wire.disconnect()  # whatever was half sent or half read must not reach the next wait
+            raise
+        for command, outcome in ((wait_command, waited), (script_command, reply)):
+            if isinstance(outcome, redis.ResponseError) and not isinstance(outcome, NoScriptError):
+                raise _named(outcome, command)
+        return reply
+
+
+def _read(wire: redis.Connection) -> Any:
+    try:
+        return wire.read_response()
+    except redis.ResponseError as exc:
+        return exc
+
+
+def _named(error: redis.ResponseError, command: tuple[Any, ...]) -> redis.ResponseError:
+    """The error, named by its command and first key as ``task_processor.connection.Client`` names errors."""
+    if error.args and isinstance(error.args[0], str):
+        error.args = (f"Command ({command[0]} {command[1]}) caused error: {error.args[0]}",)
+    return error
