@@ -180,3 +180,18 @@ def test_a_worker_killed_holding_a_batch_loses_none_of_it(
     done = runs(conn)
     assert sorted(set(done)) == sorted([*(str(i) for i in range(60)), "slow"])
     assert len(done) == 61  # the slow job was killed before it recorded; nothing ran twice
+
+
+def test_a_deep_queue_runs_in_order_and_the_current_job_never_runs_ahead(
+    producer: Producer, conn: redis.Redis, spawn: Callable[..., Proc]
+) -> None:
+    """The finish of a job can pop the next batch before the held jobs run out; the jobs still run in queue order,
+    and the job the worker's hash names as current (``rq info``, rq-dashboard) is the one running or, while the
+    finish that names it lingers (a few milliseconds), the one before: never one popped behind it."""
+    jobs = producer.enqueue_many([Task("worker.examples.record_current", ("seen",)) for _ in range(600)])
+    assert spawn("task-worker", "--burst").wait(timeout=60) == 0
+    seen = [raw.decode().split() for raw in conn.lrange("seen", 0, -1)]
+    assert [ran for ran, _ in seen] == [job.id for job in jobs]
+    order = {job.id: i for i, job in enumerate(jobs)}
+    ahead = [(ran, current) for ran, current in seen if current in order and order[current] > order[ran]]
+    assert ahead == []

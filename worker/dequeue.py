@@ -113,6 +113,13 @@ class Dequeuer:
         """The job the worker runs next, when a pop already took it."""
         return self.held[0] if self.held else None
 
+    def hold(self, hits: PopResult) -> None:
+        """Hold the jobs a posted finish popped, behind those held already (a suspension it met is left for the
+        next pop to find)."""
+        if isinstance(hits, tuple):
+            with self.lock:
+                self.held.extend(hits)
+
     def take_held(self) -> list[Taken]:
         """Every job taken and not run (for a stopping worker to give back), in queue order."""
         with self.lock:

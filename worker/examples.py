@@ -63,6 +63,15 @@ def record(key: str, value: str, seconds: float = 0.0) -> str:
     return value
 
 
+def record_current(key: str) -> None:
+    """Append this job's id and the job its worker's hash names as current (what ``rq info`` and rq-dashboard show)
+    to the Redis list ``key``: lets a test see that the two agree while the job runs."""
+    job = get_current_job()
+    assert job is not None, "record_current() runs inside a worker"
+    current = job.connection.hget(f"rq:worker:{job.worker_name}", "current_job")
+    job.connection.rpush(key, f"{job.id} {current.decode() if isinstance(current, bytes) else current}")
+
+
 _HELD: list[bytearray] = []
 
 

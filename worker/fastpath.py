@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import enum
 from base64 import b64encode
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -84,6 +85,8 @@ class Posted:
 
     job_id: str
     call: Call
+    popped: Callable[[], PopResult] | None = None
+    """For a finish that also popped the jobs after the next one: those jobs, once the reply is read."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +176,8 @@ class FastPath:
         (RQ's Queue.enqueue_dependents) and, with ``pop_keys``, pop up to ``k`` next jobs (and start them, as a pop
         does): lua/finish.lua. With ``next_id``, the job the worker runs next (an earlier pop took it), the finish
         names it the worker's current job and is only posted: the worker runs that job while Redis records this
-        one, and reads the outcome later (``Posted``)."""
+        one, and reads the outcome later (``Posted``); with ``pop_keys`` too, it pops the jobs after that one, which
+        the worker takes from ``Posted.popped`` once the reply is read."""
         assert job.started_at is not None
         assert job.ended_at is not None
         job._status = JobStatus.FINISHED
@@ -196,7 +200,9 @@ class FastPath:
                 utcformat(now()), Queue.DEFAULT_TIMEOUT, keys.QUEUE_PREFIX, keys.deferred(""),
                 1 if job._result is None else 0, k, next_id or "", *self._start_part(start), *fields]  # fmt: skip
         if next_id is not None:
-            return Posted(job.id, self.calls.post(self._finish, finish_keys, args, linger=True))
+            # A finish that pops goes out at once (with any lingering ones): its jobs are wanted soon.
+            call = self.calls.post(self._finish, finish_keys, args, linger=not pop_keys)
+            return Posted(job.id, call, (lambda: self._popped(call.reply[1], start)) if pop_keys else None)
         queued, popped = self.calls.call(self._finish, finish_keys, args)
         return Finished(queued, self._popped(popped, start))
 
@@ -250,14 +256,21 @@ def success_fields(job: Job, worker_name: str, execution: Execution) -> list[Any
 class PostedFinishes:
     """A worker's posted finishes until their replies are read. One that failed (a lost connection, an error
     reply) may not have been recorded: the job then stays started, and the reaper runs it again once its heartbeat
-    lapses; the worker says so in the log."""
+    lapses (so do the jobs it may have popped); the worker says so in the log. The jobs a posted finish popped go
+    to ``hold`` as its reply is read."""
 
-    def __init__(self, calls: BatchedCalls) -> None:
+    def __init__(self, calls: BatchedCalls, hold: Callable[[PopResult], None]) -> None:
         self.calls = calls
+        self.hold = hold
         self._posted: list[Posted] = []
 
     def add(self, posted: Posted) -> None:
         self._posted.append(posted)
+
+    @property
+    def popping(self) -> bool:
+        """Whether a posted finish pops jobs whose reply is not read yet."""
+        return any(posted.popped is not None for posted in self._posted)
 
     def check(self) -> None:
         """Look at the replies read so far."""
@@ -273,6 +286,8 @@ class PostedFinishes:
                     job_id=posted.job_id,
                     error=first_line(posted.call.error),
                 )
+            elif posted.popped is not None:
+                self.hold(posted.popped())
         self._posted = pending
 
     def settle(self) -> None:

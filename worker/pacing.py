@@ -5,7 +5,8 @@ the finish of the one it ran and starts the next at once: ``worker.batching``). 
 starts soon starves the others: Celery's prefetch leaves a Pod that joins a deep queue of slow tasks idle while
 the first Pods work through what they hold. So the batch is sized by the job durations this worker measured: the
 last job of a batch starts within ``HORIZON`` seconds of its pop. A worker that has run nothing yet, or runs jobs
-longer than the horizon, takes one job at a time.
+longer than the horizon, takes one job at a time. The next batch is popped when a quarter of this one is left
+(``worker.runner``), so a worker holds at most a batch and a quarter.
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@ RQ's SimpleWorker spends about 14 Redis round trips on one successful job. This 
 fields in Lua calls (``worker.fastpath``): the finish of a job (result, finished entry, worker counters and state,
 its dependents queued) also pops the next jobs and starts them (execution, started entry, worker and job state).
 On a deep queue of short jobs a pop takes several (``worker.pacing``), and the finish of each is posted while the
-next runs. Failures, retries, stops and repeats go through RQ's own code. One heartbeat thread, started with the
-worker, keeps the worker, its running job and the jobs it holds alive.
+next runs; the finish posted when a quarter of the batch is left pops the next batch. Failures, retries, stops and
+repeats go through RQ's own code. One heartbeat thread, started with the worker, keeps the worker, its running job
+and the jobs it holds alive.
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ class TaskWorker(Shutdown, StopsJobs, ResilientWorker):
             self._heartbeat.lock,
         )
         self._pacer = Pacer()
-        self._posted = PostedFinishes(self._fast.calls)
+        self._posted = PostedFinishes(self._fast.calls, self._dequeue.hold)
         self._started_by_pop: Execution | None = None  # the execution of the job taken next, when the pop started it
         self._running_queue: Queue | None = None
         self._running_since = 0.0
@@ -170,6 +171,8 @@ class TaskWorker(Shutdown, StopsJobs, ResilientWorker):
             try:
                 self._mark_idle()
                 self.maintain()
+                if not self._dequeue.held and self._posted.popping:
+                    self._posted.settle()  # the jobs a posted finish popped come before any later pop's
                 taken = self._dequeue.take(timeout, self._pacer.batch())
                 self._check_reconnected()
             except DequeueTimeout:
@@ -257,12 +260,17 @@ class TaskWorker(Shutdown, StopsJobs, ResilientWorker):
             if self.execution is None or not can_finish_fast(job, result_ttl):
                 super().handle_job_success(job, queue, started_job_registry)
                 return
-            # The next jobs are popped in the same call, unless this worker holds its next job or is to take no more.
-            # With the next job held and started, the finish is posted: the next job runs while Redis records it.
+            # The next jobs are popped in the same call, unless this worker is to take no more. With the next job
+            # held and started, the finish is posted: the next job runs while Redis records it; once a quarter of a
+            # batch is left, the posted finish also pops the jobs after those, whose reply comes before they are needed.
+            if not self._dequeue.held and self._posted.popping and not self._stop_requested:
+                self._posted.settle()  # the jobs it popped are this worker's next ones
             held = None if self._stop_requested else self._dequeue.next_held()
-            pop_keys = [] if self._stop_requested or held else self._dequeue.pop_keys
             next_id = held.job_id.decode() if held is not None and held.execution is not None else None
-            finished = self._fast.finish(job, self.execution, result_ttl, pop_keys, self._pacer.batch(), next_id)
+            batch = self._pacer.batch()
+            ahead = next_id is not None and len(self._dequeue.held) <= max(1, batch // 4) and not self._posted.popping
+            pop_keys = [] if self._stop_requested or (held and not ahead) else self._dequeue.pop_keys
+            finished = self._fast.finish(job, self.execution, result_ttl, pop_keys, batch, next_id)
             self._state = WorkerStatus.IDLE  # as the finish wrote it (Python's state turns busy with the next job)
             if isinstance(finished, Posted):
                 self._posted.add(finished)

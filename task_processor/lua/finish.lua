@@ -68,5 +68,6 @@ if next_id ~= '' then
     redis.call('HSET', prefix .. next_id, 'started_at', enqueued_at, 'last_heartbeat', enqueued_at)
   end
 end
-if #KEYS > 9 then return {queued, pop(10, prefix, starts > 0 and start_args(16) or nil, k)} end
+-- The pop behind a named next job takes the jobs after it: none of them is the worker's current job yet.
+if #KEYS > 9 then return {queued, pop(10, prefix, starts > 0 and start_args(16) or nil, k, next_id == '')} end
 return {queued, false}
