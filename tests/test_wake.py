@@ -1,19 +1,27 @@
 """An idle worker's wait for work (``worker.wake``): it returns once its queue holds a job, leaves the queue as it
-was, and reports what redis-py's pipeline reported (a missing script, an error reply naming its command, a lost
-connection retried)."""
+was, reports what redis-py's pipeline reported (a missing script, an error reply naming its command, a lost
+connection retried), and the job it takes is started at the time it was taken."""
 
 from __future__ import annotations
 
+import calendar
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 
+import hypothesis
 import pytest
 import redis
+from hypothesis import strategies as st
+from rq.utils import utcformat
 
 from producer import Producer
 from producer.commands.redis_server import LocalRedisServer
+from task_processor import scripts
 from task_processor.connection import connect
 from tests.conftest import Proc, wait_for
+from worker.batching import BatchedCalls
+from worker.fastpath import FastPath, PopResult
 from worker.wake import Waker
 
 # Pops the list's first item: what the worker's pop does to its queue, without the bookkeeping.
@@ -86,3 +94,48 @@ def test_an_idle_worker_waits_without_errors_and_runs_what_comes(
     assert producer.wait([job], timeout=30) == [5]
     complaints = [line for line in worker.json_lines() if line.get("level") in ("warning", "error", "critical")]
     assert complaints == []
+
+
+POP_KEYS = ["rq:suspended", "rq:queue:default", "rq:queue:default:intermediate", "rq:wip:default"]
+
+
+def test_a_job_taken_after_a_wait_is_started_when_it_was_taken_not_when_the_wait_began(
+    conn: redis.Redis, redis_url: str
+) -> None:
+    """The pop goes out with the blocking wait, up to a second before it runs: its start must carry the time it ran
+    (never before the job was enqueued), in Redis and on the worker's side alike."""
+    fast = FastPath(conn, BatchedCalls(conn), "rq:worker:w1", "w1", 30, starts_on_pop=True)
+    producer = Producer(redis_url, modules="worker.examples")
+    got: list[PopResult] = []
+    waiting = threading.Thread(target=lambda: got.append(fast.wait_then_pop(POP_KEYS, 1, POP_KEYS[1], 10)))
+    waiting.start()
+    wait_for(lambda: conn.info("clients")["blocked_clients"] == 1, what="the wait to block")
+    job = producer.enqueue("worker.examples.noop")  # after the wait began, by the same clock (one machine)
+    waiting.join(timeout=15)
+    (hits,) = got
+    assert isinstance(hits, tuple)
+    (hit,) = hits
+    assert hit.execution is not None
+    job.refresh()
+    assert job.enqueued_at is not None
+    assert job.started_at is not None
+    assert job.started_at >= job.enqueued_at
+    assert hit.execution.created_at == job.started_at  # the worker's execution says what Redis says
+    entry = conn.hgetall(f"rq:execution:{job.id}:{hit.execution.id}")
+    assert float(entry[b"created_at"]) == job.started_at.timestamp()
+    assert conn.hget("rq:worker:w1", "last_heartbeat") == conn.hget(job.key, "started_at")
+    wip_score = conn.zscore("rq:wip:default", f"{job.id}:{hit.execution.id}")
+    assert wip_score == int(job.started_at.timestamp()) + 30  # RQ's whole seconds, plus the heartbeat ttl
+
+
+@hypothesis.settings(
+    max_examples=300, deadline=None, suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture]
+)
+@hypothesis.given(
+    moment=st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59, 999999))
+)
+def test_the_scripts_clock_writes_dates_as_rq_does(conn: redis.Redis, moment: datetime) -> None:
+    moment = moment.replace(tzinfo=UTC)
+    seconds = calendar.timegm(moment.utctimetuple())
+    script = scripts.source("lib/start") + "\nreturn rq_time(tonumber(ARGV[1]), tonumber(ARGV[2]))"
+    assert conn.eval(script, 0, seconds, moment.microsecond).decode() == utcformat(moment)

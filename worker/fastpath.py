@@ -39,6 +39,7 @@ from rq.utils import current_timestamp, now, utcformat
 
 from task_processor import keys, scripts
 from task_processor.errors import first_line
+from task_processor.jobs import parse_time
 from task_processor.logs import get_logger
 from worker.batching import BatchedCalls, Call
 from worker.wake import Waker
@@ -92,10 +93,10 @@ class Posted:
 @dataclass(frozen=True, slots=True)
 class _Start:
     """A start's execution id and time, and its arguments to the scripts (lua/lib/start.lua), chosen before the
-    job is known."""
+    job is known; ``started`` None when the script takes the time as it runs (a pop sent ahead of a wait)."""
 
     execution_id: str
-    started: datetime
+    started: datetime | None
     args: list[Any]
 
 
@@ -147,7 +148,7 @@ class FastPath:
         Both go out on a connection of the worker's own (``worker.wake``), written and read directly: what a
         redis-py pipeline does around its replies is most of the Python between an idle worker's wake and its
         job's start."""
-        start = self._start_args() if self.starts_on_pop else None
+        start = self._start_args(at_run=True) if self.starts_on_pop else None
         args = [keys.JOB_PREFIX, k, *self._start_part(start)]
         reply = self.waker.wait_then_call(wait_key, wait, self._pop.sha, pop_keys, args)
         if isinstance(reply, NoScriptError):  # Redis lost its scripts (a restart): the pop did not run
@@ -158,7 +159,8 @@ class FastPath:
         """Mark the job started by this worker; returns its execution (RQ's prepare_execution and
         prepare_job_execution, with the same state on the job object)."""
         start = self._start_args()
-        execution = self._started(start, job.id, start.execution_id)
+        assert start.started is not None  # chosen here
+        execution = self._started(start, job.id, start.execution_id, None)
         job.last_heartbeat = job.started_at = start.started
         job.worker_name = self.worker_name
         job._status = JobStatus.STARTED
@@ -206,8 +208,14 @@ class FastPath:
         queued, popped = self.calls.call(self._finish, finish_keys, args)
         return Finished(queued, self._popped(popped, start))
 
-    def _start_args(self) -> _Start:
+    def _start_args(self, at_run: bool = False) -> _Start:
+        """A start's arguments; with ``at_run``, for a call sent ahead of the moment it runs (behind a blocking
+        wait of up to a second): its times are left to the script, taken from Redis's clock as it runs, so that a
+        job is never marked started before it was popped (or enqueued)."""
         ttl = self.ttl
+        if at_run:
+            execution_id = uuid4().hex
+            return _Start(execution_id, None, [self.worker_key, self.worker_name, execution_id, "", "", ttl, "", ""])
         execution_id, started, timestamp = uuid4().hex, now(), current_timestamp()
         args = [self.worker_key, self.worker_name, execution_id, started.timestamp(), utcformat(started), ttl,
                 timestamp + ttl, timestamp + ttl + 60]  # fmt: skip
@@ -217,10 +225,15 @@ class FastPath:
     def _start_part(start: _Start | None) -> list[Any]:
         return [len(start.args), *start.args] if start else [0]
 
-    def _started(self, start: _Start, job_id: str, execution_id: str) -> Execution:
-        """The execution a start wrote, on the Python side."""
+    def _started(self, start: _Start, job_id: str, execution_id: str, fields: list[bytes] | None) -> Execution:
+        """The execution a start wrote, on the Python side (its time from the job's ``fields`` when the script took
+        it)."""
         execution = Execution(id=execution_id, job_id=job_id, connection=self.connection, worker_name=self.worker_name)
-        execution.created_at = execution.last_heartbeat = start.started
+        started = start.started
+        if started is None:
+            assert fields is not None  # a job the pop started is a hash
+            started = parse_time(fields[2 * fields[::2].index(b"started_at") + 1].decode())
+        execution.created_at = execution.last_heartbeat = started
         return execution
 
     def _popped(self, reply: Any, start: _Start | None) -> PopResult:
@@ -230,8 +243,8 @@ class FastPath:
             return SUSPENDED
         queue_key, hits = reply[0].decode(), reply[1]
         return tuple(
-            Popped(queue_key, job_id, fields or None, self._started(start, job_id.decode(), execution_id.decode())
-                   if started and start else None)
+            Popped(queue_key, job_id, fields or None,
+                   self._started(start, job_id.decode(), execution_id.decode(), fields) if started and start else None)
             for job_id, fields, started, execution_id in hits
         )  # fmt: skip
 

@@ -14,9 +14,29 @@
 -- Keys written besides those: the execution hash rq:execution:<id>:<execution id>, the job's execution
 -- registry rq:executions:<id>, and the worker's hash (s.worker).
 
--- The eight start arguments from ARGV[at ..]: the order in which the worker sends them.
+-- A moment as RQ writes dates (rq.utils.utcformat: %Y-%m-%dT%H:%M:%S.%fZ, UTC), from UNIX seconds and microseconds.
+-- The date of the day count is Howard Hinnant's civil_from_days.
+local function rq_time(sec, usec)
+  local days = math.floor(sec / 86400)
+  local rest = sec - days * 86400
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local day = doy - math.floor((153 * mp + 2) / 5) + 1
+  local month = mp < 10 and mp + 3 or mp - 9
+  local year = yoe + era * 400 + (month <= 2 and 1 or 0)
+  return string.format('%04d-%02d-%02dT%02d:%02d:%02d.%06dZ', year, month, day, math.floor(rest / 3600),
+                       math.floor(rest % 3600 / 60), rest % 60, usec)
+end
+
+-- The eight start arguments from ARGV[at ..]: the order in which the worker sends them. A worker that sends its
+-- pop ahead of the moment it runs (behind a blocking wait) leaves the four times empty: they are Redis's clock's
+-- now, as the worker would have taken them (RQ's current_timestamp() for the two scores: whole seconds).
 local function start_args(at)
-  return {
+  local s = {
     worker = ARGV[at],               -- the worker's hash key, rq:worker:<name>
     name = ARGV[at + 1],             -- the worker's name
     execution_id = ARGV[at + 2],
@@ -26,6 +46,15 @@ local function start_args(at)
     started_score = ARGV[at + 6],    -- the started registry's score (when the entry lapses)
     executions_score = ARGV[at + 7], -- the job's execution registry score
   }
+  if s.created == '' then
+    local now = redis.call('TIME')
+    local sec, usec = tonumber(now[1]), tonumber(now[2])
+    s.created = string.format('%d.%06d', sec, usec)
+    s.iso = rq_time(sec, usec)
+    s.started_score = sec + tonumber(s.ttl)
+    s.executions_score = sec + tonumber(s.ttl) + 60
+  end
+  return s
 end
 
 local function start(job, id, wip, intermediate, meta, s, execution_id, current)
