@@ -17,7 +17,8 @@ Why each part is there:
   scheduler locks, rq:suspended reads and the registries' maintenance), SUBSCRIBE on its rq:pubsub:<name> channel
   (RQ's stop/kill commands), the reaper's task-processor:intermediate-seen:* and, write only (RENAME target),
   task-processor:foreign:*, and reads task-processor:autoscaler:* (`task-producer status` in a worker Pod, as
-  NOTES.txt suggests without the autoscaler).
+  NOTES.txt suggests without the autoscaler); and TIME, which the pop an idle worker sends ahead of its blocking
+  wait calls for the job's start time.
 - autoscaler: reads all of rq:*, writes the job data (RQ's scheduler step and the reaper move jobs between queues
   and registries and may fail a poison job), rq:workers (the reaper forgets dead workers) and the scheduler's
   locks and heartbeat hash, its status hash task-processor:autoscaler:* (the periodic tasks' schedule,
@@ -45,7 +46,7 @@ Why each part is there:
 {{- $extra := .Values.redis.acl.extraRules -}}
 user default off resetpass ~* &* +@all
 user admin on #ADMIN_PASSWORD_SHA256 ~* &* +@all
-user worker on #WORKER_PASSWORD_SHA256 resetkeys resetchannels ~rq:* {{ $reaper }} %R~task-processor:autoscaler:* &rq:pubsub:* {{ $commands }} +subscribe +unsubscribe{{ with $extra.worker }} {{ . }}{{ end }}
+user worker on #WORKER_PASSWORD_SHA256 resetkeys resetchannels ~rq:* {{ $reaper }} %R~task-processor:autoscaler:* &rq:pubsub:* {{ $commands }} +subscribe +unsubscribe +time{{ with $extra.worker }} {{ . }}{{ end }}
 user autoscaler on #AUTOSCALER_PASSWORD_SHA256 resetkeys resetchannels %R~rq:* {{ $jobData }} ~rq:workers ~rq:workers:* ~rq:scheduler:* ~rq:scheduler-lock:* ~task-processor:autoscaler:* ~task-processor:cron:ticks {{ $reaper }} {{ $commands }}{{ with $extra.autoscaler }} {{ . }}{{ end }}
 user producer on #PRODUCER_PASSWORD_SHA256 resetkeys resetchannels %R~rq:* {{ $jobData }} %R~task-processor:autoscaler:* {{ $commands }}{{ with $extra.producer }} {{ . }}{{ end }}
 {{- if .Values.dashboard.readOnly }}
