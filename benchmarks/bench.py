@@ -84,7 +84,7 @@ def _machine(connection: redis.Redis) -> dict[str, Any]:
 
 def run(quick: bool, repeat: int) -> dict[str, Any]:
     scale = 4 if quick else 1
-    samples = defaultdict(list)
+    samples: defaultdict[tuple[str, str], list[Any]] = defaultdict(list)
     with LocalRedisServer(appendonly=False) as server:
         connection = redis.Redis.from_url(server.url)
         env = worker_env(server.url)

@@ -52,11 +52,11 @@ def per_task(run: Runner, node_bytes: int, func: str, args: tuple[int, ...], n: 
     with LocalRedisServer(appendonly=False) as server:
         connection = redis.Redis.from_url(server.url)
         connection.config_set("stream-node-max-bytes", node_bytes)
-        before = connection.info("memory")["used_memory"]
+        before = int(connection.info("memory")["used_memory"])
         run(server.url, func, args, n)
         connection.script_flush()
         assert connection.zcard("rq:finished:default") == n, "not every task finished"
-        return (connection.info("memory")["used_memory"] - before) / n
+        return (int(connection.info("memory")["used_memory"]) - before) / n
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -140,8 +140,8 @@ def latency_ms(
 def bytes_per_task(connection: redis.Redis, system: System, n: int) -> float:
     """Redis memory per queued no-op task (used_memory before and after queuing ``n``)."""
     connection.flushall()
-    before = connection.info("memory")["used_memory"]
+    before = int(connection.info("memory")["used_memory"])
     fill(connection, system, n)
-    after = connection.info("memory")["used_memory"]
+    after = int(connection.info("memory")["used_memory"])
     connection.flushall()
     return (after - before) / n

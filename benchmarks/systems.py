@@ -25,8 +25,9 @@ class System:
     name: str
     queue_key: str
     """The Redis list its queued tasks wait in (its length is what a drain watches)."""
-    enqueue: Callable[[str, tuple[Any, ...]], None]
-    enqueue_batch: Callable[[str, int], None] | None
+    enqueue: Callable[[str, tuple[Any, ...]], object]
+    """Enqueue one task (what it returns is not used)."""
+    enqueue_batch: Callable[[str, int], object] | None
     """Enqueue N copies of a task without arguments in one call (None: the system has no batch API)."""
     workers: dict[str, list[list[str]]] = field(default_factory=dict)
     """Fleets by label: the command line of each process."""

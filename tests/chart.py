@@ -1,5 +1,5 @@
-"""What the chart tests share (tests/test_chart.py, tests/test_chart_pools.py, tests/test_chart_sentinel.py;
-tests/test_dashboard.py and others import them through tests.test_chart): the pinned helm and what the ``helm``
+"""What the chart tests share (tests/test_chart.py and tests/test_chart_*.py; tests/test_dashboard.py, tests/test_acl.py
+and others too): the pinned helm and what the ``helm``
 fixture (tests/conftest.py) returns, the value sets the variant tests render, and readers of rendered objects (find
 one, its Pods' labels and containers, label selectors)."""
 
@@ -132,7 +132,8 @@ def find(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict
 
 
 def component(doc: dict[str, Any]) -> str:
-    return doc["metadata"].get("labels", {}).get("app.kubernetes.io/component", "")
+    value: str = doc["metadata"].get("labels", {}).get("app.kubernetes.io/component", "")
+    return value
 
 
 def pod_specs(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
@@ -155,13 +156,17 @@ def env_of(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def the_container(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    only: dict[str, Any]
     (only,) = find(docs, kind, name)["spec"]["template"]["spec"]["containers"]
     return only
 
 
 def pod_labels(doc: dict[str, Any]) -> dict[str, str]:
     """The labels of the Pods ``doc`` runs (a Pod's own, a workload's Pod template's)."""
-    return doc["metadata"]["labels"] if doc["kind"] == "Pod" else doc["spec"]["template"]["metadata"]["labels"]
+    labels: dict[str, str] = (
+        doc["metadata"]["labels"] if doc["kind"] == "Pod" else doc["spec"]["template"]["metadata"]["labels"]
+    )
+    return labels
 
 
 def pod_role(doc: dict[str, Any]) -> str:

@@ -11,14 +11,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import pytest
 import redis
 from rq import SimpleWorker
+from rq.job import Job
 
 from producer import Producer
 from producer.commands.redis_server import LocalRedisServer
@@ -57,6 +58,31 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "c
             pytest.fail(f"timed out after {timeout}s waiting for {what}")
         time.sleep(delay)
         delay = min(delay * 2, 0.1)
+
+
+def as_bytes(value: object) -> bytes:
+    """A reply read on a connection that does not decode (the ``conn`` fixture, RQ's): redis-py types replies
+    ``bytes | str`` for either kind of client, with ``None`` where a key may be missing; here it must be bytes."""
+    assert isinstance(value, bytes), f"expected bytes from Redis, got {value!r}"
+    return value
+
+
+def decoded(values: Iterable[object]) -> list[str]:
+    """Members of a list, set or sorted set read from a connection that does not decode (``as_bytes``), as text."""
+    return [as_bytes(value).decode() for value in values]
+
+
+def bytes_fields(reply: Mapping[bytes | str, bytes | str]) -> dict[bytes, bytes]:
+    """A hash read (HGETALL) on a connection that does not decode (``as_bytes``)."""
+    return {as_bytes(name): as_bytes(value) for name, value in reply.items()}
+
+
+def exc_string(job: Job) -> str:
+    """The error of a job's latest result, which the test expects to be a failure with one."""
+    result = job.latest_result()
+    assert result is not None, f"job {job.id} has no result"
+    assert result.exc_string is not None, f"job {job.id}'s latest result ({result.type}) has no error"
+    return result.exc_string
 
 
 @pytest.fixture(scope="module")
@@ -204,8 +230,17 @@ def spawn(env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., Proc]]:
         proc.stop()
 
 
+class Loop(Protocol):
+    """A control loop that runs until ``stop`` is set: an ``Autoscaler``, or a ``Fleet`` of them (one per pool)."""
+
+    def run(self, stop: threading.Event) -> None: ...
+
+
+LoopT = TypeVar("LoopT", bound=Loop)
+
+
 @contextmanager
-def running(autoscaler: Autoscaler) -> Iterator[Autoscaler]:
+def running(autoscaler: LoopT) -> Iterator[LoopT]:
     """An autoscaler's loop in a thread for the length of the block; it must stop when asked."""
     stop = threading.Event()
     thread = threading.Thread(target=autoscaler.run, args=(stop,), name="autoscaler", daemon=True)

@@ -119,9 +119,13 @@ class SentinelProcess(LocalRedisServer):
         """What this Sentinel knows of the master set (SENTINEL MASTER)."""
         client = self.client(decode_responses=True, socket_timeout=1)
         try:
-            return client.sentinel_master(SERVICE)  # type: ignore[no-any-return]
+            state = client.sentinel_master(SERVICE)
         finally:
             client.close()
+        # redis-py types the reply dict | bool: the bool is what its Sentinel class returns (having asked every
+        # Sentinel); a plain client, as here, gets the parsed reply.
+        assert isinstance(state, dict), state
+        return state
 
 
 class SentinelCluster:
@@ -181,7 +185,7 @@ class SentinelCluster:
             return None
         finally:
             client.close()
-        return int(answer[1]) if answer else None
+        return int(answer[1]) if isinstance(answer, tuple) else None  # (host, port), or None while it has no master
 
     def master(self) -> Node:
         """The node every Sentinel names master, once they agree and it says it is one."""

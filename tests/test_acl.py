@@ -19,7 +19,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -32,9 +32,9 @@ from producer.scaling.local.deployment import LocalDeployment
 from producer.scaling.policy import Bounds
 from task_processor.connection import connect
 from task_processor.settings import Settings
-from tests.conftest import BIN, TASK_MODULES, Proc, running, wait_for
+from tests.chart import Helm, find, the_container
+from tests.conftest import BIN, TASK_MODULES, Proc, decoded, running, wait_for
 from tests.kubeapi.server import HELM
-from tests.test_chart import Helm, find, the_container
 
 ROLES = ("admin", "worker", "autoscaler", "producer", "dashboard")
 ADMIN_ONLY = [c.split() for c in ("FLUSHALL", "FLUSHDB", "CONFIG GET *", "MODULE LIST", "DEBUG SLEEP 0", "SHUTDOWN")]
@@ -192,7 +192,8 @@ def test_every_role_has_its_user_and_the_default_user_is_off(acl: AclRedis) -> N
         redis.Redis(port=acl.port).get("rq:queues")
     with pytest.raises(redis.AuthenticationError):
         redis.Redis(port=acl.port, username="worker", password=acl.passwords["producer"]).ping()
-    (default,) = [line for line in acl.admin.acl_list() if line.startswith("user default ")]
+    rules = cast(list[str], acl.admin.acl_list())  # redis-py decodes ACL LIST's replies on every client
+    (default,) = [line for line in rules if line.startswith("user default ")]
     assert default.startswith("user default off "), default
 
 
@@ -205,7 +206,7 @@ def test_a_redis_restarted_from_its_aof_keeps_every_job(chart: Helm, tmp_path: P
         jobs = [producer.enqueue("worker.examples.add", 1, 2)]
         jobs += producer.enqueue_many([Task("worker.examples.add", (i, 1)) for i in range(3)])
         server.restart_after_kill()
-        queued = [job_id.decode() for job_id in server.admin.lrange("rq:queue:default", 0, -1)]
+        queued = decoded(server.admin.lrange("rq:queue:default", 0, -1))
         assert queued == [job.id for job in jobs], "the AOF replay lost queued jobs"
         assert all(server.admin.exists(f"rq:job:{job.id}") for job in jobs), "the AOF replay lost job hashes"
     finally:
@@ -328,6 +329,7 @@ def test_the_autoscaler_scales_schedules_and_reaps(acl: AclRedis, start: Callabl
     try:
         autoscaler.step()  # takes RQ's scheduler lock first, as a long-running autoscaler holds it
         lock = acl.admin.get("rq:scheduler-lock:default")
+        assert autoscaler.housekeeper is not None  # Autoscaler's housekeeping is on by default
         assert lock == autoscaler.housekeeper.due_jobs._scheduler.name.encode(), (
             "the autoscaler could not take the lock"
         )

@@ -310,13 +310,14 @@ def test_two_autoscalers_with_one_lease_never_both_write(
     producer: Producer,
 ) -> None:
     kube_api.create_deployment("task-processor", replicas=0)
-    fast = {"duration": 3, "renew_deadline": 2.0, "retry_period": 0.2}
 
     def replica(name: str) -> Fleet:
         autoscaler = build(settings, client_for(kube_api))
         elector = autoscaler.elector
         assert isinstance(elector, LeaderElector)
-        autoscaler.elector = LeaderElector(elector.kube, elector.lease_name, name, **fast)
+        autoscaler.elector = LeaderElector(  # a short Lease, renewed often
+            elector.kube, elector.lease_name, name, duration=3, renew_deadline=2.0, retry_period=0.2
+        )
         assert isinstance(autoscaler.source, KubePools)
         autoscaler.source.kube.api_client.user_agent = f"task-producer/{name}"
         return autoscaler
@@ -327,7 +328,11 @@ def test_two_autoscalers_with_one_lease_never_both_write(
         with running(second):
             for count in (10, 20, 30):
                 enqueue(producer, 10)
-                wait_for(lambda c=count: kube_api.replicas() == min(6, -(-c // 5)), timeout=10, what=f"{count}")
+
+                def scaled(c: int = count) -> bool:
+                    return kube_api.replicas() == min(6, -(-c // 5))
+
+                wait_for(scaled, timeout=10, what=f"{count}")
             assert second.mode == "follower"
         agents = {r.headers["User-Agent"] for r in kube_api.requests("PATCH", SCALE)}
         assert agents == {"task-producer/first"}

@@ -18,7 +18,7 @@ from rq.registry import StartedJobRegistry
 
 from producer import Producer, Task
 from task_processor.settings import Settings
-from tests.conftest import TASK_MODULES, Proc, wait_for
+from tests.conftest import TASK_MODULES, Proc, decoded, wait_for
 from worker.dequeue import Taken
 from worker.pacing import HORIZON, MAX_BATCH, Pacer
 from worker.runner import TaskWorker, build_worker
@@ -53,7 +53,7 @@ def runs_now(conn: redis.Redis, worker: str, job: Job) -> bool:
 
 
 def runs(conn: redis.Redis) -> list[str]:
-    return [raw.decode() for raw in conn.lrange("done", 0, -1)]
+    return decoded(conn.lrange("done", 0, -1))
 
 
 def attempts(conn: redis.Redis, jobs: list[Job]) -> list[int]:
@@ -190,7 +190,7 @@ def test_a_deep_queue_runs_in_order_and_the_current_job_never_runs_ahead(
     finish that names it lingers (a few milliseconds), the one before: never one popped behind it."""
     jobs = producer.enqueue_many([Task("worker.examples.record_current", ("seen",)) for _ in range(600)])
     assert spawn("task-worker", "--burst").wait(timeout=60) == 0
-    seen = [raw.decode().split() for raw in conn.lrange("seen", 0, -1)]
+    seen = [line.split() for line in decoded(conn.lrange("seen", 0, -1))]
     assert [ran for ran, _ in seen] == [job.id for job in jobs]
     order = {job.id: i for i, job in enumerate(jobs)}
     ahead = [(ran, current) for ran, current in seen if current in order and order[current] > order[ran]]

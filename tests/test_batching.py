@@ -75,7 +75,7 @@ def test_scripts_flushed_from_redis_are_loaded_again(conn: redis.Redis) -> None:
     conn.script_flush()  # what a Redis restart does to the script cache
     barrier = threading.Barrier(4)
 
-    def slot(index: int) -> bytes:
+    def slot(index: int) -> object:
         barrier.wait()
         return calls.call(script, [], [f"after-{index}"])
 

@@ -16,9 +16,9 @@ from task_processor import keys
 from task_processor.connection import connect
 from task_processor.settings import Settings
 from tests.chart import CHART, Helm, env_of, find, kubernetes_validate, the_container
+from tests.chart_checks import KUBE_VERSIONS, security_problems
 from tests.conftest import TASK_MODULES
 from tests.test_acl import AclRedis, cli, nothing_refused, refused
-from tests.test_chart import KUBE_VERSIONS, security_problems
 from tests.test_cron import Clock, at
 
 ENTRIES: list[dict[str, Any]] = [
@@ -32,7 +32,8 @@ def with_cron(entries: list[dict[str, Any]]) -> tuple[str, ...]:
 
 
 def producer_pod(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    return find(docs, "Deployment", "task-processor-producer")["spec"]["template"]
+    template: dict[str, Any] = find(docs, "Deployment", "task-processor-producer")["spec"]["template"]
+    return template
 
 
 def test_no_entries_render_nothing_for_them(helm: Helm) -> None:

@@ -5,7 +5,8 @@ its old selector (Kubernetes never changes a selector, so that is what lets `hel
 change it in place); every other pool's selector and budget take its own Pods and no other pool's; the objects
 meant for all workers (metrics Service, NetworkPolicy) reach every pool's Pods; a pool's settings reach its Pods;
 the Role pools need; NOTES; and the values the chart refuses. Lint, the Kubernetes schemas and the Pod security
-checks run on the "pools" variant in tests/test_chart.py (VARIANTS).
+checks run on the "pools" variant (VARIANTS in tests/chart.py) in tests/test_chart.py and
+tests/test_chart_security.py.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from tests.chart import (
     pod_specs,
     selects,
 )
-from tests.test_chart import KUBE_VERSIONS, security_problems
+from tests.chart_checks import KUBE_VERSIONS, security_problems
 
 SENTINEL_USERS = ("admin", "worker", "autoscaler", "producer", "dashboard", "replica", "sentinel")
 """The Secret's users with Sentinel: each role's, plus the replicas' and the Sentinels' own logins."""
@@ -56,7 +56,8 @@ def docs(rendered: str) -> list[dict[str, Any]]:
 
 
 def redis_pod(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    return find(docs, "StatefulSet", "task-processor-redis")["spec"]["template"]
+    template: dict[str, Any] = find(docs, "StatefulSet", "task-processor-redis")["spec"]["template"]
+    return template
 
 
 def by_name(items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -133,7 +133,9 @@ def test_the_rendered_configuration_runs_fails_over_and_a_restarted_pod_rejoins(
         return redis.Redis(pod.address, port, username=user, password=password, socket_timeout=5, decode_responses=True)
 
     def sentinel_view(pod: LocalPod) -> dict[str, Any]:
-        return as_user(pod, "admin", sentinel_port).sentinel_master("task-processor")
+        view = as_user(pod, "admin", sentinel_port).sentinel_master("task-processor")
+        assert isinstance(view, dict), view
+        return view
 
     def init(pod: LocalPod, master: str) -> str:
         result = pod.init(env)
@@ -166,8 +168,12 @@ def test_the_rendered_configuration_runs_fails_over_and_a_restarted_pod_rejoins(
         for pod in pods[1:]:
             start(pod, "sentinel")
         for pod in pods[1:]:
+
+            def sees_all(pod: LocalPod = pod) -> dict[str, Any] | bool:
+                return (v := sentinel_view(pod))["num-other-sentinels"] == 2 and v["num-slaves"] == 2 and v
+
             view = wait_for(
-                lambda pod=pod: (v := sentinel_view(pod))["num-other-sentinels"] == 2 and v["num-slaves"] == 2 and v,
+                sees_all,
                 what=f"pod {pod.ordinal}'s Sentinel to see the other two and both replicas",
             )
             assert view["ip"] == "127.0.0.1", view

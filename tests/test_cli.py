@@ -114,7 +114,9 @@ def test_run_local_end_to_end(env: dict[str, str], conn: redis.Redis) -> None:
 def test_run_local_with_a_private_redis(env: dict[str, str]) -> None:
     result = run(["task-producer", "run-local", "--private-redis", "--jobs", "5", "--scale-down-delay", "0"], env)
     assert result.returncode == 0, result.stdout + result.stderr
-    url = re.search(r"private redis-server at (redis://\S+)", result.stdout).group(1)
+    found = re.search(r"private redis-server at (redis://\S+)", result.stdout)
+    assert found is not None, result.stdout
+    url = found.group(1)
     assert "5 finished, 0 failed" in result.stdout
     with pytest.raises(redis.ConnectionError):
         redis.Redis.from_url(url, socket_connect_timeout=1).ping()  # stopped with the run
@@ -140,7 +142,7 @@ IGNORING_SIGINT = (
 def test_run_local_keep_running_serves_new_work_until_interrupted(
     env: dict[str, str], spawn: Callable[..., Proc], conn: redis.Redis, sigint_ignored: bool
 ) -> None:
-    command = ("task-producer", "run-local", "--jobs", "3", "--min", "1", "--keep-running")
+    command: tuple[str, ...] = ("task-producer", "run-local", "--jobs", "3", "--min", "1", "--keep-running")
     if sigint_ignored:
         command = ("python", "-c", IGNORING_SIGINT, str(BIN / command[0]), *command[1:])
     local = spawn(*command)

@@ -25,7 +25,7 @@ from producer.scaling.pools import Pool
 from task_processor import keys
 from task_processor.connection import connect
 from task_processor.settings import Settings
-from tests.conftest import TASK_MODULES, Proc, run, wait_for
+from tests.conftest import TASK_MODULES, Proc, as_bytes, decoded, run, wait_for
 
 
 def at(text: str) -> int:
@@ -87,7 +87,7 @@ def write(tmp_path: Path) -> Callable[..., Settings]:
 
 
 def queued(conn: redis.Redis, queue: str = "default") -> list[str]:
-    return [i.decode() for i in conn.lrange(keys.queue(queue), 0, -1)]
+    return decoded(conn.lrange(keys.queue(queue), 0, -1))
 
 
 # --- the file ---------------------------------------------------------------------------------------------------
@@ -255,7 +255,7 @@ def test_a_run_whose_record_was_lost_is_not_enqueued_twice(
         first.producer.enqueue_many([entries[0].run(at("2026-12-02T13:00:00"))])
     cron_of(connect(settings.redis_url), settings, clock, entries).tick()
     assert queued(conn) == [run_id("sum", at("2026-12-02T13:00:00"))]
-    assert json.loads(conn.hget(keys.CRON_TICKS, "sum"))["tick"] == at("2026-12-02T13:00:00")
+    assert json.loads(as_bytes(conn.hget(keys.CRON_TICKS, "sum")))["tick"] == at("2026-12-02T13:00:00")
     assert [e["job_id"] for e in logs() if e["event"] == "periodic task already enqueued for this tick"] == [
         run_id("sum", at("2026-12-02T13:00:00"))
     ]
@@ -322,7 +322,11 @@ def test_two_fleets_racing_on_one_redis_enqueue_each_tick_once(
     try:
         for minute in minutes:
             clock.now = float(minute)
-            wait_for(lambda m=minute: all(handled(f) == m for f in fleets[:2]), what="both leaders to see the tick")
+
+            def both_leaders_saw(m: int = minute) -> bool:
+                return all(handled(f) == m for f in fleets[:2])
+
+            wait_for(both_leaders_saw, what="both leaders to see the tick")
     finally:
         stop.set()
         for thread in threads:
@@ -449,4 +453,4 @@ def test_run_local_takes_task_cron_and_publishes_its_schedule(
     path.write_text(json.dumps(SUM) + "\n")
     spawn("task-producer", "run-local", "--jobs", "0", "--keep-running", extra_env={"TASK_CRON": str(path)})
     wait_for(lambda: conn.hget(keys.CRON_STATUS, "sum"), timeout=30, what="run-local to publish its periodic task")
-    assert json.loads(conn.hget(keys.CRON_TICKS, "sum"))["schedule"] == "0 * * * *"
+    assert json.loads(as_bytes(conn.hget(keys.CRON_TICKS, "sum")))["schedule"] == "0 * * * *"

@@ -20,8 +20,8 @@ import redis
 from producer import Producer
 from producer.commands.dashboard import MUTATING_ENDPOINTS, READ_ENDPOINTS, _app_factory
 from producer.commands.redis_server import free_port
-from tests.conftest import Proc, run, wait_for
-from tests.test_chart import CHART, VARIANTS, Helm, env_of, find, the_container
+from tests.chart import CHART, VARIANTS, Helm, env_of, find, the_container
+from tests.conftest import Proc, as_bytes, run, wait_for
 
 CHROMIUM = shutil.which("chromium")
 REGISTRIES = ("started", "failed", "finished", "scheduled", "deferred")
@@ -137,7 +137,8 @@ def test_the_dashboard_asks_for_a_login_when_one_is_set(
     def status_code() -> int:
         try:
             with urllib.request.urlopen(url, timeout=5) as reply:
-                return reply.status
+                status: int = reply.status
+                return status
         except urllib.error.HTTPError as exc:
             return exc.code
         except OSError:
@@ -253,7 +254,7 @@ def reads(failed: str) -> list[str]:
 
 
 def snapshot(conn: redis.Redis) -> dict[bytes, bytes | None]:
-    return {key: conn.dump(key) for key in sorted(conn.keys("*"))}
+    return {key: conn.dump(key) for key in sorted(as_bytes(raw) for raw in conn.keys("*"))}
 
 
 def test_read_only_refuses_every_write_and_the_jobs_stay(

@@ -26,7 +26,7 @@ from rq.job import Dependency, Job, JobStatus
 from rq.serializers import JSONSerializer
 from rq.suspension import resume, suspend
 
-from tests.conftest import Proc, ReferenceWorker, wait_for
+from tests.conftest import Proc, ReferenceWorker, as_bytes, bytes_fields, wait_for
 
 PARENT_SECONDS = 1.0
 """How long a parent runs: the test suspends ``task-worker`` meanwhile, so that its finish pops nothing."""
@@ -145,7 +145,7 @@ def snapshot(conn: redis.Redis, scenario: Scenario) -> dict[str, Any]:
     state: dict[str, Any] = {}
     for job_id in scenario.dependents:
         job = Job(job_id, connection=conn)
-        fields = {k.decode(): v for k, v in conn.hgetall(job.key).items()}
+        fields = {k.decode(): v for k, v in bytes_fields(conn.hgetall(job.key)).items()}
         state[job.key] = {k: bool(v) if k in TIMESTAMPS else v for k, v in fields.items()}
         for key in (job.key, job.dependents_key, job.dependencies_key):
             state[f"ttl of {key}"] = ttl_class(conn.ttl(key))
@@ -160,7 +160,8 @@ def snapshot(conn: redis.Redis, scenario: Scenario) -> dict[str, Any]:
 
 
 def status(conn: redis.Redis, job_id: str) -> bytes | None:
-    return conn.hget(f"rq:job:{job_id}", "status")
+    value = conn.hget(f"rq:job:{job_id}", "status")
+    return None if value is None else as_bytes(value)
 
 
 def started(conn: redis.Redis, job_id: str) -> bool:
@@ -214,8 +215,8 @@ def test_the_finish_queues_dependents_as_rq_enqueue_dependents_does(
         for name, ids in step.queued.items():
             assert state[f"rq:queue:{name}"] == [job_id.encode() for job_id in ids]
     ours = ours_leave(conn, spawn, scenario)
-    for step, (mine, rqs) in enumerate(zip(ours, theirs, strict=True)):
-        assert mine == rqs, f"after step {step}"
+    for index, (mine, rqs) in enumerate(zip(ours, theirs, strict=True)):
+        assert mine == rqs, f"after step {index}"
 
 
 def test_a_dependent_no_longer_deferred_is_not_queued_again(conn: redis.Redis, spawn: Callable[..., Proc]) -> None:

@@ -24,7 +24,7 @@ from rq.utils import utcformat, utcparse
 
 from task_processor.jobs import parse_time
 from task_processor.observe import list_workers
-from tests.conftest import Proc, ReferenceWorker, wait_for
+from tests.conftest import Proc, ReferenceWorker, as_bytes, bytes_fields, decoded, wait_for
 
 OURS_ONLY = {"meta"}
 """Job fields our worker adds on purpose: ``meta.attempt`` (README: Redis keys)."""
@@ -45,8 +45,9 @@ def snapshot(conn: redis.Redis, jobs: Sequence[Job]) -> dict[str, Any]:
     for i, (job, result) in enumerate(zip(jobs, results, strict=True)):
         names[job.id] = f"<job{i}>"
         if result is not None:
+            assert result.execution_id is not None, f"{job.id}'s result has no execution"
             names[result.execution_id] = f"<execution{i}>"
-    worker_names = {raw.decode()[len(WORKER_PREFIX) :] for raw in conn.keys(f"{WORKER_PREFIX}*")}
+    worker_names = {name[len(WORKER_PREFIX) :] for name in decoded(conn.keys(f"{WORKER_PREFIX}*"))}
     names.update(dict.fromkeys(worker_names, "<worker>"))
     pattern = re.compile("|".join(map(re.escape, sorted(names, key=len, reverse=True))))
 
@@ -56,22 +57,28 @@ def snapshot(conn: redis.Redis, jobs: Sequence[Job]) -> dict[str, Any]:
     state: dict[str, Any] = {}
     workers: list[dict[str, Any]] = []
     for raw in conn.keys("*"):
-        key = raw.decode()
-        kind = conn.type(raw).decode()
+        key = as_bytes(raw).decode()
+        kind = as_bytes(conn.type(raw)).decode()
         entry: dict[str, Any] = {"type": kind, "expires": conn.ttl(raw) > 0}
         if kind == "hash":
-            fields = {k.decode(): v for k, v in conn.hgetall(raw).items()}
+            fields = {k.decode(): v for k, v in bytes_fields(conn.hgetall(raw)).items()}
             # RQ writes some fields empty at enqueue: what counts is which ones hold a value.
             filled = {k for k, v in fields.items() if v}
             entry["fields"] = sorted(filled - (OURS_ONLY if key.startswith("rq:job:") else set()))
             entry["values"] = {k: norm(v.decode(errors="replace")) for k, v in fields.items() if k in COMPARED_VALUES}
         elif kind == "zset":
-            entry["members"] = sorted(norm(m.decode()) for m in conn.zrange(raw, 0, -1))
+            entry["members"] = sorted(norm(m) for m in decoded(conn.zrange(raw, 0, -1)))
         elif kind == "stream":
-            entry["entries"] = [sorted(f.decode() for f in fields) for _, fields in conn.xrange(raw)]
+            stream = conn.xrange(raw)
+            assert stream is not None
+            entries: list[list[str]] = []
+            for _, stream_fields in stream:
+                assert stream_fields is not None
+                entries.append(sorted(decoded(stream_fields)))
+            entry["entries"] = entries
         elif kind in ("list", "set"):
             members = conn.lrange(raw, 0, -1) if kind == "list" else conn.smembers(raw)
-            entry["members"] = sorted(norm(m.decode()) for m in members)
+            entry["members"] = sorted(norm(m) for m in decoded(members))
         if key.startswith(WORKER_PREFIX):
             workers.append(entry)
         else:

@@ -31,7 +31,7 @@ from producer.scaling.policy import Bounds
 from task_processor.observe import list_workers
 from task_processor.reaper import ABANDONED_FIELD, INTERMEDIATE_GRACE
 from task_processor.settings import Settings
-from tests.conftest import TASK_MODULES, Proc, running, wait_for
+from tests.conftest import TASK_MODULES, Proc, decoded, exc_string, running, wait_for
 from tests.producer_loop import RUNS_KEY
 from worker.dequeue import DEQUEUE_POLL
 from worker.runner import build_worker
@@ -62,7 +62,7 @@ def started(conn: redis.Redis, job_id: str, queue: str) -> bool:
 
 
 def recorded(conn: redis.Redis, key: str) -> list[str]:
-    return [raw.decode() for raw in conn.lrange(key, 0, -1)]
+    return decoded(conn.lrange(key, 0, -1))
 
 
 def reaper_cadence(abandon_after: int) -> float:
@@ -198,7 +198,7 @@ def test_a_poison_task_fails_after_max_abandons_and_spares_the_fleet(
     finally:
         fleet.close(timeout=10)
     assert fleet.counters.replaced == 2  # it killed its worker twice, then was not run again
-    error = Job.fetch(poison.id, connection=conn, serializer="json").latest_result().exc_string
+    error = exc_string(Job.fetch(poison.id, connection=conn, serializer="json"))
     assert "died 2 times (more than TASK_MAX_ABANDONS=1)" in error
 
 
@@ -249,9 +249,8 @@ def assert_nothing_lost(conn: redis.Redis, accepted: list[str], statuses: dict[s
     runs = count_runs(conn)
     failed = [j for j in accepted if statuses[j] == "failed"]
     for job_id in failed:
-        result = Job.fetch(job_id, connection=conn, serializer="json").latest_result()
-        assert result is not None, f"{job_id} failed without a result"
-        assert result.exc_string.strip(), f"{job_id} failed without a reason"
+        reason = exc_string(Job.fetch(job_id, connection=conn, serializer="json"))
+        assert reason.strip(), f"{job_id} failed without a reason"
     missing = [j for j in accepted if statuses[j] == "finished" and runs[j] == 0]
     assert missing == [], f"finished without running: {missing}"
     assert len(accepted) == sum(statuses[j] in ("finished", "failed") for j in accepted)
@@ -299,7 +298,7 @@ def test_redis_killed_and_restarted_loses_no_accepted_task(
     assert twice <= interrupted, f"ran twice although never interrupted: {sorted(twice - interrupted)}"
     # One clear line per failed enqueue, and one line each to say Redis went and came back.
     for job_id in (j for j in accepted if statuses[j] == "failed"):  # only a task whose own Redis call failed
-        reason = Job.fetch(job_id, connection=conn, serializer="json").latest_result().exc_string
+        reason = exc_string(Job.fetch(job_id, connection=conn, serializer="json"))
         assert "redis.exceptions.ConnectionError" in reason, reason
     errors = [e for p in producers for e in printed(p, "error")]
     assert all(e.startswith(f"cannot reach Redis at {own_redis.url} (") for e in errors), errors
@@ -318,7 +317,10 @@ def test_redis_killed_and_restarted_loses_no_accepted_task(
 def fsync_policy(client: redis.Redis) -> tuple[str, str]:
     """What a running Redis does with writes: (appendonly, appendfsync), as CONFIG GET reports them."""
     config = client.config_get("append*")
-    return config["appendonly"], config["appendfsync"]
+    appendonly, appendfsync = config["appendonly"], config["appendfsync"]
+    assert appendonly is not None, config
+    assert appendfsync is not None, config
+    return appendonly, appendfsync
 
 
 def test_run_locals_private_redis_fsyncs_every_write_before_answering() -> None:
@@ -338,7 +340,8 @@ def test_run_locals_private_redis_fsyncs_every_write_before_answering() -> None:
 def test_the_charts_redis_fsyncs_every_write_before_answering(tmp_path: Path) -> None:
     """The chart's Redis, started with the arguments helm renders for it (its ACL file and data directory
     swapped for local ones), runs with AOF and `appendfsync always`, as the README promises."""
-    from tests.test_chart import HELM, Helm, the_container
+    from tests.chart import Helm, the_container
+    from tests.kubeapi.server import HELM
 
     if not HELM.exists():
         pytest.skip(f"{HELM} missing: run scripts/k8s-tools")
@@ -356,7 +359,8 @@ def test_the_charts_redis_fsyncs_every_write_before_answering(tmp_path: Path) ->
 
         def ours() -> bool:
             try:
-                return client.info("server")["process_id"] == server.pid
+                process_id: int = client.info("server")["process_id"]
+                return process_id == server.pid
             except redis.ConnectionError:
                 assert server.poll() is None, f"redis-server {args} exited with {server.returncode}"
                 return False
@@ -437,7 +441,7 @@ def test_a_fleet_killed_at_random_loses_nothing(
     assert twice <= killed_mid_task, f"ran twice although no worker died under them: {sorted(twice - killed_mid_task)}"
     failed = [j for j in accepted if statuses[j] == "failed"]
     for job_id in failed:  # only a job whose workers kept dying may fail here, and it says so
-        assert "AbandonedJobError" in Job.fetch(job_id, connection=conn, serializer="json").latest_result().exc_string
+        assert "AbandonedJobError" in exc_string(Job.fetch(job_id, connection=conn, serializer="json"))
     print(
         f"accepted {len(accepted)}: {len(accepted) - len(failed)} finished, {len(failed)} failed (abandoned "
         f"> TASK_MAX_ABANDONS); {len(killed_mid_task)} requeued after a kill, {len(twice)} of them ran twice"

@@ -26,6 +26,7 @@ from producer.scaling.report import LoopState
 from task_processor.observe import QueueCounts
 from tests import test_chart
 from tests.chart import ALL_ON, CHART, VARIANTS, Helm, find
+from tests.chart_checks import KUBE_VERSIONS
 from worker import metrics as worker_metrics
 
 DASHBOARD_FILE = CHART / "dashboards" / "task-processor.json"
@@ -41,7 +42,8 @@ Exported = dict[str, frozenset[str]]
 
 @pytest.fixture(scope="module")
 def dashboard() -> dict[str, Any]:
-    return json.loads(DASHBOARD_FILE.read_text())
+    loaded: dict[str, Any] = json.loads(DASHBOARD_FILE.read_text())
+    return loaded
 
 
 def dashboard_configmaps(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -92,7 +94,7 @@ def test_the_sidecar_label_is_the_users_choice(helm: Helm) -> None:
     assert SIDECAR_LABEL[0] not in labels
 
 
-@pytest.mark.parametrize("kube_version", test_chart.KUBE_VERSIONS)
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
 def test_the_configmap_passes_lint_and_the_kubernetes_schema(
     helm: Helm, kube_version: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -42,7 +42,7 @@ OUR_TASKS: list[Task] = [
 
 def both(fields: dict[bytes, bytes], template: JobTemplate[Job]) -> tuple[Any, Any]:
     """What RQ's restore and ours make of ``fields``: each job's attributes, or the exception raised."""
-    outcomes = []
+    outcomes: list[tuple[type[Exception], str] | dict[str, Any]] = []
     for read in (lambda job, f: job.restore(f), restore):
         job = template.new("restore-case")
         try:

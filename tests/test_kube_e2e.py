@@ -21,7 +21,7 @@ from producer.scaling.kube.deployment import BUSY_COST, DELETION_COST, IDLE_COST
 from producer.scaling.report import LoopState, Report
 from task_processor.observe import list_workers
 from task_processor.settings import Settings
-from tests.conftest import Proc, running, wait_for
+from tests.conftest import Proc, decoded, running, wait_for
 from tests.kubeapi.fixtures import kube_api  # noqa: F401
 from tests.kubeapi.server import KubeAPI
 from tests.kubelet import Kubelet, kubelet  # noqa: F401
@@ -55,7 +55,7 @@ def burst_then_idle(api: KubeAPI, node: Kubelet, producer: Producer, conn: redis
     wait_for(lambda: not node.pods(), timeout=15, what="the Pods to go")
     wait_for(lambda: not node.local.running(), timeout=15, what="the worker processes to exit")
     assert not list_workers(conn)
-    ran = [value.decode() for value in conn.lrange("ran", 0, -1)]
+    ran = decoded(conn.lrange("ran", 0, -1))
     assert sorted(ran, key=int) == [str(i) for i in range(count)]  # none lost, none twice
     fetched = Job.fetch_many([job.id for job in jobs], connection=conn, serializer="json")
     assert [job.get_status() if job else None for job in fetched] == [JobStatus.FINISHED] * count
@@ -102,7 +102,7 @@ def test_scale_in_removes_idle_pods_and_spares_the_busy_one(
         assert producer.wait([job], timeout=10) == ["slow"]
     job.refresh()
     assert (job.get_status(), job.meta["attempt"]) == (JobStatus.FINISHED, 1)  # ran once, never interrupted
-    assert [value.decode() for value in conn.lrange("ran", 0, -1)] == ["slow"]
+    assert decoded(conn.lrange("ran", 0, -1)) == ["slow"]
 
     # The ReplicaSet picks which Pods go by their deletion cost: the idle ones had to be cheaper before the scale.
     patches = kube_api.requests("PATCH")

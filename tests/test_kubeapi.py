@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client, watch
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 from tests.kubeapi import KubeAPI
 from tests.kubeapi.fixtures import kube_api, requires_helm, requires_kubectl  # noqa: F401
@@ -28,12 +31,19 @@ def test_official_client_scale_round_trip(kube_api: KubeAPI, apps: client.AppsV1
 
     scale = apps.read_namespaced_deployment_scale("task-processor", NS)
     assert (scale.kind, scale.api_version) == ("Scale", "autoscaling/v1")
+    assert scale.spec is not None
+    assert scale.status is not None
+    assert scale.metadata is not None
     assert scale.spec.replicas == 1
     assert scale.status.selector == "app=task-processor"
     before = scale.metadata.resource_version
+    assert before is not None
 
     patched = apps.patch_namespaced_deployment_scale("task-processor", NS, {"spec": {"replicas": 4}})
+    assert patched.spec is not None
+    assert patched.metadata is not None
     assert patched.spec.replicas == 4
+    assert patched.metadata.resource_version is not None
     assert int(patched.metadata.resource_version) > int(before)
     deployment = kube_api.get("deployment", "task-processor")
     assert deployment is not None
@@ -44,7 +54,9 @@ def test_official_client_scale_round_trip(kube_api: KubeAPI, apps: client.AppsV1
 
     # A JSON patch (a list body) is the other content type the client sends.
     ops = [{"op": "replace", "path": "/spec/replicas", "value": 2}]
-    assert apps.patch_namespaced_deployment_scale("task-processor", NS, ops).spec.replicas == 2
+    rescaled = apps.patch_namespaced_deployment_scale("task-processor", NS, ops)
+    assert rescaled.spec is not None
+    assert rescaled.spec.replicas == 2
     assert kube_api.replicas() == 2
 
 
@@ -53,16 +65,21 @@ def test_scale_put_with_stale_resource_version_conflicts(kube_api: KubeAPI, apps
     stale = apps.read_namespaced_deployment_scale("task-processor", NS)
     apps.patch_namespaced_deployment_scale("task-processor", NS, {"spec": {"replicas": 2}})
 
+    assert stale.spec is not None
     stale.spec.replicas = 9
     with pytest.raises(ApiException) as caught:
         apps.replace_namespaced_deployment_scale("task-processor", NS, stale)
     assert caught.value.status == 409
+    assert caught.value.body is not None
     assert json.loads(caught.value.body)["reason"] == "Conflict"
     assert kube_api.replicas() == 2
 
     fresh = apps.read_namespaced_deployment_scale("task-processor", NS)
+    assert fresh.spec is not None
     fresh.spec.replicas = 9
-    assert apps.replace_namespaced_deployment_scale("task-processor", NS, fresh).spec.replicas == 9
+    replaced = apps.replace_namespaced_deployment_scale("task-processor", NS, fresh)
+    assert replaced.spec is not None
+    assert replaced.spec.replicas == 9
     assert kube_api.replicas() == 9
 
 
@@ -71,8 +88,10 @@ def test_deployment_list_and_metadata(kube_api: KubeAPI, apps: client.AppsV1Api)
     listed = apps.list_namespaced_deployment(NS)
     assert listed.kind == "DeploymentList"
     assert listed.api_version == "apps/v1"
+    assert listed.metadata is not None
     assert listed.metadata.resource_version
     (item,) = listed.items
+    assert item.metadata is not None
     assert item.metadata.uid
     assert item.metadata.generation == 1
     assert item.metadata.creation_timestamp is not None
@@ -92,10 +111,13 @@ def test_lease_update_with_stale_resource_version_conflicts(kube_api: KubeAPI) -
         spec=client.V1LeaseSpec(holder_identity="a", lease_duration_seconds=15),
     )
     first = leases.create_namespaced_lease(NS, body)
-    assert leases.read_namespaced_lease("task-producer", NS).spec.holder_identity == "a"
+    assert spec_of(leases.read_namespaced_lease("task-producer", NS)).holder_identity == "a"
 
+    assert first.spec is not None
+    assert first.metadata is not None
     first.spec.holder_identity = "b"
     second = leases.replace_namespaced_lease("task-producer", NS, first)
+    assert second.metadata is not None
     assert second.metadata.resource_version != first.metadata.resource_version
 
     first.spec.holder_identity = "c"  # still carries the old resourceVersion
@@ -109,13 +131,13 @@ def test_lease_update_with_stale_resource_version_conflicts(kube_api: KubeAPI) -
     with pytest.raises(ApiException) as caught:
         leases.patch_namespaced_lease("task-producer", NS, stale_patch)
     assert caught.value.status == 409
-    assert leases.read_namespaced_lease("task-producer", NS).spec.holder_identity == "b"
+    assert spec_of(leases.read_namespaced_lease("task-producer", NS)).holder_identity == "b"
 
     fresh_patch = {
         "metadata": {"resourceVersion": second.metadata.resource_version},
         "spec": {"holderIdentity": "c"},
     }
-    assert leases.patch_namespaced_lease("task-producer", NS, fresh_patch).spec.holder_identity == "c"
+    assert spec_of(leases.patch_namespaced_lease("task-producer", NS, fresh_patch)).holder_identity == "c"
 
 
 @pytest.mark.parametrize("status", [403, 404, 409, 429, 500])
@@ -125,16 +147,21 @@ def test_injected_errors_reach_the_client_and_change_nothing(
     status: int,
 ) -> None:
     kube_api.create_deployment(replicas=1)
-    version = kube_api.get("deployment", "task-processor")["metadata"]["resourceVersion"]
+    before = kube_api.get("deployment", "task-processor")
+    assert before is not None
+    version = before["metadata"]["resourceVersion"]
     kube_api.fail("PATCH", SCALE_PATH, status, retry_after=2 if status == 429 else None)
 
     with pytest.raises(ApiException) as caught:
         apps.patch_namespaced_deployment_scale("task-processor", NS, {"spec": {"replicas": 5}})
     assert caught.value.status == status
+    assert caught.value.body is not None
     assert json.loads(caught.value.body)["kind"] == "Status"
     if status == 429:
+        assert caught.value.headers is not None
         assert caught.value.headers["Retry-After"] == "2"
     after = kube_api.get("deployment", "task-processor")
+    assert after is not None
     assert after["spec"]["replicas"] == 1
     assert after["metadata"]["resourceVersion"] == version
 
@@ -159,7 +186,12 @@ def test_pods_label_selector_and_annotation_patch(kube_api: KubeAPI) -> None:  #
     def names(selector: str) -> list[str]:
         listed = core.list_namespaced_pod(NS, label_selector=selector)
         assert listed.kind == "PodList"
-        return [p.metadata.name for p in listed.items]
+        found: list[str] = []
+        for p in listed.items:
+            assert p.metadata is not None
+            assert p.metadata.name is not None
+            found.append(p.metadata.name)
+        return found
 
     assert names("app=worker") == ["w1", "w2"]
     assert names("app!=worker") == ["other"]
@@ -169,8 +201,11 @@ def test_pods_label_selector_and_annotation_patch(kube_api: KubeAPI) -> None:  #
 
     cost = {"metadata": {"annotations": {"controller.kubernetes.io/pod-deletion-cost": "-100"}}}
     patched = core.patch_namespaced_pod("w2", NS, cost)
+    assert patched.metadata is not None
     assert patched.metadata.annotations == {"controller.kubernetes.io/pod-deletion-cost": "-100"}
-    assert kube_api.get("pod", "w2")["metadata"]["labels"] == {"app": "worker", "tier": "b"}
+    w2 = kube_api.get("pod", "w2")
+    assert w2 is not None
+    assert w2["metadata"]["labels"] == {"app": "worker", "tier": "b"}
 
 
 def test_request_log_records_what_was_sent(kube_api: KubeAPI, apps: client.AppsV1Api) -> None:  # noqa: F811
@@ -207,7 +242,10 @@ def test_store_helpers_version_every_write(kube_api: KubeAPI) -> None:  # noqa: 
     created = kube_api.create_deployment(replicas=1)
     kube_api.patch("deployment", "task-processor", {"status": {"replicas": 1, "readyReplicas": 1}})
     served = client.AppsV1Api(kube_api.api_client()).read_namespaced_deployment_status("task-processor", NS)
+    assert served.metadata is not None
+    assert served.metadata.resource_version is not None
     assert int(served.metadata.resource_version) > int(created["metadata"]["resourceVersion"])
+    assert served.status is not None
     assert served.status.ready_replicas == 1
     history = kube_api.objects["apps/v1/deployments", NS, "task-processor"].history
     assert len(history) == 2
@@ -279,7 +317,7 @@ def test_kubectl_scale_loses_a_race_with_a_concurrent_scaler(kube_api: KubeAPI) 
 
 
 @requires_kubectl
-def test_kubectl_apply_creates_then_patches(kube_api: KubeAPI, tmp_path) -> None:  # noqa: F811
+def test_kubectl_apply_creates_then_patches(kube_api: KubeAPI, tmp_path: Path) -> None:  # noqa: F811
     def manifest(replicas: int, image: str) -> str:
         return json.dumps(
             {
@@ -316,6 +354,7 @@ def test_kubectl_apply_creates_then_patches(kube_api: KubeAPI, tmp_path) -> None
     assert patch.content_type == "application/strategic-merge-patch+json"
 
     deployment = kube_api.get("deployment", "task-processor")
+    assert deployment is not None
     assert deployment["spec"]["replicas"] == 4
     containers = deployment["spec"]["template"]["spec"]["containers"]
     assert [(c["name"], c["image"]) for c in containers] == [
@@ -347,6 +386,8 @@ def test_scale_patch_with_stale_resource_version_conflicts(kube_api: KubeAPI, ap
     kube_api.create_deployment(replicas=1)
     stale = apps.read_namespaced_deployment_scale("task-processor", NS)
     deployment = apps.read_namespaced_deployment("task-processor", NS)
+    assert stale.metadata is not None
+    assert deployment.metadata is not None
     assert (stale.metadata.uid, stale.metadata.creation_timestamp) == (
         deployment.metadata.uid,
         deployment.metadata.creation_timestamp,
@@ -359,17 +400,26 @@ def test_scale_patch_with_stale_resource_version_conflicts(kube_api: KubeAPI, ap
     assert kube_api.replicas() == 2
 
 
-def _invalid(call) -> dict:
+def _invalid(call: Callable[[], object]) -> dict[str, Any]:
     with pytest.raises(ApiException) as caught:
         call()
     assert caught.value.status in (400, 422)
-    return json.loads(caught.value.body)
+    assert caught.value.body is not None
+    status: dict[str, Any] = json.loads(caught.value.body)
+    return status
+
+
+def spec_of(lease: client.V1Lease) -> client.V1LeaseSpec:
+    assert lease.spec is not None
+    return lease.spec
 
 
 def test_validation_answers_like_the_api_server(kube_api: KubeAPI) -> None:  # noqa: F811
     core, leases = client.CoreV1Api(kube_api.api_client()), client.CoordinationV1Api(kube_api.api_client())
     lease = {"metadata": {"name": "l"}, "spec": {"leaseDurationSeconds": 0, "leaseTransitions": -1}}
-    refused = _invalid(lambda: leases.create_namespaced_lease(NS, lease))
+    # The client sends a plain dict body as it is, though its signatures name only the model classes: the
+    # `type: ignore[arg-type]` comments below.
+    refused = _invalid(lambda: leases.create_namespaced_lease(NS, lease))  # type: ignore[arg-type]  # dict body
     assert refused["message"] == (
         'Lease.coordination.k8s.io "l" is invalid: [spec.leaseDurationSeconds: Invalid value: 0: must be greater '
         "than 0, spec.leaseTransitions: Invalid value: -1: must be greater than or equal to 0]"
@@ -381,32 +431,43 @@ def test_validation_answers_like_the_api_server(kube_api: KubeAPI) -> None:  # n
     }
     # A MicroTime needs six fractional digits: what the client sends for a datetime with microsecond=0 fails.
     whole_second = {"metadata": {"name": "l"}, "spec": {"renewTime": "2026-12-01T10:00:00Z"}}
-    refused = _invalid(lambda: leases.create_namespaced_lease(NS, whole_second))
+    refused = _invalid(lambda: leases.create_namespaced_lease(NS, whole_second))  # type: ignore[arg-type]  # dict body
     assert (refused["code"], refused["reason"]) == (400, "BadRequest")
     assert 'cannot parse "+00:00" as ".000000"' in refused["message"]  # the client re-serialized the time
     micro = {"metadata": {"name": "l"}, "spec": {"renewTime": "2026-12-01T10:00:00.123456Z"}}
-    assert leases.create_namespaced_lease(NS, micro).spec.renew_time.microsecond == 123456
+    renewed = spec_of(leases.create_namespaced_lease(NS, micro)).renew_time  # type: ignore[arg-type]  # dict body
+    assert renewed is not None
+    assert renewed.microsecond == 123456
 
     pod = {"metadata": {"name": "w1"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}
-    core.create_namespaced_pod(NS, pod)
+    core.create_namespaced_pod(NS, pod)  # type: ignore[arg-type]  # dict body
     cost = {"metadata": {"annotations": {"controller.kubernetes.io/pod-deletion-cost": "abc"}}}
     refused = _invalid(lambda: core.patch_namespaced_pod("w1", NS, cost))
     assert refused["message"] == (
         'Pod "w1" is invalid: metadata.annotations[controller.kubernetes.io/pod-deletion-cost]: '
         'Invalid value: "abc": must be a 32bit integer'
     )
-    assert "pod-deletion-cost" not in str(kube_api.get("pod", "w1")["metadata"].get("annotations"))
+    w1 = kube_api.get("pod", "w1")
+    assert w1 is not None
+    assert "pod-deletion-cost" not in str(w1["metadata"].get("annotations"))
     bad = {**pod, "metadata": {"name": "w2", **cost["metadata"]}}
-    assert _invalid(lambda: core.create_namespaced_pod(NS, bad))["reason"] == "Invalid"
+    refused = _invalid(lambda: core.create_namespaced_pod(NS, bad))  # type: ignore[arg-type]  # dict body
+    assert refused["reason"] == "Invalid"
 
-    for meta, field in [
+    bad_metadata: list[tuple[dict[str, Any], str]] = [
         ({"name": "Bad_Name"}, "metadata.name"),
         ({"name": "ok", "labels": {"app": "not ok"}}, "metadata.labels"),
         ({"name": "ok", "annotations": {"a/b/c": "x"}}, "metadata.annotations"),
-    ]:
-        refused = _invalid(lambda meta=meta: core.create_namespaced_config_map(NS, {"metadata": meta}))
+    ]
+    for meta, field in bad_metadata:
+
+        def create(meta: dict[str, Any] = meta) -> object:
+            return core.create_namespaced_config_map(NS, {"metadata": meta})  # type: ignore[arg-type]  # dict body
+
+        refused = _invalid(create)
         assert refused["details"]["causes"][0]["field"] == field
-    refused = _invalid(lambda: core.create_namespaced_config_map(NS, {"metadata": {"name": "Bad_Name"}}))
+    bad_name = {"metadata": {"name": "Bad_Name"}}
+    refused = _invalid(lambda: core.create_namespaced_config_map(NS, bad_name))  # type: ignore[arg-type]  # dict body
     assert refused["message"].startswith(
         'ConfigMap "Bad_Name" is invalid: metadata.name: Invalid value: "Bad_Name": a lowercase RFC 1123 subdomain'
     )
@@ -431,10 +492,9 @@ def test_a_hung_request_times_out_while_others_are_served(kube_api: KubeAPI, app
     while hung.hits == 0 and time.monotonic() < deadline:  # until the server holds the request
         time.sleep(0.01)
     assert hung.hits == 1
-    assert (
-        client.AppsV1Api(kube_api.api_client()).read_namespaced_deployment_scale("task-processor", NS).spec.replicas
-        == 1
-    )
+    served = client.AppsV1Api(kube_api.api_client()).read_namespaced_deployment_scale("task-processor", NS)
+    assert served.spec is not None
+    assert served.spec.replicas == 1
     thread.join(timeout=10)
     assert [type(e).__name__ for e in outcome] == ["ReadTimeoutError"]
 
@@ -443,7 +503,9 @@ def test_a_slow_request_is_answered_late_and_applied(kube_api: KubeAPI, apps: cl
     kube_api.create_deployment(replicas=1)
     kube_api.slow("GET", "/scale$", 0.3)
     started = time.monotonic()
-    assert apps.read_namespaced_deployment_scale("task-processor", NS, _request_timeout=(5, 5)).spec.replicas == 1
+    scale = apps.read_namespaced_deployment_scale("task-processor", NS, _request_timeout=(5, 5))
+    assert scale.spec is not None
+    assert scale.spec.replicas == 1
     assert time.monotonic() - started >= 0.3
 
     # A write whose client stops waiting still lands after the delay, as on a slow server.

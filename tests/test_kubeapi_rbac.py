@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from functools import partial
+from typing import Any, Protocol
 
 import pytest
 import yaml
 from kubernetes import client
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 from tests.kubeapi import KubeAPI
 from tests.kubeapi.fixtures import kube_api, requires_helm, requires_kubectl  # noqa: F401
@@ -28,7 +29,31 @@ def _refusal(call: Callable[[], Any]) -> dict[str, Any]:
     """The Status of the ApiException `call` raises."""
     with pytest.raises(ApiException) as caught:
         call()
+    assert caught.value.body is not None
     return {**json.loads(caught.value.body), "http": caught.value.status}
+
+
+class _Object(Protocol):
+    """What the official client's models of objects have in common."""
+
+    @property
+    def metadata(self) -> client.V1ObjectMeta | None: ...
+
+
+def _name(obj: _Object) -> str:
+    assert obj.metadata is not None
+    assert obj.metadata.name is not None
+    return obj.metadata.name
+
+
+def _replicas(scale: client.V1Scale) -> int | None:
+    assert scale.spec is not None
+    return scale.spec.replicas
+
+
+def _holder(lease: client.V1Lease) -> str | None:
+    assert lease.spec is not None
+    return lease.spec.holder_identity
 
 
 def _forbidden(verb: str, resource: str, group: str, name: str | None = None, kind: str | None = None) -> str:
@@ -66,20 +91,23 @@ def test_the_producer_role_grants_its_verbs(kube_api: KubeAPI, producer_token: s
     api = kube_api.api_client(producer_token)
     apps, core, leases = client.AppsV1Api(api), client.CoreV1Api(api), client.CoordinationV1Api(api)
 
-    assert apps.read_namespaced_deployment(WORKER, NS).metadata.name == WORKER
+    assert _name(apps.read_namespaced_deployment(WORKER, NS)) == WORKER
     scaled = apps.patch_namespaced_deployment_scale(WORKER, NS, {"spec": {"replicas": 3}})
-    assert scaled.spec.replicas == 3
+    assert _replicas(scaled) == 3
     # Pools: any Deployment of the namespace may be a pool (ops label it with kubectl), found by a list.
-    assert sorted(d.metadata.name for d in apps.list_namespaced_deployment(NS).items) == ["other", WORKER]
-    assert apps.patch_namespaced_deployment_scale("other", NS, {"spec": {"replicas": 2}}).spec.replicas == 2
-    assert [p.metadata.name for p in core.list_namespaced_pod(NS, label_selector="app=w").items] == ["w1"]
+    assert sorted(_name(d) for d in apps.list_namespaced_deployment(NS).items) == ["other", WORKER]
+    assert _replicas(apps.patch_namespaced_deployment_scale("other", NS, {"spec": {"replicas": 2}})) == 2
+    assert [_name(p) for p in core.list_namespaced_pod(NS, label_selector="app=w").items] == ["w1"]
     cost = {"metadata": {"annotations": {"controller.kubernetes.io/pod-deletion-cost": "-1000"}}}
-    assert core.patch_namespaced_pod("w1", NS, cost).metadata.annotations == cost["metadata"]["annotations"]
+    patched = core.patch_namespaced_pod("w1", NS, cost)
+    assert patched.metadata is not None
+    assert patched.metadata.annotations == cost["metadata"]["annotations"]
     body = client.V1Lease(metadata=client.V1ObjectMeta(name=LEASE), spec=client.V1LeaseSpec(holder_identity="a"))
     created = leases.create_namespaced_lease(NS, body)
+    assert created.spec is not None
     created.spec.holder_identity = "b"
-    assert leases.replace_namespaced_lease(LEASE, NS, created).spec.holder_identity == "b"
-    assert leases.read_namespaced_lease(LEASE, NS).spec.holder_identity == "b"
+    assert _holder(leases.replace_namespaced_lease(LEASE, NS, created)) == "b"
+    assert _holder(leases.read_namespaced_lease(LEASE, NS)) == "b"
     assert kube_api.replicas(WORKER) == 3
 
 
@@ -98,7 +126,9 @@ def test_the_producer_role_refuses_everything_else(kube_api: KubeAPI, producer_t
         ),
         (
             lambda: apps.replace_namespaced_deployment_scale(
-                WORKER, NS, {"metadata": {"name": WORKER}, "spec": {"replicas": 2}}
+                WORKER,
+                NS,
+                {"metadata": {"name": WORKER}, "spec": {"replicas": 2}},  # type: ignore[arg-type]  # dict body
             ),
             _forbidden("update", "deployments/scale", "apps", WORKER, "deployments"),
             {"name": WORKER, "group": "apps", "kind": "deployments"},
@@ -149,7 +179,9 @@ def test_the_producer_role_refuses_everything_else(kube_api: KubeAPI, producer_t
     assert kube_api.replicas("other") == 1
     assert kube_api.replicas(WORKER) == 1
     assert kube_api.get("pod", "w1") is not None
-    assert kube_api.get("lease", "someone-elses")["spec"] == {}
+    untouched = kube_api.get("lease", "someone-elses")
+    assert untouched is not None
+    assert untouched["spec"] == {}
 
 
 @requires_helm
@@ -172,7 +204,7 @@ def test_a_missing_or_unknown_token_is_unauthorized(kube_api: KubeAPI) -> None: 
     kube_api.create_deployment(WORKER)
     for token in ("not-a-token", ""):
         apps = client.AppsV1Api(kube_api.api_client(token))
-        refused = _refusal(lambda apps=apps: apps.read_namespaced_deployment(WORKER, NS))
+        refused = _refusal(partial(apps.read_namespaced_deployment, WORKER, NS))
         assert (refused["http"], refused["reason"], refused["message"]) == (401, "Unauthorized", "Unauthorized")
 
     # A ServiceAccount's token is good only while the ServiceAccount exists.
@@ -219,7 +251,7 @@ def test_cluster_roles_wildcards_groups_users_and_resource_names(kube_api: KubeA
     kube_api.create(_rbac("RoleBinding", "lease-x", user_binding))
 
     apps = client.AppsV1Api(kube_api.api_client(kube_api.service_account_token("reader", NS)))
-    assert apps.read_namespaced_deployment_scale(WORKER, NS).spec.replicas == 1
+    assert _replicas(apps.read_namespaced_deployment_scale(WORKER, NS)) == 1
     assert _refusal(lambda: apps.read_namespaced_deployment_scale(WORKER, "elsewhere"))["http"] == 403
     assert _refusal(lambda: apps.read_namespaced_deployment(WORKER, NS))["http"] == 403
     other = client.AppsV1Api(kube_api.api_client(kube_api.service_account_token("reader", "elsewhere")))
@@ -233,8 +265,8 @@ def test_cluster_roles_wildcards_groups_users_and_resource_names(kube_api: KubeA
         'resource "leases" in API group "coordination.k8s.io" in the namespace "default"'
     )
     kube_api.create({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "x"}, "spec": {}})
-    assert leases.read_namespaced_lease("x", NS).metadata.name == "x"
-    assert [i.metadata.name for i in leases.list_namespaced_lease(NS, field_selector="metadata.name=x").items] == ["x"]
+    assert _name(leases.read_namespaced_lease("x", NS)) == "x"
+    assert [_name(i) for i in leases.list_namespaced_lease(NS, field_selector="metadata.name=x").items] == ["x"]
     assert _refusal(lambda: leases.list_namespaced_lease(NS))["http"] == 403
     assert _refusal(lambda: leases.delete_collection_namespaced_lease(NS))["http"] == 403
     leases.delete_namespaced_lease("x", NS)

@@ -22,7 +22,7 @@ from producer.scaling.local.deployment import LocalDeployment
 from producer.scaling.policy import Bounds
 from task_processor.observe import WorkerInfo, list_workers
 from task_processor.settings import Settings
-from tests.conftest import TASK_MODULES, Proc, running, wait_for
+from tests.conftest import TASK_MODULES, Proc, decoded, running, wait_for
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ def deployment(redis_url: str, conn: redis.Redis, tmp_path: Path) -> Iterator[Lo
     local.close(timeout=10)
 
 
-def registered(conn: redis.Redis) -> list:
+def registered(conn: redis.Redis) -> list[WorkerInfo]:
     return list_workers(conn)
 
 
@@ -100,7 +100,7 @@ def test_autoscaler_scales_up_drains_and_returns_to_minimum(
     finally:
         stop.set()
         loop.join()
-    ran = [v.decode() for v in conn.lrange("ran", 0, -1)]
+    ran = decoded(conn.lrange("ran", 0, -1))
     assert sorted(ran, key=int) == [str(i) for i in range(12)]  # every task once: none lost, none twice
     assert next(e.desired for e in autoscaler.events) == 3
     assert autoscaler.events[-1].desired == 0

@@ -219,9 +219,9 @@ def test_run_local_serves_the_autoscalers_metrics_and_its_workers_stay_off_the_p
     )
     wait_for(lambda: "Workers keep running" in local.output(), timeout=60, what="the demo to finish")
     samples = scrape(port)
-    assert (
-        value(samples, "task_processor_scale_decisions_total", pool="default", direction="up", reason="scale-up") >= 1
-    )
+    ups = value(samples, "task_processor_scale_decisions_total", pool="default", direction="up", reason="scale-up")
+    assert ups is not None
+    assert ups >= 1
     assert value(samples, "task_processor_queue_depth", queue="default") == 0
     assert value(samples, "task_processor_autoscaler_state", pool="default", state="active") == 1
     assert "5 finished, 0 failed" in local.output()  # workers that fought over the port would never get there

@@ -42,4 +42,6 @@ def test_task_max_payload_0_turns_the_limit_off(redis_url: str, conn: redis.Redi
     assert conn.dbsize() == 0
     job = producer_with(redis_url, "0").enqueue("worker.examples.add", big, "")
     assert conn.lrange("rq:queue:default", 0, -1) == [job.id.encode()]
-    assert Producer(redis_url).queue().fetch_job(job.id).args == [big, ""]
+    stored = Producer(redis_url).queue().fetch_job(job.id)
+    assert stored is not None
+    assert stored.args == [big, ""]

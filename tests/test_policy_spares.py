@@ -4,6 +4,7 @@ worker is up; replica counts an operator would see, pass by pass, including a wo
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ def look(queued: int, current: int, ready: int | None, busy: int = 0) -> Observa
     return Observation(queued=queued, in_flight=busy, busy_workers=busy, current=current, ready=ready)
 
 
-def passes(b: Bounds, looks: list[tuple[int, int | None, int]]) -> list[Decision]:
+def passes(b: Bounds, looks: Sequence[tuple[int, int | None, int]]) -> list[Decision]:
     """(queued, ready, busy) one second apart; each desired count becomes the next pass's current."""
     state, current, decisions = PolicyState(), 0, []
     for at, (queued, ready, busy) in enumerate(looks):
@@ -65,7 +66,7 @@ def test_none_when_turned_off_when_nothing_waits_or_when_workers_are_unknown() -
 def test_spares_come_with_a_scale_up_not_with_a_worker_that_comes_and_goes() -> None:
     """A crash-looping worker: registered on one pass, gone on the next, jobs queued throughout. The cold start
     adds spares once; after the release the flapping count of workers adds none and writes nothing."""
-    looks: list[tuple[int, int | None, int]] = [(5, 0, 0), (5, 1, 0)] + [(5, n % 2, 0) for n in range(40)]
+    looks: Sequence[tuple[int, int | None, int]] = [(5, 0, 0), (5, 1, 0)] + [(5, n % 2, 0) for n in range(40)]
     decisions = passes(bounds(), looks)
     desired = [d.desired for d in decisions]
     assert desired[:2] == [7, 5]

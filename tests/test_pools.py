@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 import redis
+from redis.typing import EncodableT, FieldT
 
 from producer import Producer, Task
 from producer.scaling.autoscaler import Autoscaler, TargetState
@@ -127,7 +128,11 @@ class Target:
 
 def register(conn: redis.Redis, name: str, pool: str | None, busy: bool, queues: str = "shared") -> None:
     conn.sadd(keys.WORKERS, f"{keys.WORKER_PREFIX}{name}")
-    fields = {"last_heartbeat": "2024-01-01T00:00:00Z", "queues": queues, "state": "busy" if busy else "idle"}
+    fields: dict[FieldT, EncodableT] = {
+        "last_heartbeat": "2024-01-01T00:00:00Z",
+        "queues": queues,
+        "state": "busy" if busy else "idle",
+    }
     fields.update({"hostname": name, "pid": "1"})
     if pool is not None:
         fields["pool"] = pool

@@ -20,7 +20,7 @@ from producer.scaling.kube.client import KubeClient
 from producer.scaling.pools import POOL_LABEL
 from task_processor.observe import list_workers
 from task_processor.settings import Settings
-from tests.conftest import run, running, wait_for
+from tests.conftest import decoded, run, running, wait_for
 from tests.kubeapi.fixtures import kube_api, requires_kubectl  # noqa: F401
 from tests.kubeapi.server import KubeAPI
 from tests.kubelet import Kubelet
@@ -257,5 +257,5 @@ def test_two_pools_of_real_workers_drain_their_queues_and_the_one_they_share(
         wait_for(
             lambda: (kube_api.replicas("fast"), kube_api.replicas("bulk")) == (0, 0), timeout=15, what="both at zero"
         )
-    ran = sorted(value.decode() for value in conn.lrange("ran", 0, -1))
+    ran = sorted(decoded(conn.lrange("ran", 0, -1)))
     assert ran == sorted(task.args[1] for task in tasks)  # none lost, none twice

@@ -15,11 +15,12 @@ from rq.job import Job, JobStatus
 
 from producer import InvalidTaskError, Producer, RedisUnavailableError, Task, WaitTimeoutError
 from producer.commands.redis_server import free_port
+from tests.conftest import as_bytes, decoded
 from worker import examples
 
 
 def queued_ids(conn: redis.Redis, queue: str = "default") -> list[str]:
-    return [raw.decode() for raw in conn.lrange(f"rq:queue:{queue}", 0, -1)]
+    return decoded(conn.lrange(f"rq:queue:{queue}", 0, -1))
 
 
 def test_enqueue_writes_a_json_rq_job(producer: Producer, conn: redis.Redis) -> None:
@@ -32,7 +33,7 @@ def test_enqueue_writes_a_json_rq_job(producer: Producer, conn: redis.Redis) -> 
     assert stored.timeout == 42
     assert stored.get_status() == JobStatus.QUEUED
     # JSON (zlib-compressed when that makes it smaller), not pickle: any language or tool can read the payload.
-    data = conn.hget("rq:job:sum-1", "data")
+    data = as_bytes(conn.hget("rq:job:sum-1", "data"))
     assert data.startswith(b"[")  # a call this short is stored as it is
     func, _instance, args, kwargs = json.loads(data)
     assert (func, args, kwargs) == ("worker.examples.add", [2, 3], {})
@@ -84,7 +85,7 @@ def test_enqueue_many_is_one_atomic_batch_across_queues(producer: Producer, conn
     ],
 )
 def test_arguments_json_cannot_carry_are_refused_by_name(
-    producer: Producer, conn: redis.Redis, args: tuple, kwargs: dict, names: list[str]
+    producer: Producer, conn: redis.Redis, args: tuple[Any, ...], kwargs: dict[str, Any], names: list[str]
 ) -> None:
     with pytest.raises(InvalidTaskError) as info:
         producer.enqueue("worker.examples.add", *args, **kwargs)
@@ -129,7 +130,7 @@ def test_malformed_function_is_refused(producer: Producer, conn: redis.Redis, fu
         ({"job_id": "has space"}, "job_id .has space. is refused"),
     ],
 )
-def test_bad_options_are_refused(producer: Producer, conn: redis.Redis, options: dict, expected: str) -> None:
+def test_bad_options_are_refused(producer: Producer, conn: redis.Redis, options: dict[str, Any], expected: str) -> None:
     with pytest.raises(ValueError, match=expected):
         producer.enqueue("worker.examples.noop", **options)
     assert conn.dbsize() == 0

@@ -17,7 +17,7 @@ import redis
 from rq.job import Job
 
 from producer import Producer, Task
-from tests.conftest import BIN, Proc, run
+from tests.conftest import BIN, Proc, decoded, run
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 BAR = re.compile(r"\[#+\.*\] (\d+)/(\d+)")
@@ -60,7 +60,7 @@ def test_enqueue_from_file_draws_a_bar_on_a_terminal(env: dict[str, str], conn: 
     assert [m.groups() for m in BAR.finditer(screen)][-1] == ("1200", "1200")
     ids = UUID.findall(screen)
     assert len(set(ids)) == 1200
-    assert [i.decode() for i in conn.lrange("rq:queue:default", 0, -1)] == ids  # the file's order
+    assert decoded(conn.lrange("rq:queue:default", 0, -1)) == ids  # the file's order
 
 
 def test_enqueue_from_file_piped_prints_only_the_ids(env: dict[str, str], conn: redis.Redis, tmp_path: Path) -> None:

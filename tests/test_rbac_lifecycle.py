@@ -14,18 +14,18 @@ import redis
 
 from producer import Producer, Task
 from producer.commands.autoscale import build
-from producer.scaling.autoscaler import LoopState
 from producer.scaling.fleet import Fleet
 from producer.scaling.kube.client import PAUSE_ANNOTATION, KubeClient
 from producer.scaling.kube.deployment import DELETION_COST, IDLE_COST
+from producer.scaling.report import LoopState
 from task_processor.observe import list_workers
 from task_processor.settings import Settings
+from tests.chart import Helm
 from tests.conftest import Proc, running, wait_for
 from tests.kubeapi import requestinfo
 from tests.kubeapi.fixtures import kube_api  # noqa: F401
 from tests.kubeapi.server import HELM, KubeAPI, RecordedRequest
 from tests.kubelet import Kubelet, kubelet  # noqa: F401
-from tests.test_chart import Helm
 
 DEPLOYMENT = "task-processor"
 LEASE = f"{DEPLOYMENT}-autoscaler"

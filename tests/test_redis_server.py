@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import redis
+from redis.typing import EncodableT, FieldT
 
 from producer.commands.redis_server import STREAM_NODE_MAX_BYTES, LocalRedisServer, PortTakenError
 
@@ -31,6 +32,13 @@ def test_a_finished_jobs_result_stream_is_small_on_the_private_redis() -> None:
     with LocalRedisServer(appendonly=False) as server:
         connection = redis.Redis.from_url(server.url)
         assert connection.config_get("stream-node-max-bytes") == {"stream-node-max-bytes": str(STREAM_NODE_MAX_BYTES)}
-        fields = {"type": "1", "worker_name": "w" * 20, "execution_id": "e" * 32, "return_value": "3"}
+        fields: dict[FieldT, EncodableT] = {
+            "type": "1",
+            "worker_name": "w" * 20,
+            "execution_id": "e" * 32,
+            "return_value": "3",
+        }
         connection.xadd("rq:results:one", fields, maxlen=10, approximate=True)
-        assert connection.memory_usage("rq:results:one") < 1200
+        usage = connection.memory_usage("rq:results:one")
+        assert usage is not None
+        assert usage < 1200

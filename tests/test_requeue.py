@@ -10,7 +10,7 @@ from rq.job import Job
 
 from producer import Producer
 from producer.commands.redis_server import free_port
-from tests.conftest import run
+from tests.conftest import decoded, run
 
 
 def burst(env: dict[str, str], *queues: str) -> None:
@@ -29,11 +29,11 @@ def fetch(conn: redis.Redis, job_id: str, serializer: str = "json") -> Job:
 
 
 def failed_ids(conn: redis.Redis, queue: str = "default") -> list[str]:
-    return [m.decode() for m in conn.zrange(f"rq:failed:{queue}", 0, -1)]
+    return decoded(conn.zrange(f"rq:failed:{queue}", 0, -1))
 
 
 def queued_ids(conn: redis.Redis, queue: str = "default") -> list[str]:
-    return [m.decode() for m in conn.lrange(f"rq:queue:{queue}", 0, -1)]
+    return decoded(conn.lrange(f"rq:queue:{queue}", 0, -1))
 
 
 @pytest.mark.parametrize("serializer", ["json", "pickle"])

@@ -26,7 +26,7 @@ from rq.utils import utcparse
 from producer import Producer, Task
 from producer.api import backoff_intervals
 from task_processor.settings import SERIALIZERS
-from tests.conftest import ReferenceWorker, run
+from tests.conftest import ReferenceWorker, bytes_fields, run
 from worker.fastpath import success_fields
 
 TIMESTAMPS = ("created_at", "enqueued_at")
@@ -53,7 +53,7 @@ def rq_retry(task: Task) -> Retry | None:
 def rq_enqueue(conn: redis.Redis, serializer: str, task: Task, job_id: str | None) -> Job:
     """What an application using plain RQ writes for ``task`` (``Queue.enqueue_call``)."""
     queue = Queue(task.queue or "default", connection=conn, serializer=SERIALIZERS[serializer], default_timeout=180)
-    return queue.enqueue_call(
+    return queue.enqueue_call(  # type: ignore[type-var]  # RQ's func TypeVar refuses str | Callable, which it takes
         task.func,
         args=tuple(task.args),
         kwargs=dict(task.kwargs),
@@ -75,10 +75,11 @@ def stored_call(data: bytes) -> bytes:
 def snapshot(conn: redis.Redis, ids: list[str]) -> dict[str, Any]:
     """Everything an enqueue wrote, with job ids replaced by their position in ``ids``; a job hash as RQ reads
     it (an empty field is a missing one, the call decompressed)."""
-    alias = {job_id.encode(): f"<job {i}>".encode() for i, job_id in enumerate(ids)}
+    alias: dict[bytes | str, bytes] = {job_id.encode(): f"<job {i}>".encode() for i, job_id in enumerate(ids)}
     hashes = {}
     for i, job_id in enumerate(ids):
-        fields = {name: value for name, value in conn.hgetall(Job.key_for(job_id)).items() if value != b""}
+        stored = bytes_fields(conn.hgetall(Job.key_for(job_id)))
+        fields = {name: value for name, value in stored.items() if value != b""}
         fields[b"data"] = stored_call(fields[b"data"])
         for name in TIMESTAMPS:
             utcparse(fields.pop(name.encode()).decode())  # present and parses
@@ -118,7 +119,7 @@ def test_enqueue_many_writes_what_rq_enqueue_many_writes(redis_url: str, conn: r
     with conn.pipeline() as pipe:
         theirs = []
         for task in tasks:
-            data = Queue.prepare_data(
+            data = Queue.prepare_data(  # type: ignore[type-var]  # as in rq_enqueue
                 task.func,
                 args=tuple(task.args),
                 kwargs=dict(task.kwargs),

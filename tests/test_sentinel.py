@@ -26,9 +26,9 @@ from task_processor.connection import Client, connect, redact_url, scrub
 from task_processor.errors import RedisUnavailableError
 from task_processor.sentinel import SentinelURL, master_client
 from task_processor.settings import Settings
-from tests.conftest import Proc, local_fleet, wait_for
+from tests.bad_input import one_error_line, run_all
+from tests.conftest import Proc, exc_string, local_fleet, wait_for
 from tests.sentinel import SERVICE, SentinelCluster, kill
-from tests.test_bad_input import one_error_line, run_all
 from tests.test_dashboard import answering, get_json
 from tests.test_faults import END_LOST, REQUEUED, printed, said, settle
 from worker.batching import BatchedCalls
@@ -144,7 +144,7 @@ def test_two_failovers_under_load_lose_no_acknowledged_task(
     runs = ran(workers)
     assert [j for j in accepted if j not in runs] == [], "acknowledged, never run"
     for job_id in (j for j in accepted if statuses[j] == "failed"):  # only a task whose own Redis call failed
-        reason = Job.fetch(job_id, connection=conn, serializer="json").latest_result().exc_string
+        reason = exc_string(Job.fetch(job_id, connection=conn, serializer="json"))
         assert "ConnectionError" in reason, reason
     twice = {j for j in accepted if len(runs[j]) > 1}
     interrupted = {line["job_id"] for w in workers for e in (END_LOST, *REQUEUED) for line in said(w, e)}

@@ -11,6 +11,7 @@ import textwrap
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -20,7 +21,7 @@ from rq.registry import FailedJobRegistry
 
 from producer import InvalidTaskError, Producer, Task
 from task_processor.errors import ConfigError
-from tests.conftest import Proc, run
+from tests.conftest import Proc, exc_string, run
 
 ALLOWED = "trusted.tasks"
 """The module of the tests' own tasks here, written into a temp dir with the untrusted package beside it."""
@@ -126,7 +127,7 @@ def planted(conn: redis.Redis, code: Path) -> dict[str, Job]:
     return jobs
 
 
-def job_lines(proc: Proc) -> list[dict]:
+def job_lines(proc: Proc) -> list[dict[str, Any]]:
     return [line for line in proc.json_lines() if line.get("event") == "job"]
 
 
@@ -152,7 +153,7 @@ def test_planted_jobs_outside_task_modules_fail_without_side_effects(
     lines = job_lines(worker)
     for what, job in jobs.items():
         assert job.id in failed, what
-        error = job.latest_result().exc_string
+        error = exc_string(job)
         assert "\n" not in error, error
         assert error.startswith("refused to run "), error
         assert ("TASK_MODULES=trusted.tasks" if modules else "TASK_MODULES is not set") in error, error
@@ -164,7 +165,7 @@ def test_planted_jobs_outside_task_modules_fail_without_side_effects(
         assert markers(code) == ["good-ran"]
     else:
         assert good.id in failed  # default deny: even the tasks' own module runs nothing
-        assert "set TASK_MODULES on the workers" in good.latest_result().exc_string
+        assert "set TASK_MODULES on the workers" in exc_string(good)
 
 
 def test_refusal_names_the_path_what_it_resolved_to_and_task_modules(
@@ -177,17 +178,15 @@ def test_refusal_names_the_path_what_it_resolved_to_and_task_modules(
     retried = Producer(redis_url).enqueue(f"{ALLOWED}.subprocess.getoutput", "true", retries=3, retry_backoff=0)
     worker = spawn("task-worker", "--burst", extra_env={"PYTHONPATH": str(code), "TASK_MODULES": ALLOWED})
     assert worker.wait(timeout=60) == 0, worker.output()[-3000:]
-    assert walked.latest_result().exc_string == (
+    assert exc_string(walked) == (
         "refused to run 'trusted.tasks.helpers.run': it resolves to trusted.helpers.run, defined outside "
         "TASK_MODULES; TASK_MODULES=trusted.tasks: add the module of the task to TASK_MODULES on the workers if "
         "it is yours, or delete the job"
     )
-    assert outside.latest_result().exc_string.startswith(
+    assert exc_string(outside).startswith(
         "refused to run 'os.system': its module is not in TASK_MODULES; TASK_MODULES=trusted.tasks"
     )
-    assert "it resolves to posix.system (a builtin_function_or_method), not a function" in (
-        builtin.latest_result().exc_string
-    )
+    assert "it resolves to posix.system (a builtin_function_or_method), not a function" in exc_string(builtin)
     # A refusal is final: retries are not spent on it.
     assert retried.get_status(refresh=True) == JobStatus.FAILED
     assert [line["attempt"] for line in job_lines(worker) if line["job_id"] == retried.id] == [1]

@@ -10,7 +10,7 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry
 
 from producer import Producer
-from tests.conftest import Proc, wait_for
+from tests.conftest import Proc, exc_string, wait_for
 
 TIMEOUT = 2
 """The job's timeout, in seconds."""
@@ -33,9 +33,8 @@ def test_a_task_over_its_timeout_is_stopped_failed_and_the_worker_takes_the_next
         what="the stuck job to be stopped and failed",
     )
     assert producer.wait([after], timeout=30) == [3]
-    failure = Job.fetch(stuck.id, connection=conn, serializer="json").latest_result()
-    assert failure is not None
-    assert f"JobTimeoutException: Task exceeded maximum timeout value ({TIMEOUT} seconds)" in failure.exc_string
+    failure = exc_string(Job.fetch(stuck.id, connection=conn, serializer="json"))
+    assert f"JobTimeoutException: Task exceeded maximum timeout value ({TIMEOUT} seconds)" in failure
     assert worker.popen.poll() is None, worker.output()[-3000:]
 
     # The job's log line comes right after its finish is recorded, which `wait` may see first.

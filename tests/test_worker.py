@@ -6,6 +6,7 @@ import itertools
 import signal
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 import pytest
 import redis
@@ -16,15 +17,15 @@ from producer import Producer, Task, TaskFailedError
 from producer.commands.redis_server import free_port
 from task_processor.connection import connect
 from task_processor.settings import Settings
-from tests.conftest import TASK_MODULES, Proc, run, wait_for
+from tests.conftest import TASK_MODULES, Proc, decoded, exc_string, run, wait_for
 from worker.runner import build_worker
 
 
 def recorded(conn: redis.Redis, key: str) -> list[str]:
-    return [raw.decode() for raw in conn.lrange(key, 0, -1)]
+    return decoded(conn.lrange(key, 0, -1))
 
 
-def job_lines(proc: Proc) -> list[dict]:
+def job_lines(proc: Proc) -> list[dict[str, Any]]:
     return [line for line in proc.json_lines() if line.get("event") == "job"]
 
 
@@ -106,7 +107,7 @@ def test_unknown_function_fails_the_job_with_a_clear_error(
     worker = spawn("task-worker", "--burst", extra_env={"TASK_MODULES": "worker.examples,nosuchapp"})
     assert worker.wait(timeout=60) == 0, worker.output()[-2000:]
     assert job.id in FailedJobRegistry("default", connection=conn).get_job_ids()
-    assert "cannot import task function 'nosuchapp.tasks.resize'" in job.latest_result().exc_string
+    assert "cannot import task function 'nosuchapp.tasks.resize'" in exc_string(job)
     # The worker survived and went on with the next task.
     assert producer.wait([after], timeout=5) == [3]
     failed = [line for line in job_lines(worker) if line["outcome"] == "failed"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp.web
 
@@ -106,7 +106,7 @@ async def serve(
         obj = store.get(rt, ns, name)
         return _json((_maybe_table(raw_request, store, rt, [obj]) if sub is None else None) or obj)
     elif name is not None and verb in ("update", "patch"):
-        part = "status" if sub else "main"
+        part: Literal["main", "status"] = "status" if sub else "main"
         return _json(store.update(rt, ns, name, method, content_type, data, part=part, dry_run=dry_run))
     elif name is not None and verb == "delete":
         return _json(store.delete(rt, ns, name, data if isinstance(data, dict) else None))

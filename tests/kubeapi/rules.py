@@ -38,7 +38,7 @@ class Fault(_Rule):
 class Hook(_Rule):
     """Run `callback()` before the next `times` matching requests are served (e.g. to race them)."""
 
-    callback: Callable[[], None]
+    callback: Callable[[], object]  # what it returns is ignored
     times: int = 1
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import builtins
 import concurrent.futures
 import hashlib
 import json
@@ -284,7 +285,7 @@ class KubeAPI(Tools):
             Fault(method and method.upper(), re.compile(path), status, times, retry_after, message)
         )
 
-    def before(self, method: str | None, path: str, callback: Callable[[], None], *, times: int = 1) -> Hook:
+    def before(self, method: str | None, path: str, callback: Callable[[], object], *, times: int = 1) -> Hook:
         """Run `callback()` on the server just before the next `times` matching requests are served. It may
         use this object's store helpers, e.g. `api.patch(...)` to make a concurrent write win a race."""
         return self.emulator.add_hook(Hook(method and method.upper(), re.compile(path), callback, times))
@@ -300,7 +301,7 @@ class KubeAPI(Tools):
         (a read time-out) or the server stops, and is never applied. Other requests are served meanwhile."""
         return self.emulator.add_delay(Delay(method and method.upper(), re.compile(path), None, times))
 
-    def requests(self, method: str | None = None, path: str | None = None) -> list[RecordedRequest]:
+    def requests(self, method: str | None = None, path: str | None = None) -> builtins.list[RecordedRequest]:
         """Requests served so far (oldest first), optionally filtered by method and path regex (searched)."""
         return [
             r

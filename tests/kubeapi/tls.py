@@ -4,6 +4,7 @@ kubeconfig trusts through `certificate-authority-data`."""
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import subprocess
 from pathlib import Path
@@ -50,7 +51,7 @@ def server_class(cert: Path, key: Path) -> type[aiohttp.test_utils.RawTestServer
     context.load_cert_chain(cert, key)
 
     class TLSServer(aiohttp.test_utils.RawTestServer):
-        async def start_server(self, **kwargs: Any) -> None:
-            await super().start_server(ssl=context, **kwargs)
+        async def start_server(self, loop: asyncio.AbstractEventLoop | None = None, **kwargs: Any) -> None:
+            await super().start_server(loop, ssl=context, **kwargs)
 
     return TLSServer
