@@ -1,5 +1,5 @@
-"""What the chart tests share (tests/test_chart.py and tests/test_chart_*.py; tests/test_dashboard.py, tests/test_acl.py
-and others too): the pinned helm and what the ``helm``
+"""What the chart tests share (tests/test_chart.py and tests/test_chart_*.py; tests/test_acl_*.py and others too): the
+pinned helm and what the ``helm``
 fixture (tests/conftest.py) returns, the value sets the variant tests render, and readers of rendered objects (find
 one, its Pods' labels and containers, label selectors)."""
 

@@ -15,11 +15,11 @@ from producer.scaling.cron import Cron, load, run_id
 from task_processor import keys
 from task_processor.connection import connect
 from task_processor.settings import Settings
+from tests.acl import AclRedis, cli, nothing_refused, refused
 from tests.chart import CHART, Helm, env_of, find, kubernetes_validate, the_container
 from tests.chart_checks import KUBE_VERSIONS, security_problems
 from tests.conftest import TASK_MODULES
-from tests.test_acl import AclRedis, cli, nothing_refused, refused
-from tests.test_cron import Clock, at
+from tests.cron import Clock, at
 
 ENTRIES: list[dict[str, Any]] = [
     {"name": "nightly-report", "cron": "0 3 * * *", "func": "worker.examples.add", "args": [7, 1], "retries": 2},

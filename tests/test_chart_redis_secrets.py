@@ -56,7 +56,7 @@ REDIS_ROLES = {
     "Pod/task-processor-test container queue": "producer",
     "Deployment/task-processor-dashboard container dashboard": "dashboard",
 }
-"""The Redis ACL user (templates/redis/_acl.tpl) each container logs in as; tests/test_acl.py runs their jobs."""
+"""The Redis ACL user (templates/redis/_acl.tpl) each container logs in as; tests/test_acl_roles.py runs their jobs."""
 
 
 @pytest.mark.parametrize("variant", ["defaults", "all-on"])

@@ -1,5 +1,5 @@
 """A Redis outage at one exact moment of a worker's loop, in process: what a whole fleet under a random kill
-(tests/test_faults.py) only hits now and then."""
+(tests/test_faults_workers.py, tests/test_faults_redis.py) only hits now and then."""
 
 from __future__ import annotations
 

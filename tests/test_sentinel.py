@@ -28,9 +28,9 @@ from task_processor.sentinel import SentinelURL, master_client
 from task_processor.settings import Settings
 from tests.bad_input import one_error_line, run_all
 from tests.conftest import Proc, exc_string, local_fleet, wait_for
+from tests.dashboard import answering, get_json
+from tests.faults import END_LOST, REQUEUED, printed, said, settle
 from tests.sentinel import SERVICE, SentinelCluster, kill
-from tests.test_dashboard import answering, get_json
-from tests.test_faults import END_LOST, REQUEUED, printed, said, settle
 from worker.batching import BatchedCalls
 
 pytestmark = pytest.mark.fault

@@ -1,6 +1,6 @@
 {{/*
 The in-chart Redis' ACL: one user per role, each limited to the keys and commands that role was measured to send
-(tests/test_acl.py runs every role's whole job against this file, as rendered, on a real redis-server).
+(tests/test_acl_roles.py runs every role's whole job against this file, as rendered, on a real redis-server).
 
 The file carries no password: each user's line holds a placeholder (ROLE_PASSWORD_SHA256) that the Redis Pod's
 init container replaces with the SHA-256 of that role's password from the Secret (build-acl.sh below), so the same

@@ -1,13 +1,13 @@
-"""The Kubernetes API emulator behaves like an API server for what this project uses: the official client,
-kubectl and helm talk to it over real HTTP, and it refuses what a real server refuses."""
+"""The Kubernetes API emulator behaves like an API server for what this project uses, as the official client sees it
+over real HTTP: the Scale subresource, Deployments, Leases and Pods with their resourceVersions and label selectors,
+watch, and validation that refuses what a real server refuses, with its messages. Injected faults and the request
+log: tests/test_kubeapi_faults.py; kubectl and helm: tests/test_kubeapi_kubectl.py; what these share:
+tests/kubeapi_client.py."""
 
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,15 +15,11 @@ from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
 from tests.kubeapi import KubeAPI
-from tests.kubeapi.fixtures import kube_api, requires_helm, requires_kubectl  # noqa: F401
-
-NS = "default"
-SCALE_PATH = r"/apis/apps/v1/namespaces/default/deployments/task-processor/scale$"
-
-
-@pytest.fixture
-def apps(kube_api: KubeAPI) -> client.AppsV1Api:  # noqa: F811
-    return client.AppsV1Api(kube_api.api_client())
+from tests.kubeapi.fixtures import kube_api  # noqa: F401
+from tests.kubeapi_client import (
+    NS,
+    apps_fixture,  # noqa: F401  (the apps fixture)
+)
 
 
 def test_official_client_scale_round_trip(kube_api: KubeAPI, apps: client.AppsV1Api) -> None:  # noqa: F811
@@ -140,36 +136,6 @@ def test_lease_update_with_stale_resource_version_conflicts(kube_api: KubeAPI) -
     assert spec_of(leases.patch_namespaced_lease("task-producer", NS, fresh_patch)).holder_identity == "c"
 
 
-@pytest.mark.parametrize("status", [403, 404, 409, 429, 500])
-def test_injected_errors_reach_the_client_and_change_nothing(
-    kube_api: KubeAPI,  # noqa: F811
-    apps: client.AppsV1Api,
-    status: int,
-) -> None:
-    kube_api.create_deployment(replicas=1)
-    before = kube_api.get("deployment", "task-processor")
-    assert before is not None
-    version = before["metadata"]["resourceVersion"]
-    kube_api.fail("PATCH", SCALE_PATH, status, retry_after=2 if status == 429 else None)
-
-    with pytest.raises(ApiException) as caught:
-        apps.patch_namespaced_deployment_scale("task-processor", NS, {"spec": {"replicas": 5}})
-    assert caught.value.status == status
-    assert caught.value.body is not None
-    assert json.loads(caught.value.body)["kind"] == "Status"
-    if status == 429:
-        assert caught.value.headers is not None
-        assert caught.value.headers["Retry-After"] == "2"
-    after = kube_api.get("deployment", "task-processor")
-    assert after is not None
-    assert after["spec"]["replicas"] == 1
-    assert after["metadata"]["resourceVersion"] == version
-
-    # The fault was for one request only: the retry goes through.
-    apps.patch_namespaced_deployment_scale("task-processor", NS, {"spec": {"replicas": 5}})
-    assert kube_api.replicas() == 5
-
-
 def test_pods_label_selector_and_annotation_patch(kube_api: KubeAPI) -> None:  # noqa: F811
     core = client.CoreV1Api(kube_api.api_client())
     for name, labels in [
@@ -208,23 +174,6 @@ def test_pods_label_selector_and_annotation_patch(kube_api: KubeAPI) -> None:  #
     assert w2["metadata"]["labels"] == {"app": "worker", "tier": "b"}
 
 
-def test_request_log_records_what_was_sent(kube_api: KubeAPI, apps: client.AppsV1Api) -> None:  # noqa: F811
-    kube_api.create_deployment(replicas=2)
-    kube_api.clear_requests()
-
-    apps.read_namespaced_deployment_scale("task-processor", NS)
-    assert [(r.method, r.path, r.status) for r in kube_api.requests()] == [
-        ("GET", "/apis/apps/v1/namespaces/default/deployments/task-processor/scale", 200)
-    ]
-    assert kube_api.requests("PATCH") == []  # e.g. "the autoscaler sent no PATCH"
-
-    kube_api.fail("PATCH", SCALE_PATH, 403)
-    with pytest.raises(ApiException):
-        apps.patch_namespaced_deployment_scale("task-processor", NS, {"spec": {"replicas": 3}})
-    (refused,) = kube_api.requests("PATCH", "/scale$")
-    assert (refused.status, refused.body) == (403, {"spec": {"replicas": 3}})
-
-
 def test_watch_streams_changes(kube_api: KubeAPI, apps: client.AppsV1Api) -> None:  # noqa: F811
     kube_api.create_deployment(replicas=1)
     events = []
@@ -251,135 +200,6 @@ def test_store_helpers_version_every_write(kube_api: KubeAPI) -> None:  # noqa: 
     assert len(history) == 2
     kube_api.delete("deployment", "task-processor")
     assert kube_api.get("deployment", "task-processor") is None
-
-
-# --- kubectl and helm ------------------------------------------------------------------------------------
-
-
-@requires_kubectl
-def test_kubectl_get_deploy_shows_replicas(kube_api: KubeAPI) -> None:  # noqa: F811
-    kube_api.create_deployment(replicas=3)
-    shown = kube_api.kubectl("get", "deploy", "task-processor", "-o", "json", check=True)
-    deployment = json.loads(shown.stdout)
-    assert deployment["kind"] == "Deployment"
-    assert deployment["spec"]["replicas"] == 3
-    assert deployment["metadata"]["resourceVersion"]
-
-    table = kube_api.kubectl("get", "deploy", check=True).stdout.splitlines()
-    assert table[0].split() == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
-    assert table[1].split()[:2] == ["task-processor", "0/3"]
-
-
-@requires_kubectl
-def test_kubectl_scale_changes_spec_replicas(kube_api: KubeAPI) -> None:  # noqa: F811
-    kube_api.create_deployment(replicas=1)
-    result = kube_api.kubectl("scale", "deployment", "task-processor", "--replicas=3")
-    assert result.returncode == 0, result.stderr
-    assert "scaled" in result.stdout
-    assert kube_api.replicas() == 3
-    (sent,) = kube_api.requests("PATCH", "/scale$")
-    assert sent.content_type == "application/merge-patch+json"
-    assert sent.body == {"spec": {"replicas": 3}}
-
-
-@requires_kubectl
-def test_kubectl_scale_current_replicas_precondition(kube_api: KubeAPI) -> None:  # noqa: F811
-    kube_api.create_deployment(replicas=3)
-    ok = kube_api.kubectl("scale", "deployment", "task-processor", "--current-replicas=3", "--replicas=5")
-    assert ok.returncode == 0, ok.stderr
-    assert kube_api.replicas() == 5
-    # kubectl reads the Scale, checks the precondition itself, then PUTs the Scale with its resourceVersion.
-    (put,) = kube_api.requests("PUT", "/scale$")
-    assert put.body["spec"]["replicas"] == 5
-    assert put.body["metadata"]["resourceVersion"]
-
-    kube_api.clear_requests()
-    wrong = kube_api.kubectl("scale", "deployment", "task-processor", "--current-replicas=2", "--replicas=7")
-    assert wrong.returncode != 0
-    assert "Expected replicas to be 2, was 5" in wrong.stderr
-    assert kube_api.replicas() == 5
-    assert kube_api.requests("PUT") == kube_api.requests("PATCH") == []
-
-
-@requires_kubectl
-def test_kubectl_scale_loses_a_race_with_a_concurrent_scaler(kube_api: KubeAPI) -> None:  # noqa: F811
-    kube_api.create_deployment(replicas=3)
-    # Someone else scales to 4 between kubectl's read and its write: the write carries a stale
-    # resourceVersion, the server answers 409, kubectl re-reads and its precondition now fails.
-    kube_api.before(
-        "PUT", SCALE_PATH, lambda: kube_api.patch("deployment", "task-processor", {"spec": {"replicas": 4}})
-    )
-    raced = kube_api.kubectl("scale", "deployment", "task-processor", "--current-replicas=3", "--replicas=5")
-    assert raced.returncode != 0
-    assert "Expected replicas to be 3, was 4" in raced.stderr
-    assert [r.status for r in kube_api.requests("PUT", "/scale$")] == [409]
-    assert kube_api.replicas() == 4
-
-
-@requires_kubectl
-def test_kubectl_apply_creates_then_patches(kube_api: KubeAPI, tmp_path: Path) -> None:  # noqa: F811
-    def manifest(replicas: int, image: str) -> str:
-        return json.dumps(
-            {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "metadata": {"name": "task-processor", "labels": {"app": "task-processor"}},
-                "spec": {
-                    "replicas": replicas,
-                    "selector": {"matchLabels": {"app": "task-processor"}},
-                    "template": {
-                        "metadata": {"labels": {"app": "task-processor"}},
-                        "spec": {
-                            "containers": [
-                                {"name": "worker", "image": image, "env": [{"name": "A", "value": "1"}]},
-                                {"name": "sidecar", "image": "busybox"},
-                            ]
-                        },
-                    },
-                },
-            }
-        )
-
-    path = tmp_path / "task-processor.json"
-    path.write_text(manifest(2, "task-processor:1"))
-    created = kube_api.kubectl("apply", "-f", str(path))
-    assert created.returncode == 0, created.stderr
-    assert "created" in created.stdout
-
-    path.write_text(manifest(4, "task-processor:2"))
-    configured = kube_api.kubectl("apply", "-f", str(path))
-    assert configured.returncode == 0, configured.stderr
-    assert "configured" in configured.stdout
-    (patch,) = kube_api.requests("PATCH", "/deployments/task-processor$")
-    assert patch.content_type == "application/strategic-merge-patch+json"
-
-    deployment = kube_api.get("deployment", "task-processor")
-    assert deployment is not None
-    assert deployment["spec"]["replicas"] == 4
-    containers = deployment["spec"]["template"]["spec"]["containers"]
-    assert [(c["name"], c["image"]) for c in containers] == [
-        ("worker", "task-processor:2"),
-        ("sidecar", "busybox"),
-    ]
-    assert containers[0]["env"] == [{"name": "A", "value": "1"}]
-
-
-@requires_kubectl
-def test_kubectl_sees_injected_errors(kube_api: KubeAPI) -> None:  # noqa: F811
-    kube_api.create_deployment(replicas=1)
-    kube_api.fail("PATCH", SCALE_PATH, 403, message="scaling is forbidden here")
-    refused = kube_api.kubectl("scale", "deployment", "task-processor", "--replicas=3")
-    assert refused.returncode != 0
-    assert "Forbidden" in refused.stderr
-    assert "scaling is forbidden here" in refused.stderr
-    assert kube_api.replicas() == 1
-
-
-@requires_helm
-def test_helm_runs_with_a_private_home(kube_api: KubeAPI) -> None:  # noqa: F811
-    kube_api.helm("list", "--namespace", NS, check=True)  # helm keeps releases in Secrets
-    (listed,) = kube_api.requests("GET", "/namespaces/default/secrets$")
-    assert (listed.status, listed.query.get("labelSelector")) == (200, "owner=helm")
 
 
 def test_scale_patch_with_stale_resource_version_conflicts(kube_api: KubeAPI, apps: client.AppsV1Api) -> None:  # noqa: F811
@@ -471,72 +291,3 @@ def test_validation_answers_like_the_api_server(kube_api: KubeAPI) -> None:  # n
     assert refused["message"].startswith(
         'ConfigMap "Bad_Name" is invalid: metadata.name: Invalid value: "Bad_Name": a lowercase RFC 1123 subdomain'
     )
-
-
-def test_a_hung_request_times_out_while_others_are_served(kube_api: KubeAPI, apps: client.AppsV1Api) -> None:  # noqa: F811
-    kube_api.create_deployment(replicas=1)
-    hung = kube_api.hang("GET", r"/deployments/task-processor$")
-    apps.api_client.configuration.retries = False  # urllib3 would otherwise retry the read time-out itself
-    apps = client.AppsV1Api(client.ApiClient(apps.api_client.configuration))
-    outcome: list[BaseException] = []
-
-    def read() -> None:
-        try:
-            apps.read_namespaced_deployment("task-processor", NS, _request_timeout=(5, 0.5))
-        except BaseException as exc:
-            outcome.append(exc)
-
-    thread = threading.Thread(target=read)
-    thread.start()
-    deadline = time.monotonic() + 5
-    while hung.hits == 0 and time.monotonic() < deadline:  # until the server holds the request
-        time.sleep(0.01)
-    assert hung.hits == 1
-    served = client.AppsV1Api(kube_api.api_client()).read_namespaced_deployment_scale("task-processor", NS)
-    assert served.spec is not None
-    assert served.spec.replicas == 1
-    thread.join(timeout=10)
-    assert [type(e).__name__ for e in outcome] == ["ReadTimeoutError"]
-
-
-def test_a_slow_request_is_answered_late_and_applied(kube_api: KubeAPI, apps: client.AppsV1Api) -> None:  # noqa: F811
-    kube_api.create_deployment(replicas=1)
-    kube_api.slow("GET", "/scale$", 0.3)
-    started = time.monotonic()
-    scale = apps.read_namespaced_deployment_scale("task-processor", NS, _request_timeout=(5, 5))
-    assert scale.spec is not None
-    assert scale.spec.replicas == 1
-    assert time.monotonic() - started >= 0.3
-
-    # A write whose client stops waiting still lands after the delay, as on a slow server.
-    slow = kube_api.slow("PATCH", "/scale$", 1.0)
-    apps.api_client.configuration.retries = False
-    apps = client.AppsV1Api(client.ApiClient(apps.api_client.configuration))
-    with pytest.raises(Exception, match="timed out"):
-        apps.patch_namespaced_deployment_scale(
-            "task-processor", NS, {"spec": {"replicas": 4}}, _request_timeout=(5, 0.2)
-        )
-    assert (slow.hits, kube_api.replicas()) == (1, 1)
-    deadline = time.monotonic() + 5
-    while kube_api.replicas() != 4 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert kube_api.replicas() == 4
-
-
-def test_stop_does_not_wait_for_a_hung_request(kube_api: KubeAPI, apps: client.AppsV1Api) -> None:  # noqa: F811
-    kube_api.create_deployment()
-    hung = kube_api.hang("GET", "/deployments/task-processor$")
-
-    def read() -> None:
-        with pytest.raises(Exception):  # noqa: B017, PT011  (the connection ends without an answer)
-            apps.read_namespaced_deployment("task-processor", NS)
-
-    thread = threading.Thread(target=read)
-    thread.start()
-    deadline = time.monotonic() + 5
-    while hung.hits == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    started = time.monotonic()
-    kube_api.stop()
-    assert time.monotonic() - started < 2
-    thread.join(timeout=10)
