@@ -139,3 +139,23 @@ def test_the_scripts_clock_writes_dates_as_rq_does(conn: redis.Redis, moment: da
     seconds = calendar.timegm(moment.utctimetuple())
     script = scripts.source("lib/start") + "\nreturn rq_time(tonumber(ARGV[1]), tonumber(ARGV[2]))"
     assert conn.eval(script, 0, seconds, moment.microsecond).decode() == utcformat(moment)
+
+
+def test_a_redis_that_refuses_time_gets_the_workers_clock_instead(conn: redis.Redis, redis_url: str) -> None:
+    """A Redis of the user's own whose ACL does not allow TIME to the worker: the pop behind the wait still starts
+    the job, with the times the worker chose as it sent it (before the wait), and no error."""
+    conn.acl_setuser(
+        "no-time", enabled=True, passwords=["+pw"], keys=["*"], channels=["*"], commands=["+@all", "-time"]
+    )
+    worker_conn = redis.Redis.from_url(redis_url, username="no-time", password="pw")
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        worker_conn.time()
+    fast = FastPath(worker_conn, BatchedCalls(worker_conn), "rq:worker:w1", "w1", 30, starts_on_pop=True)
+    job = Producer(redis_url, modules="worker.examples").enqueue("worker.examples.noop")
+    hits = fast.wait_then_pop(POP_KEYS, 1, POP_KEYS[1], 10)
+    assert isinstance(hits, tuple)
+    (hit,) = hits
+    assert hit.execution is not None
+    job.refresh()
+    assert job.get_status(refresh=False) == "started"
+    assert hit.execution.created_at == job.started_at

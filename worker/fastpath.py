@@ -210,16 +210,13 @@ class FastPath:
 
     def _start_args(self, at_run: bool = False) -> _Start:
         """A start's arguments; with ``at_run``, for a call sent ahead of the moment it runs (behind a blocking
-        wait of up to a second): its times are left to the script, taken from Redis's clock as it runs, so that a
-        job is never marked started before it was popped (or enqueued)."""
+        wait of up to a second): the script takes its times from Redis's clock as it runs, so that a job is never
+        marked started before it was popped (or enqueued), and the worker reads them from the job it gets."""
         ttl = self.ttl
-        if at_run:
-            execution_id = uuid4().hex
-            return _Start(execution_id, None, [self.worker_key, self.worker_name, execution_id, "", "", ttl, "", ""])
         execution_id, started, timestamp = uuid4().hex, now(), current_timestamp()
         args = [self.worker_key, self.worker_name, execution_id, started.timestamp(), utcformat(started), ttl,
-                timestamp + ttl, timestamp + ttl + 60]  # fmt: skip
-        return _Start(execution_id, started, args)
+                timestamp + ttl, timestamp + ttl + 60, "1" if at_run else ""]  # fmt: skip
+        return _Start(execution_id, None if at_run else started, args)
 
     @staticmethod
     def _start_part(start: _Start | None) -> list[Any]:

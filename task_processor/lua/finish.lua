@@ -32,7 +32,7 @@ local deferred_prefix = ARGV[11] -- rq:deferred:
 local returned_none = ARGV[12] == '1' -- the job returned None
 local k = tonumber(ARGV[13])  -- how many jobs the pop takes at most
 local next_id = ARGV[14]      -- '' or the job the worker runs next, taken by an earlier pop (lib/pop.lua)
-local starts = tonumber(ARGV[15]) -- how many start arguments follow (8 or 0)
+local starts = tonumber(ARGV[15]) -- how many start arguments follow (9 or 0)
 -- ARGV[16 ..]: the start's arguments (lib/start.lua), then the result's fields and values (Result.serialize)
 local result_at = 16 + starts
 

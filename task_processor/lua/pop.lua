@@ -5,5 +5,5 @@
 -- KEYS: rq:suspended, then three a queue (queue list, intermediate list, started registry), highest priority first.
 local prefix = ARGV[1]                -- the job key prefix, rq:job:
 local k = tonumber(ARGV[2])           -- how many jobs to take at most
-local starts = tonumber(ARGV[3]) > 0  -- whether the start's arguments follow (8 of them), so a pop may start jobs
+local starts = tonumber(ARGV[3]) > 0  -- whether the start's arguments follow (9 of them), so a pop may start jobs
 return pop(1, prefix, starts and start_args(4) or nil, k, true)

@@ -32,9 +32,10 @@ local function rq_time(sec, usec)
                        math.floor(rest % 3600 / 60), rest % 60, usec)
 end
 
--- The eight start arguments from ARGV[at ..]: the order in which the worker sends them. A worker that sends its
--- pop ahead of the moment it runs (behind a blocking wait) leaves the four times empty: they are Redis's clock's
--- now, as the worker would have taken them (RQ's current_timestamp() for the two scores: whole seconds).
+-- The nine start arguments from ARGV[at ..]: the order in which the worker sends them. A worker that sends its
+-- pop ahead of the moment it runs (behind a blocking wait) marks it `at_run`: the four times are then Redis's
+-- clock's now, as the worker would have taken them (RQ's current_timestamp() for the two scores: whole seconds),
+-- unless Redis refuses TIME (an ACL of the user's own that does not allow it), when the worker's stay.
 local function start_args(at)
   local s = {
     worker = ARGV[at],               -- the worker's hash key, rq:worker:<name>
@@ -46,8 +47,8 @@ local function start_args(at)
     started_score = ARGV[at + 6],    -- the started registry's score (when the entry lapses)
     executions_score = ARGV[at + 7], -- the job's execution registry score
   }
-  if s.created == '' then
-    local now = redis.call('TIME')
+  local now = ARGV[at + 8] == '1' and redis.pcall('TIME')  -- at_run
+  if type(now) == 'table' and not now.err then
     local sec, usec = tonumber(now[1]), tonumber(now[2])
     s.created = string.format('%d.%06d', sec, usec)
     s.iso = rq_time(sec, usec)
