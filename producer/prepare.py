@@ -8,22 +8,34 @@ is the same for every enqueue of its path, so it is serialized, compressed and d
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+import redis
 from rq.job import validate_job_id
 
-from producer.checks import backoff_intervals, check_json_arguments, check_payload_size, check_timeout
+from producer.checks import TaskPaths, backoff_intervals, check_json_arguments, check_payload_size, check_timeout
 from producer.errors import InvalidTaskError
 from producer.jobhash import NoArgumentCalls, QueuedJob, new_job_id, serialized_call
 from producer.options import PLAIN, check_options, has_options, new_job
 from producer.task import Task
 from task_processor.settings import SERIALIZERS, validate_queue_name
 
-if TYPE_CHECKING:
-    from producer.api import Producer
+
+class Producing(Protocol):
+    """What the checks read of the producer that enqueues (``producer.api.Producer``): its settings, and the two
+    caches it keeps for them (the paths already checked, the calls without arguments already serialized)."""
+
+    connection: redis.Redis
+    modules: tuple[str, ...]
+    serializer_name: str
+    default_timeout: int
+    default_queue: str
+    max_payload: int
+    _paths: TaskPaths
+    _no_arguments: NoArgumentCalls
 
 
-def prepare(producer: Producer, task: Task) -> QueuedJob:
+def prepare(producer: Producing, task: Task) -> QueuedJob:
     """``Producer.prepare``: InvalidTaskError names the first problem of ``task``."""
     path = producer._paths.check(task.func, producer.modules)
     if isinstance(task.args, str | bytes) or not isinstance(task.args, Sequence):
@@ -70,7 +82,7 @@ def prepare(producer: Producer, task: Task) -> QueuedJob:
 
 
 def prepare_plain(
-    producer: Producer, func: str | Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    producer: Producing, func: str | Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> QueuedJob:
     """``prepare(producer, Task(func, args, kwargs))`` for ``enqueue``'s own tuple of arguments and dict of
     keywords (no options): the same checks in the same order, less those such a tuple and dict always pass."""
