@@ -30,8 +30,8 @@ from rq.utils import utcformat
 
 from producer.jobhash import QueuedJob
 from task_processor import keys, scripts
-from task_processor.connection import Client
-from task_processor.packing import Packer
+from task_processor.connection import Client, name_error
+from task_processor.packing import Packer, read_reply
 
 
 def rq_time(stamp: datetime) -> str:
@@ -163,10 +163,7 @@ class DirectScript:
 
         def exchange() -> tuple[Any, Any]:
             wire.send_packed_command(packed)
-            try:
-                reply = wire.read_response()
-            except redis.ResponseError as exc:  # read whole: the WAIT's reply comes next, the connection stays usable
-                reply = exc
+            reply = read_reply(wire)  # an error reply too: the WAIT's reply comes next
             return reply, (wire.read_response() if self._wait else None)
 
         try:
@@ -180,13 +177,8 @@ class DirectScript:
             raise
         if getattr(wire, "should_reconnect", bool)():  # (redis-py 8) the server announced a maintenance
             wire.disconnect()
-        if (
-            isinstance(reply, redis.ResponseError)
-            and self._name_errors
-            and reply.args
-            and isinstance(reply.args[0], str)
-        ):
-            reply.args = (f"Command (EVALSHA {self.script.sha}) caused error: {reply.args[0]}",)
+        if isinstance(reply, redis.ResponseError) and self._name_errors:
+            name_error(reply, ("EVALSHA", self.script.sha))
         return self._outcome(reply, acked)
 
     @staticmethod

@@ -6,7 +6,7 @@ import re
 import socket
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -71,6 +71,15 @@ def _speaks_plain_redis(host: str, port: int) -> bool:
         return False
 
 
+def name_error(error: redis.ResponseError, command: Sequence[Any]) -> redis.ResponseError:
+    """``error``, the reply to ``command``, named by the command and its first argument (mostly its key), as
+    redis-py's pipeline names the errors it raises."""
+    if error.args and isinstance(error.args[0], str) and command:
+        words = (a.decode(errors="replace") if isinstance(a, bytes) else str(a) for a in command[:2])
+        error.args = (f"Command ({' '.join(words)[:200]}) caused error: {error.args[0]}",)
+    return error
+
+
 class Client(redis.Redis):
     """redis.Redis whose command errors name the command and its key, as redis-py's pipeline errors already do."""
 
@@ -78,9 +87,7 @@ class Client(redis.Redis):
         try:
             return super().execute_command(*args, **options)
         except redis.ResponseError as exc:
-            if exc.args and isinstance(exc.args[0], str) and args:
-                words = (a.decode(errors="replace") if isinstance(a, bytes) else str(a) for a in args[:2])
-                exc.args = (f"Command ({' '.join(words)[:200]}) caused error: {exc.args[0]}",)
+            name_error(exc, args)
             raise
 
 

@@ -1,4 +1,5 @@
-"""Commands packed for a connection that is written directly, without redis-py's per-command path.
+"""Commands packed for a connection that is written directly, without redis-py's per-command path, and its
+replies read.
 
 redis-py 8 passes every argument through its Python encoder before handing the command to hiredis's C packer;
 a job's finish carries about forty arguments, and that loop cost a no-op task more than the rest of the write.
@@ -20,6 +21,15 @@ try:
     from redis.connection import HiredisRespSerializer
 except ImportError:  # redis-py then packs commands in Python
     hiredis = None  # type: ignore[assignment]
+
+
+def read_reply(wire: redis.Connection) -> Any:
+    """The next reply on ``wire``, an error reply returned rather than raised: it was read whole, so the replies after
+    it can still be read."""
+    try:
+        return wire.read_response()
+    except redis.ResponseError as exc:
+        return exc
 
 
 class Packer:

@@ -26,7 +26,7 @@ import redis
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
-from task_processor.packing import Packer
+from task_processor.packing import Packer, read_reply
 
 LINGER = 0.002
 """Seconds a lingering call may wait for company before it is sent on its own."""
@@ -193,10 +193,7 @@ class BatchedCalls:
                 self._unread.append(call)
 
     def _read(self) -> Any:
-        try:
-            return self._wire_connection.read_response()
-        except redis.ResponseError as exc:
-            return exc
+        return read_reply(self._wire_connection)
 
     @staticmethod
     def _deliver(call: Call, reply: Any) -> None:

@@ -16,7 +16,8 @@ from typing import Any, cast
 import redis
 from redis.exceptions import NoScriptError
 
-from task_processor.packing import Packer
+from task_processor.connection import name_error
+from task_processor.packing import Packer, read_reply
 
 
 class Waker:
@@ -44,7 +45,7 @@ class Waker:
         def exchange() -> tuple[Any, Any]:
             wire.connect()
             wire.send_packed_command(packed)
-            return _read(wire), _read(wire)  # both read whole, error replies included: the connection stays usable
+            return read_reply(wire), read_reply(wire)  # error replies too: the connection stays usable
 
         try:
             waited, reply = wire.retry.call_with_retry(exchange, lambda _: wire.disconnect())
@@ -53,19 +54,5 @@ class Waker:
             raise
         for command, outcome in ((wait_command, waited), (script_command, reply)):
             if isinstance(outcome, redis.ResponseError) and not isinstance(outcome, NoScriptError):
-                raise _named(outcome, command)
+                raise name_error(outcome, command)
         return reply
-
-
-def _read(wire: redis.Connection) -> Any:
-    try:
-        return wire.read_response()
-    except redis.ResponseError as exc:
-        return exc
-
-
-def _named(error: redis.ResponseError, command: tuple[Any, ...]) -> redis.ResponseError:
-    """The error, named by its command and first key as ``task_processor.connection.Client`` names errors."""
-    if error.args and isinstance(error.args[0], str):
-        error.args = (f"Command ({command[0]} {command[1]}) caused error: {error.args[0]}",)
-    return error
