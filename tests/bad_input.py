@@ -33,7 +33,7 @@ import pytest
 import redis
 from hypothesis import HealthCheck, settings
 
-from tests.conftest import BIN, Proc, as_bytes, decoded
+from tests.conftest import BIN, Proc, as_bytes
 
 
 def hypothesis_settings(count: int) -> settings:
@@ -113,14 +113,6 @@ def attempt(call: Callable[[], Any], error: type[Exception]) -> tuple[Any, Excep
         return call(), None
     except error as exc:
         return None, exc
-
-
-def recorded(conn: redis.Redis, key: str) -> list[str]:
-    return decoded(conn.lrange(key, 0, -1))
-
-
-def job_lines(proc: Proc) -> list[dict[str, Any]]:
-    return [line for line in proc.json_lines() if line.get("event") == "job"]
 
 
 def snapshot(conn: redis.Redis) -> dict[bytes, bytes | None]:

@@ -72,6 +72,11 @@ def decoded(values: Iterable[object]) -> list[str]:
     return [as_bytes(value).decode() for value in values]
 
 
+def recorded(conn: redis.Redis, key: str) -> list[str]:
+    """The Redis list ``key`` as text: what the example tasks that record (``worker.examples.record``) wrote."""
+    return decoded(conn.lrange(key, 0, -1))
+
+
 def bytes_fields(reply: Mapping[bytes | str, bytes | str]) -> dict[bytes, bytes]:
     """A hash read (HGETALL) on a connection that does not decode (``as_bytes``)."""
     return {as_bytes(name): as_bytes(value) for name, value in reply.items()}
@@ -198,6 +203,11 @@ class Proc:
                     os.kill(pid, signal.SIGKILL)
         self.popen.wait(timeout=10)
         self._log.close()
+
+
+def job_lines(proc: Proc) -> list[dict[str, Any]]:
+    """The one line a worker logs per job run (``worker.joblog``)."""
+    return [line for line in proc.json_lines() if line.get("event") == "job"]
 
 
 def descendants(root: int) -> list[int]:

@@ -15,7 +15,7 @@ import redis
 from rq.job import Job
 from rq.registry import StartedJobRegistry
 
-from tests.conftest import Proc, decoded, exc_string, wait_for
+from tests.conftest import Proc, exc_string, recorded, wait_for
 from tests.producer_loop import RUNS_KEY
 
 FAST = {"TASK_ABANDON_AFTER": "3"}
@@ -39,10 +39,6 @@ def kill_worker(proc: Proc) -> float:
 
 def started(conn: redis.Redis, job_id: str, queue: str) -> bool:
     return job_id in StartedJobRegistry(queue, connection=conn).get_job_ids()
-
-
-def recorded(conn: redis.Redis, key: str) -> list[str]:
-    return decoded(conn.lrange(key, 0, -1))
 
 
 def printed(proc: Proc, kind: str) -> list[str]:

@@ -26,13 +26,11 @@ from producer import InvalidTaskError, Producer
 from tests.bad_input import (
     attempt,
     hypothesis_settings,
-    job_lines,
     live_worker_fixture,  # noqa: F401  (the live_worker fixture)
     one_error_line,
-    recorded,
     run_all,
 )
-from tests.conftest import Proc, exc_string
+from tests.conftest import Proc, exc_string, job_lines, recorded
 from worker import examples
 
 

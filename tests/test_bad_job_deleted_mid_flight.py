@@ -16,8 +16,7 @@ import redis
 from rq.registry import StartedJobRegistry
 
 from producer import Producer, TaskFailedError
-from tests.bad_input import job_lines, recorded
-from tests.conftest import Proc, wait_for
+from tests.conftest import Proc, job_lines, recorded, wait_for
 
 
 @pytest.mark.timeout(100)

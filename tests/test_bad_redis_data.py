@@ -22,8 +22,8 @@ from redis.typing import EncodableT, FieldT
 from rq import Queue
 
 from producer import Producer, RedisCommandError, Task, TaskProcessorError
-from tests.bad_input import attempt, job_lines, one_error_line, recorded, run_all, snapshot
-from tests.conftest import Proc
+from tests.bad_input import attempt, one_error_line, run_all, snapshot
+from tests.conftest import Proc, job_lines, recorded
 
 ERROR_WITH_MESSAGE = re.compile(r"[\w.]+: \S")
 """A failed job's error line that says what went wrong: ``SomeError: what``, not a bare class name."""

@@ -21,8 +21,8 @@ from producer.scaling.policy import Bounds
 from task_processor.observe import list_workers
 from task_processor.reaper import ABANDONED_FIELD, INTERMEDIATE_GRACE
 from task_processor.settings import Settings
-from tests.conftest import TASK_MODULES, Proc, exc_string, running, wait_for
-from tests.faults import FAST, REQUEUED, assert_nothing_lost, kill_worker, recorded, said, settle, started
+from tests.conftest import TASK_MODULES, Proc, exc_string, recorded, running, wait_for
+from tests.faults import FAST, REQUEUED, assert_nothing_lost, kill_worker, said, settle, started
 from tests.producer_loop import RUNS_KEY
 from worker.dequeue import DEQUEUE_POLL
 from worker.runner import build_worker

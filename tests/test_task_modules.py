@@ -11,7 +11,6 @@ import textwrap
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
@@ -21,7 +20,7 @@ from rq.registry import FailedJobRegistry
 
 from producer import InvalidTaskError, Producer, Task
 from task_processor.errors import ConfigError
-from tests.conftest import Proc, exc_string, run
+from tests.conftest import Proc, exc_string, job_lines, run
 
 ALLOWED = "trusted.tasks"
 """The module of the tests' own tasks here, written into a temp dir with the untrusted package beside it."""
@@ -125,10 +124,6 @@ def planted(conn: redis.Redis, code: Path) -> dict[str, Job]:
     jobs["on_failure"] = queue.enqueue(f"{ALLOWED}.ok", "failure-job-ran", on_failure=Callback("trusted.other.run"))
     jobs["on_stopped"] = queue.enqueue(f"{ALLOWED}.ok", "stopped-job-ran", on_stopped=Callback("os.system"))
     return jobs
-
-
-def job_lines(proc: Proc) -> list[dict[str, Any]]:
-    return [line for line in proc.json_lines() if line.get("event") == "job"]
 
 
 @pytest.mark.parametrize("concurrency", ["1", "3"])

@@ -6,7 +6,6 @@ import itertools
 import signal
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 
 import pytest
 import redis
@@ -17,16 +16,8 @@ from producer import Producer, Task, TaskFailedError
 from producer.commands.redis_server import free_port
 from task_processor.connection import connect
 from task_processor.settings import Settings
-from tests.conftest import TASK_MODULES, Proc, decoded, exc_string, run, wait_for
+from tests.conftest import TASK_MODULES, Proc, exc_string, job_lines, recorded, run, wait_for
 from worker.runner import build_worker
-
-
-def recorded(conn: redis.Redis, key: str) -> list[str]:
-    return decoded(conn.lrange(key, 0, -1))
-
-
-def job_lines(proc: Proc) -> list[dict[str, Any]]:
-    return [line for line in proc.json_lines() if line.get("event") == "job"]
 
 
 def started(conn: redis.Redis, job_id: str, queue: str = "default") -> bool:
