@@ -142,6 +142,10 @@ HAND_MADE: list[tuple[str, dict[bytes, bytes]]] = [
     ("a timeout that is no number", {b"data": CALL, b"timeout": b"soon"}),
     ("a status RQ does not know", {b"data": CALL, b"status": b"resting"}),
     ("undecodable meta", {b"data": CALL, b"meta": b"\x80\x81not meta"}),
+    *((f"meta {meta!r}", {b"data": CALL, b"status": b"started", b"meta": meta}) for meta in (
+        b'{"attempt": 1}', b'{"attempt": 123456789}', b'{"attempt": 1234567890123}', b'{"attempt": 0}',
+        b'{"attempt": 01}', b'{"attempt":1}', b'{"attempt": 1, "x": 2}', b'{"attempt": "1"}',
+        b'{"attempt": 1}\n')),
     ("every date", {b"data": CALL, **{name: b"2026-12-01T10:11:12.131415Z" for name in
      (b"created_at", b"enqueued_at", b"started_at", b"ended_at", b"last_heartbeat")}}),
     ("a date RQ wrote in another format", {b"data": CALL, b"created_at": b"2026-12-01T10:11:12Z"}),

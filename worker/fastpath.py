@@ -54,6 +54,7 @@ class Suspended(enum.Enum):
 
 
 SUSPENDED = Suspended.SUSPENDED
+_SUSPENDED_REPLY = SUSPENDED.value.encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,7 +237,7 @@ class FastPath:
     def _popped(self, reply: Any, start: _Start | None) -> PopResult:
         if not reply:
             return None
-        if reply == SUSPENDED.value.encode():
+        if reply == _SUSPENDED_REPLY:
             return SUSPENDED
         queue_key, hits = reply[0].decode(), reply[1]
         return tuple(

@@ -12,13 +12,15 @@ attribute by attribute, on the hashes our producer, our pop and RQ's own enqueue
 from __future__ import annotations
 
 import json
+import re
 import zlib
 from typing import Any
 
 from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
 from rq.utils import now
 
-from task_processor.jobs import parse_time
+from task_processor.jobs import ATTEMPT_META_KEY, parse_time
 
 DATES = (b"created_at", b"enqueued_at", b"started_at", b"ended_at", b"last_heartbeat")
 """The job hash's timestamps, as RQ writes them (``rq.utils.utcformat``)."""
@@ -50,6 +52,13 @@ reads by their presence (``enqueue_at_front``, the callbacks' timeouts) and the 
 dependencies, repeats, webhooks) send the hash to ``Job.restore``."""
 
 
+ATTEMPT_ONLY = re.compile(rb'\{"attempt": ([1-9][0-9]{0,8})\}')
+"""A meta holding nothing but the attempt count, as the pop script writes it."""
+
+_STATUSES = {status.value.encode(): status for status in JobStatus}
+"""Each status by its stored value (calling the enum class by value runs a score of Python lines a job)."""
+
+
 def restore(job: Job, fields: dict[bytes, bytes]) -> None:
     """``job.restore(fields)``, for a hash as Redis returns it (bytes names and values)."""
     timeout = fields.get(b"timeout")
@@ -70,7 +79,8 @@ def restore(job: Job, fields: dict[bytes, bytes]) -> None:
     job.timeout = int(timeout) if timeout else None
     job.result_ttl = int(text) if (text := fields.get(b"result_ttl")) else None
     job.failure_ttl = int(text) if (text := fields.get(b"failure_ttl")) else None
-    job._status = JobStatus(text.decode()) if (text := fields.get(b"status")) else JobStatus.CREATED
+    text = fields.get(b"status")
+    job._status = (_STATUSES.get(text) or JobStatus(text.decode())) if text else JobStatus.CREATED
     if text := fields.get(b"success_callback_name"):
         job._success_callback_name = text.decode()
     if text := fields.get(b"failure_callback_name"):
@@ -104,6 +114,8 @@ def _call(raw: bytes) -> bytes:
 def _meta(job: Job, raw: bytes | None) -> dict[str, Any]:
     if not raw:
         return {}
+    if job.serializer is JSONSerializer and (attempt := ATTEMPT_ONLY.fullmatch(raw)):
+        return {ATTEMPT_META_KEY: int(attempt[1])}  # what the pop writes (lua/lib/pop.lua), read without json
     try:
         return job.serializer.loads(raw)  # type: ignore[no-any-return]
     except Exception:  # as Job.restore: depends on the serializer

@@ -52,6 +52,7 @@ from worker.resilient import ResilientWorker
 from worker.shutdown import Shutdown
 from worker.stopjob import SignalDeathPenalty, StopsJobs
 from worker.taskjob import TaskJob, current_attempt
+from worker.taskqueue import TaskQueue
 
 __all__ = ["TaskWorker", "build_worker", "current_attempt", "worker_name"]  # current_attempt: documented here first
 
@@ -72,6 +73,7 @@ class TaskWorker(Shutdown, StopsJobs, ResilientWorker):
     """
 
     job_class = TaskJob
+    queue_class = TaskQueue
     death_penalty_class: type[BaseDeathPenalty] = SignalDeathPenalty
     log_result_lifespan = False
     log_job_description = False

@@ -10,6 +10,7 @@ failure handling then finds the stop it was asked for (the worker's ``_stopped_j
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]  # signal.getsignal without its enum lookup
 import signal
 import threading
 from types import FrameType
@@ -98,7 +99,9 @@ class SignalDeathPenalty(BaseDeathPenalty):
 
     def setup_death_penalty(self) -> None:
         global _armed
-        if signal.getsignal(signal.SIGALRM) is not _on_alarm:  # first use, or a task installed a handler of its own
+        # First use, or a task installed a handler of its own. (``signal.getsignal`` maps the handler to its enum,
+        # which for a function raises and catches a ValueError on every job.)
+        if _signal.getsignal(signal.SIGALRM) is not _on_alarm:
             signal.signal(signal.SIGALRM, _on_alarm)
         _armed = self
         signal.alarm(self._timeout)

@@ -82,7 +82,8 @@ class TaskJob(Job):
         try:
             self.func  # noqa: B018
             for name in (self._success_callback_name, self._failure_callback_name, self._stopped_callback_name):
-                self._callback(name)
+                if name is not None:
+                    self._callback(name)
         except TaskRefusedError as exc:
             self._refusal = str(exc)
             raise
