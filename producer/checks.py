@@ -146,7 +146,7 @@ _PLAIN_JSON = frozenset({str, bool, type(None)})
 
 def _plain(value: Any) -> bool:
     kind = type(value)
-    return kind in _PLAIN_JSON or (kind is int and -(2**63) < value < 2**63)
+    return kind in _PLAIN_JSON or (kind is int and -(2**63) < value < 2**63) or (kind is float and math.isfinite(value))
 
 
 def check_json_arguments(path: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:

@@ -121,6 +121,8 @@ def poisoned_call(draw: st.DrawFn) -> tuple[tuple[Any, ...], dict[str, Any], str
 @example(call=(({1, 2},), {}, "argument 1 is "))
 @example(call=((), {"table": {"ok": {1: "a"}}}, "keyword argument 'table'['ok'] has the key 1"))
 @example(call=(([0, {"x": [float("nan")]}],), {}, "argument 1[1]['x'][0] is "))
+@example(call=((1.5, float("nan")), {}, "argument 2 is nan"))
+@example(call=((), {"x": float("-inf")}, "keyword argument 'x' is -inf"))
 def test_any_non_json_leaf_is_refused_naming_its_path(
     producer: Producer, conn: redis.Redis, call: tuple[tuple[Any, ...], dict[str, Any], str]
 ) -> None:
