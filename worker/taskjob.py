@@ -98,9 +98,11 @@ class TaskJob(Job):
         # RQ's perform() first removes any expiry from the job hash, in a round trip of its own; the worker's
         # start pipeline has done that already.
         self.check_allowed()
-        _job_stack.push(self)
+        stack = _job_stack.push(self)  # the thread's stack (get_current_job reads its top)
         try:
             self._result = self._execute()
         finally:
-            _job_stack.pop()
+            # Not _job_stack.pop(): that drops the thread's stack once it is empty, and the next push makes it
+            # again through two caught exceptions (KeyError, AttributeError), for every job.
+            stack.pop()
         return self._result
