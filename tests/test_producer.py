@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import zlib
 from typing import Any
 
 import pytest
@@ -37,6 +38,19 @@ def test_enqueue_writes_a_json_rq_job(producer: Producer, conn: redis.Redis) -> 
     assert data.startswith(b"[")  # a call this short is stored as it is
     func, _instance, args, kwargs = json.loads(data)
     assert (func, args, kwargs) == ("worker.examples.add", [2, 3], {})
+
+
+@pytest.mark.parametrize(("argument", "compressed"), [("a" * 60, False), ("a" * 90, True), ("0123456789" * 30, True)])
+def test_a_call_is_stored_compressed_when_long_enough_and_smaller(
+    producer: Producer, conn: redis.Redis, argument: str, compressed: bool
+) -> None:
+    """From 128 bytes (``producer.jobhash.COMPRESS_FROM``) a call is stored compressed when that is smaller; a
+    shorter one is stored as it is, however well it would compress. RQ reads both."""
+    job = producer.enqueue("worker.examples.add", argument, "")
+    data = as_bytes(conn.hget(job.key, "data"))
+    assert data.startswith(b"[") is not compressed
+    assert (zlib.decompress(data) if compressed else data) == job.data
+    assert Job.fetch(job.id, connection=conn, serializer="json").args == [argument, ""]
 
 
 def test_task_kwargs_and_callables(producer: Producer) -> None:
