@@ -89,6 +89,19 @@ def test_wait_returns_results_in_order(producer: Producer, spawn: Callable[..., 
     assert progress[-1] == (20, 20)
 
 
+def test_each_job_is_the_current_job_while_it_runs_and_only_then(
+    producer: Producer, conn: redis.Redis, spawn: Callable[..., Proc]
+) -> None:
+    """``rq.get_current_job()`` names the running job inside it (the worker's job stack), and nothing once it has
+    returned: its success callback, which RQ runs after the job, sees no job, for every job of a worker."""
+    jobs = producer.enqueue_many(
+        [Task("worker.examples.record_current", ("seen",), on_success="worker.examples.note_current")] * 5
+    )
+    assert spawn("task-worker", "--burst").wait(timeout=60) == 0
+    assert [line.split()[0] for line in recorded(conn, "seen")] == [job.id for job in jobs]
+    assert recorded(conn, "current") == [f"{job.id} none" for job in jobs]
+
+
 def test_unknown_function_fails_the_job_with_a_clear_error(
     producer: Producer, conn: redis.Redis, spawn: Callable[..., Proc]
 ) -> None:

@@ -87,3 +87,10 @@ def note_outcome(job: Job, connection: Redis, *outcome: object) -> None:
     callback nothing) to the Redis list ``callbacks``, so a test sees which callbacks ran, for which jobs."""
     kind = {1: "success", 3: "failure"}.get(len(outcome), "stopped")
     connection.rpush("callbacks", f"{job.id} {kind}")
+
+
+def note_current(job: Job, connection: Redis, *outcome: object) -> None:
+    """A success callback: appends the job's id and what ``get_current_job()`` names as the callback runs (RQ runs
+    callbacks after the job, so "none") to the Redis list ``current``."""
+    current = get_current_job()
+    connection.rpush("current", f"{job.id} {current.id if current is not None else 'none'}")
