@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows[name] = _timed(connection, system, args.samples, args.idle)
                 connection.config_set("slowlog-log-slower-than", 10_000)
                 if name == OURS:
-                    rows[name]["enqueue script in Redis"] = _script_us(connection, "enqueue")
+                    rows[name]["enqueue script in Redis"] = _script_us(connection, "enqueue_one")
                     rows[name]["pop script in Redis"] = _script_us(connection, "pop")
             connection.flushall()
     print(f"medians over {args.samples} tasks, each after {args.idle:g} s idle, in microseconds from the call")

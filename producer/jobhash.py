@@ -131,12 +131,11 @@ class QueuedJob:
         job_id = job_id or new_job_id()
         return cls(job_id, queue, at_front, func, args, kwargs, data, description, timeout, retry_intervals, options)
 
-    def varying_fields(self) -> list[Any]:
-        """Per-job script arguments (see ``producer.atomic`` and enqueue.lua): push end, id, data, description,
-        timeout, retries; then the options: placement, score, ttl, unique, the dependencies (count first) and the
-        option fields (count first, then name and value each)."""
-        retries, options = self.retry_intervals, self.options
-        head = [
+    def call_fields(self) -> list[Any]:
+        """The job's own script arguments, what every job has (enqueue_one.lua's, and the head of
+        ``varying_fields``): push end, id, data, description, timeout, retries (count and intervals, '' without)."""
+        retries = self.retry_intervals
+        return [
             "L" if self.at_front else "R",
             self.id,
             self.data,
@@ -145,6 +144,12 @@ class QueuedJob:
             "" if retries is None else len(retries),
             "" if retries is None else json.dumps(retries),
         ]
+
+    def varying_fields(self) -> list[Any]:
+        """Per-job script arguments (see ``producer.atomic`` and enqueue.lua): ``call_fields``, then the options:
+        placement, score, ttl, unique, the dependencies (count first) and the option fields (count first, then name
+        and value each)."""
+        head, options = self.call_fields(), self.options
         if options is PLAIN:
             return head + _PLAIN_FIELDS
         return [

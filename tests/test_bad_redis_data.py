@@ -253,3 +253,33 @@ def test_enqueue_many_onto_a_broken_queue_writes_nothing(producer: Producer, con
     assert "\n" not in str(info.value)
     assert "rq:queue:broken" in str(info.value)
     assert "cannot reach Redis" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("garbage", "task"),
+    [
+        pytest.param("rq:queue:broken", Task("worker.examples.noop", queue="broken"), id="the queue"),
+        pytest.param("rq:queue:broken", Task("worker.examples.noop", queue="broken", at_front=True), id="its head"),
+        pytest.param("rq:queues", Task("worker.examples.noop", queue="fresh"), id="the queue set, a new queue"),
+        pytest.param("rq:queues", Task("worker.examples.noop", queue="fine"), id="the queue set, a queue in use"),
+        pytest.param(
+            "rq:queues", Task("worker.examples.noop", queue="fine", at_front=True), id="the queue set, at the head"
+        ),
+        pytest.param("rq:job:taken", Task("worker.examples.noop", job_id="taken", queue="fine"), id="the job id"),
+    ],
+)
+def test_one_enqueue_onto_a_key_of_another_type_writes_nothing(
+    producer: Producer, conn: redis.Redis, garbage: str, task: Task
+) -> None:
+    """``enqueue``'s own script learns each key's type from the write itself and takes back what it wrote when a
+    later key refuses (the queue set after the push): nothing is left behind, and the one line names the key."""
+    producer.enqueue("worker.examples.noop", job_id="earlier", queue="fine")
+    conn.set(garbage, "garbage")
+    before = snapshot(conn)
+    with pytest.raises(TaskProcessorError) as info:
+        producer.enqueue_many([task])
+    assert snapshot(conn) == before, sorted(conn.keys("*"))
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"{garbage} holds a string" in message, message
+    assert "cannot reach Redis" not in message

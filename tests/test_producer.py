@@ -205,7 +205,9 @@ class CountingConnection(redis.Connection):
 def test_enqueue_and_enqueue_many_cost_one_round_trip_each(redis_url: str, conn: redis.Redis) -> None:
     counted = redis.Redis.from_url(redis_url, connection_class=CountingConnection)
     producer = Producer(redis_url, connection=counted)
-    producer.enqueue("worker.examples.noop")  # warms the connection (its handshake is not a task's cost)
+    # Warms the connection and loads both enqueue scripts (a handshake and a script load are not a task's cost).
+    producer.enqueue("worker.examples.noop")
+    producer.enqueue_many([Task("worker.examples.noop")] * 2)
     CountingConnection.sent = 0
     producer.enqueue("worker.examples.add", 1, 2)
     assert CountingConnection.sent == 1
@@ -229,12 +231,15 @@ class LosesOneReply(redis.Connection):
         return response
 
 
-def test_a_batch_resent_after_a_lost_reply_is_written_once(redis_url: str, conn: redis.Redis) -> None:
+@pytest.mark.parametrize("size", [1, 3], ids=["one task (enqueue_one.lua)", "a batch (enqueue.lua)"])
+def test_a_batch_resent_after_a_lost_reply_is_written_once(redis_url: str, conn: redis.Redis, size: int) -> None:
     flaky = redis.Redis.from_url(redis_url, connection_class=LosesOneReply, retry=Retry(NoBackoff(), 3))
     producer = Producer(redis_url, connection=flaky)
-    producer.enqueue("worker.examples.noop", queue="warm")  # loads the script: the next call is one command
+    # Loads both scripts: the next call is one command.
+    producer.enqueue_many([Task("worker.examples.noop", queue="warm")] * 2)
+    producer.enqueue("worker.examples.noop", queue="warm")
     LosesOneReply.armed = True
-    jobs = producer.enqueue_many([Task("worker.examples.add", (i, 1)) for i in range(3)])
+    jobs = producer.enqueue_many([Task("worker.examples.add", (i, 1)) for i in range(size)])
     assert not LosesOneReply.armed, "the reply was not lost: this test tested nothing"
     # redis-py resent the batch; Redis had run it already, and the batch's receipt kept it from running twice.
     assert queued_ids(conn, "default") == [job.id for job in jobs]

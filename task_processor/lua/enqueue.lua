@@ -1,3 +1,5 @@
+-- include: lib/check.lua
+-- include: lib/queued.lua
 -- enqueue.lua: write a batch of jobs, all of them or none, and at most once.
 --
 -- For each job it writes what RQ's enqueue writes: the queue's name into rq:queues, the job's hash, and then
@@ -26,13 +28,6 @@ local now = ARGV[4 + nq]        -- unix seconds: the deferred registry's score
 -- error: 'DUPLICATE <id>' (unique, and a job with that id is live) or 'UNKNOWN_DEPENDENCY <id> <dependency>'.
 -- The receipt and a live duplicate rewrite one field of a job hash as it is: nothing changes, but a WAIT after the call
 -- covers the earlier write of that job (WAIT waits for the latest write of its own connection, and this is one).
-
-local function check(key, want)
-  local have = redis.call('TYPE', key)['ok']
-  if have ~= 'none' and have ~= want then
-    return redis.error_reply('WRONGTYPE ' .. key .. ' holds a ' .. have .. ', not a ' .. want)
-  end
-end
 
 local first = 2 + 3 * nq
 local jobs = {}
@@ -96,19 +91,7 @@ for _, job in ipairs(jobs) do
   end
   local status = 'queued'
   if job.mode == 'S' then status = 'scheduled' elseif waits then status = 'deferred' end
-  local fields = {'status', status, 'created_at', stamp, 'data', job.data}
-  if job.retries_left ~= '' then
-    for _, value in ipairs({'retries_left', job.retries_left, 'retry_intervals', job.retry_intervals}) do
-      fields[#fields + 1] = value
-    end
-  end
-  for _, value in ipairs({'origin', ARGV[2 + job.q], 'description', job.description, 'timeout', job.timeout}) do
-    fields[#fields + 1] = value
-  end
-  if status == 'queued' then
-    fields[#fields + 1] = 'enqueued_at'
-    fields[#fields + 1] = stamp
-  end
+  local fields = queued_fields(status, stamp, ARGV[2 + job.q], job)
   for _, value in ipairs(job.fields) do fields[#fields + 1] = value end
   redis.call('HSET', job.key, unpack(fields))
   if status == 'scheduled' then
