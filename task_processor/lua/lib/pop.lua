@@ -11,8 +11,9 @@
 --                 first: a finish that names its next job and takes more behind it)
 -- Returns 'suspended'; false when every queue is empty; else {queue key, hits}, one hit a job in queue order:
 -- {job id, the job's hash as a flat list (false when its key is not a hash), 1 when the pop started the job, its
--- execution id}. Each job moves into its queue's intermediate list in the same step, so a popped job always
--- exists in Redis. A queued job whose meta holds no more than our attempt count (JSON, the common case) is
+-- execution id}. Each job leaves its queue in the same atomic step that starts it or, when it is not started
+-- here, moves it into its queue's intermediate list (as LMOVE would: the same step), so a popped job always exists
+-- in Redis. A queued job whose meta holds no more than our attempt count (JSON, the common case) is
 -- started here, its attempt counted; a batch ends at any other job, which is left for Python to start. Only the
 -- first job of a batch becomes the worker's current job (with `current`); each later one does when the job before it
 -- finishes.
@@ -33,19 +34,25 @@ local function execution_id(s, n)
   return string.sub(s.execution_id, 1, -5) .. string.format('%04x', n)
 end
 
--- A hit for the job `id` just moved into `intermediate`, started when it can be, and whether a batch may go on.
+-- A hit for the job `id` just taken off its queue: started when it can be, else moved into `intermediate`; and
+-- whether a batch may go on. (A started job would leave the intermediate list again in the same call: it never
+-- goes there, one call fewer a job than LMOVE and LREM.)
 local function take(id, intermediate, wip, prefix, s, n, current)
   local job = prefix .. id
-  if redis.call('TYPE', job)['ok'] ~= 'hash' then return {id, false, 0, false}, false end
+  if redis.call('TYPE', job)['ok'] ~= 'hash' then
+    redis.call('RPUSH', intermediate, id)
+    return {id, false, 0, false}, false
+  end
   if s then
     local state = redis.call('HMGET', job, 'status', 'meta')
     local meta = state[1] == 'queued' and next_meta(state[2])
     if meta then
       local execution = execution_id(s, n)
-      start(job, id, wip, intermediate, meta, s, execution, current and n == 1)
+      start(job, id, wip, nil, meta, s, execution, current and n == 1)
       return {id, redis.call('HGETALL', job), 1, execution}, true
     end
   end
+  redis.call('RPUSH', intermediate, id)
   return {id, redis.call('HGETALL', job), 0, false}, false
 end
 
@@ -54,14 +61,14 @@ local function pop(first, prefix, s, k, current)
   for i = first + 1, #KEYS, 3 do
     local queue, intermediate, wip = KEYS[i], KEYS[i + 1], KEYS[i + 2]
     if redis.call('TYPE', queue)['ok'] == 'list' then
-      local id = redis.call('LMOVE', queue, intermediate, 'LEFT', 'RIGHT')
+      local id = redis.call('LPOP', queue)
       if id then
         local hits = {}
         while id do
           local hit, more = take(id, intermediate, wip, prefix, s, #hits + 1, current)
           hits[#hits + 1] = hit
           if not more or #hits >= k then break end
-          id = redis.call('LMOVE', queue, intermediate, 'LEFT', 'RIGHT')
+          id = redis.call('LPOP', queue)
         end
         return {queue, hits}
       end

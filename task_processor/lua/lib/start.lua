@@ -5,7 +5,8 @@
 -- job is never popped without being started (or started without being out of its intermediate list).
 --   job, id       the job's hash key (rq:job:<id>) and its id
 --   wip           the started registry of its queue (rq:wip:<q>)
---   intermediate  the intermediate list it was popped into (rq:queue:<q>:intermediate)
+--   intermediate  the intermediate list it was popped into (rq:queue:<q>:intermediate), or nil for a job the same
+--                 atomic call took straight off its queue (lib/pop.lua)
 --   meta          the job's new meta (JSON), with our attempt count
 --   s             the start's own arguments, read by start_args(): chosen by the worker before the job is known
 --   execution_id  the execution's id (s.execution_id for a single start; see lib/pop.lua for a batch)
@@ -79,5 +80,5 @@ local function start(job, id, wip, intermediate, meta, s, execution_id, current)
              'worker_name', s.name)
   redis.call('PERSIST', job)
   -- prepare_job_execution: the job leaves the intermediate list it was popped into
-  redis.call('LREM', intermediate, 1, id)
+  if intermediate then redis.call('LREM', intermediate, 1, id) end
 end
