@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
 from collections.abc import Callable
 
@@ -74,12 +75,17 @@ def test_the_batch_follows_the_measured_job_duration() -> None:
     assert pacer.batch() == 1
 
 
+def in_process_worker(redis_url: str, conn: redis.Redis) -> TaskWorker:
+    """A worker on the default queue, in this process, with TASK_ABANDON_AFTER=3."""
+    settings = Settings(redis_url=redis_url, abandon_after=3, task_modules=(TASK_MODULES,))
+    return build_worker(settings, conn, ("default",))
+
+
 def holding(redis_url: str, producer: Producer, conn: redis.Redis) -> tuple[list[Job], TaskWorker, Taken]:
     """Ten queued no-ops, and an in-process worker (TASK_ABANDON_AFTER=3) that took eight: it runs the first next
     and holds seven."""
     jobs = producer.enqueue_many([Task("worker.examples.noop") for _ in range(10)])
-    settings = Settings(redis_url=redis_url, abandon_after=3, task_modules=(TASK_MODULES,))
-    worker = build_worker(settings, conn, ("default",))
+    worker = in_process_worker(redis_url, conn)
     taken = worker._dequeue.take(timeout=None, batch=8)
     assert taken is not None
     return jobs, worker, taken
@@ -119,6 +125,49 @@ def test_the_heartbeat_keeps_held_jobs_alive(redis_url: str, producer: Producer,
     scores = [conn.zscore("rq:wip:default", entry) for entry in entries]
     assert all(score is not None and score > time.time() for score in scores)
     assert all(conn.ttl(hit.execution.key) > 1 for hit in held if hit.execution is not None)
+
+
+class FixedBatch(Pacer):
+    """A pacer that always allows ``size`` jobs a pop, whatever the jobs measure."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def batch(self) -> int:
+        return self.size
+
+
+def test_jobs_popped_ahead_of_a_long_job_are_kept_alive_while_it_runs(
+    redis_url: str, producer: Producer, conn: redis.Redis
+) -> None:
+    """With batches of four, the finish of the third job names the long fourth one as next and pops the four after
+    it. Those are started in Redis the moment the finish runs, so this worker must keep them alive from then on:
+    should the long job outlive TASK_ABANDON_AFTER, the reaper would otherwise hand them to another worker, and
+    both would run them."""
+    short = [Task("worker.examples.record", ("done", str(i))) for i in range(3)]
+    long = Task("worker.examples.record", ("done", "long"), {"seconds": 3})
+    after = [Task("worker.examples.record", ("done", str(i))) for i in range(3, 7)]
+    jobs = producer.enqueue_many([*short, long, *after])
+    worker = in_process_worker(redis_url, conn)
+    worker._pacer = FixedBatch(4)
+    lapsed: list[str] = []
+
+    def lapse_all_then_beat() -> None:
+        """While the long job runs: every started entry as if its beats had stopped, then one beat."""
+        wait_for(lambda: runs_now(conn, worker.name, jobs[3]), timeout=30, what="the long job to run")
+        wait_for(lambda: conn.zcard("rq:wip:default") == 5, timeout=10, what="the jobs after it to be started")
+        entries = decoded(conn.zrange("rq:wip:default", 0, -1))
+        conn.zadd("rq:wip:default", dict.fromkeys(entries, 1))
+        worker._heartbeat.beat()
+        lapsed.extend(e for e in entries if (conn.zscore("rq:wip:default", e) or 0) < time.time())
+
+    checker = threading.Thread(target=lapse_all_then_beat)
+    checker.start()
+    worker.work(burst=True)
+    checker.join()
+    assert runs(conn) == [*(str(i) for i in range(3)), "long", *(str(i) for i in range(3, 7))]
+    assert lapsed == []
 
 
 def test_jobs_held_by_a_stopping_worker_go_back_to_the_front_in_order_untouched(

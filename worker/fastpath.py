@@ -21,6 +21,7 @@ retry, stop, ``result_ttl`` 0 or -1, repeats) goes through RQ's own code.
 from __future__ import annotations
 
 import enum
+import threading
 from base64 import b64encode
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -268,15 +269,17 @@ class PostedFinishes:
     """A worker's posted finishes until their replies are read. One that failed (a lost connection, an error
     reply) may not have been recorded: the job then stays started, and the reaper runs it again once its heartbeat
     lapses (so do the jobs it may have popped); the worker says so in the log. The jobs a posted finish popped go
-    to ``hold`` as its reply is read."""
+    to ``hold`` as its reply is read. The worker's thread and its heartbeat thread both read replies."""
 
     def __init__(self, calls: BatchedCalls, hold: Callable[[PopResult], None]) -> None:
         self.calls = calls
         self.hold = hold
         self._posted: list[Posted] = []
+        self._lock = threading.Lock()
 
     def add(self, posted: Posted) -> None:
-        self._posted.append(posted)
+        with self._lock:
+            self._posted.append(posted)
 
     @property
     def popping(self) -> bool:
@@ -287,6 +290,10 @@ class PostedFinishes:
         """Look at the replies read so far."""
         if not self._posted:
             return
+        with self._lock:
+            self._check()
+
+    def _check(self) -> None:
         pending = []
         for posted in self._posted:
             if not posted.call.done:

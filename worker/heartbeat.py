@@ -30,6 +30,8 @@ class Beating(Protocol):
 
     def maintain_heartbeats(self, job: Job) -> None: ...
 
+    def hold_popped(self) -> None: ...
+
     def maintain_held(self) -> None: ...
 
 
@@ -73,6 +75,7 @@ class Heartbeat:
         """One beat: the worker's, the running job's if there is one, and those of the jobs a pop took for the worker
         to run next (the thread's every ``interval``)."""
         try:
+            self.worker.hold_popped()  # outside the lock: holding a job takes it
             with self.lock:
                 if self._running is None:
                     self.worker.heartbeat()

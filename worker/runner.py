@@ -201,6 +201,15 @@ class TaskWorker(Shutdown, StopsJobs, ResilientWorker):
             return taken.job, taken.queue
         return None
 
+    def hold_popped(self) -> None:
+        """Hold the jobs a posted finish popped, once its reply can be read (the heartbeat thread, before its beat).
+
+        Those jobs are started in Redis when the finish runs, but the worker reads the finish's reply only at its
+        next exchange with Redis, which a long job puts off: until then no beat would keep them alive, and once
+        TASK_ABANDON_AFTER passed the reaper would hand them to another worker while this one still holds them."""
+        if self._posted.popping:
+            self._posted.settle()
+
     def maintain_held(self) -> None:
         """Keep alive the jobs a pop took for this worker to run next (the heartbeat thread, under its lock)."""
         self._dequeue.keep_held_alive(self.abandon_after)
