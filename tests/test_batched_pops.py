@@ -127,6 +127,57 @@ def test_the_heartbeat_keeps_held_jobs_alive(redis_url: str, producer: Producer,
     assert all(conn.ttl(hit.execution.key) > 1 for hit in held if hit.execution is not None)
 
 
+def test_a_job_the_pop_cannot_start_ends_its_batch_and_the_jobs_behind_stay_queued_in_order(
+    redis_url: str, producer: Producer, conn: redis.Redis
+) -> None:
+    """A pop takes its batch off the queue in one step. A job it cannot start (its meta holds more than the attempt
+    count, so Python starts it) ends the batch: it goes to the intermediate list, and the jobs behind it go back
+    to the queue's head as they were, in order, none of them started."""
+    jobs = producer.enqueue_many([Task("worker.examples.noop") for _ in range(6)])
+    conn.hset(jobs[2].key, "meta", json.dumps({"note": "kept", "attempt": 1}))
+    worker = in_process_worker(redis_url, conn)
+    taken = worker._dequeue.take(timeout=None, batch=6)
+    assert taken is not None
+    assert taken.job.id == jobs[0].id
+    held = list(worker._dequeue.held)
+    assert [hit.job_id.decode() for hit in held] == [jobs[1].id, jobs[2].id]
+    assert [hit.execution is not None for hit in held] == [True, False]  # the pop started the first two only
+    assert conn.lrange("rq:queue:default:intermediate", 0, -1) == [jobs[2].id.encode()]
+    assert conn.lrange("rq:queue:default", 0, -1) == [job.id.encode() for job in jobs[3:]]
+    assert {conn.hget(job.key, "status") for job in jobs[2:]} == {b"queued"}
+    assert attempts(conn, jobs[3:]) == [0, 0, 0]
+
+
+def test_a_popped_job_comes_as_its_hash_reads_after_the_start(
+    redis_url: str, producer: Producer, conn: redis.Redis
+) -> None:
+    """The pop hands the worker each job it started as Redis now holds it: the fields the start wrote in place of
+    those of an earlier attempt (a job the reaper queued again), each field once."""
+    jobs = producer.enqueue_many([Task("worker.examples.noop") for _ in range(2)])
+    conn.hset(
+        jobs[1].key,
+        mapping={
+            "meta": '{"attempt": 1}',
+            "worker_name": "gone",
+            "started_at": "2026-01-01T00:00:00.000000Z",
+            "last_heartbeat": "2026-01-01T00:00:01.000000Z",
+            "abandoned": "1",
+        },
+    )  # as a first attempt left it before the reaper queued the job again
+    worker = in_process_worker(redis_url, conn)
+    popped = worker._dequeue.fast.pop(worker._dequeue.pop_keys, 2)
+    assert isinstance(popped, tuple)
+    assert len(popped) == 2
+    for hit, job in zip(popped, jobs, strict=True):
+        assert hit.execution is not None
+        assert hit.fields is not None
+        names = hit.fields[::2]
+        assert len(names) == len(set(names)), names
+        assert dict(zip(names, hit.fields[1::2], strict=True)) == conn.hgetall(job.key)
+    assert conn.hget(jobs[1].key, "meta") == b'{"attempt": 2}'
+    assert conn.hget(jobs[1].key, "worker_name") == worker.name.encode()
+
+
 class FixedBatch(Pacer):
     """A pacer that always allows ``size`` jobs a pop, whatever the jobs measure."""
 

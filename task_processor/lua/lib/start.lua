@@ -12,6 +12,7 @@
 --   execution_id  the execution's id (s.execution_id for a single start; see lib/pop.lua for a batch)
 --   current       whether the job becomes the worker's current job (false for the later jobs of a batch, which
 --                 become current when the finish of the job before them says so: finish.lua)
+-- Returns the fields it wrote to the job's hash, flat.
 -- Keys written besides those: the execution hash rq:execution:<id>:<execution id>, the job's execution
 -- registry rq:executions:<id>, and the worker's hash (s.worker).
 
@@ -76,9 +77,11 @@ local function start(job, id, wip, intermediate, meta, s, execution_id, current)
     redis.call('EXPIRE', s.worker, s.ttl)
   end
   -- Job.prepare_for_execution (and our attempt count in meta), Job.perform's PERSIST
-  redis.call('HSET', job, 'meta', meta, 'last_heartbeat', s.iso, 'status', 'started', 'started_at', s.iso,
-             'worker_name', s.name)
+  local written = {'meta', meta, 'last_heartbeat', s.iso, 'status', 'started', 'started_at', s.iso,
+                   'worker_name', s.name}
+  redis.call('HSET', job, unpack(written))
   redis.call('PERSIST', job)
   -- prepare_job_execution: the job leaves the intermediate list it was popped into
   if intermediate then redis.call('LREM', intermediate, 1, id) end
+  return written
 end
