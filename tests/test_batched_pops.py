@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import pytest
 import redis
+from rq.exceptions import DequeueTimeout
 from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 
@@ -21,6 +22,7 @@ from producer import Producer, Task
 from task_processor.settings import Settings
 from tests.conftest import TASK_MODULES, Proc, decoded, wait_for
 from worker.dequeue import Taken
+from worker.fastpath import PopResult
 from worker.pacing import HORIZON, MAX_BATCH, Pacer
 from worker.runner import TaskWorker, build_worker
 
@@ -219,6 +221,32 @@ def test_jobs_popped_ahead_of_a_long_job_are_kept_alive_while_it_runs(
     checker.join()
     assert runs(conn) == [*(str(i) for i in range(3)), "long", *(str(i) for i in range(3, 7))]
     assert lapsed == []
+
+
+def test_a_worker_whose_finish_found_the_queue_empty_waits_without_a_pop_of_its_own(
+    redis_url: str, producer: Producer, conn: redis.Redis
+) -> None:
+    """The finish of a job pops the next one in the same call; when it finds the queues empty, the worker goes
+    straight to its wait (whose pop follows in the same write), without a round trip that could only find them
+    empty again. Likewise after a wait that timed out."""
+    producer.enqueue("worker.examples.noop")
+    worker = in_process_worker(redis_url, conn)
+    pops: list[int] = []
+    pop = worker._dequeue.fast.pop
+
+    def counted(pop_keys: list[str], k: int) -> PopResult:
+        pops.append(k)
+        return pop(pop_keys, k)
+
+    worker._dequeue.fast.pop = counted  # type: ignore[method-assign]
+    taken = worker.dequeue_job_and_maintain_ttl(1)
+    assert taken is not None
+    worker.execute_job(*taken)
+    assert conn.hget(taken[0].key, "status") == b"finished"
+    for _ in range(2):
+        with pytest.raises(DequeueTimeout):
+            worker._dequeue.take(timeout=1)
+    assert len(pops) == 1  # the first take's, before any finish or wait
 
 
 def test_jobs_held_by_a_stopping_worker_go_back_to_the_front_in_order_untouched(

@@ -74,6 +74,10 @@ class Dequeuer:
         ]
         self.prefetched: PopResult = None
         """What a finish popped for this worker (see FastPath.finish), until the next take."""
+        self.found_empty = False
+        """Whether the last pop (a finish's, or the one behind a wait) found every queue empty: the next take then
+        waits for work at once, as a pop of its own before the wait would only find the same and cost a round trip
+        (a take in burst mode pops all the same: the reaper may have queued a job since)."""
         self.held: deque[Popped] = deque()
         """Jobs taken by a pop and not run yet, in queue order (changed under ``lock``: the heartbeat reads it)."""
         self.lock = lock
@@ -84,7 +88,8 @@ class Dequeuer:
         when every queue is empty (burst); else a short blocking pop, raising DequeueTimeout when nothing came."""
         while True:
             hits, self.prefetched = self.prefetched, None
-            if hits is None and not self.held:
+            found_empty, self.found_empty = self.found_empty, False
+            if hits is None and not self.held and not (found_empty and timeout is not None):
                 hits = self.fast.pop(self.pop_keys, batch)
             if hits is SUSPENDED:
                 self.wait_while_suspended(timeout is None)
@@ -98,6 +103,7 @@ class Dequeuer:
                 if hits is not None:
                     self.prefetched = hits
                     continue
+                self.found_empty = True
             with self.lock:
                 self.held.extend(hits or ())
                 hit = self.held.popleft() if self.held else None

@@ -287,6 +287,7 @@ class TaskWorker(Shutdown, StopsJobs, ResilientWorker):
                 self._posted.add(finished)
             else:
                 self._dequeue.prefetched = finished.popped
+                self._dequeue.found_empty = bool(pop_keys) and finished.popped is None
             self.execution = None
         self._posted.check()
 
