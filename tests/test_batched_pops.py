@@ -249,6 +249,23 @@ def test_a_worker_whose_finish_found_the_queue_empty_waits_without_a_pop_of_its_
     assert len(pops) == 1  # the first take's, before any finish or wait
 
 
+def test_a_burst_worker_pops_again_for_a_job_the_reaper_queued_after_its_finish_found_none(
+    redis_url: str, producer: Producer, conn: redis.Redis
+) -> None:
+    """In burst mode a worker stops once the queues are empty; a job whose worker died, requeued by this worker's
+    reaper after the finish of its last job found the queue empty, is still run before it stops."""
+    orphan = producer.enqueue("worker.examples.record", "done", "orphan")
+    dead = in_process_worker(redis_url, conn)
+    assert dead._dequeue.take(timeout=None) is not None  # started, then its worker "dies"
+    (entry,) = decoded(conn.zrange("rq:wip:default", 0, -1))
+    assert entry.startswith(orphan.id)
+    conn.zadd("rq:wip:default", {entry: time.time() + 1.5})  # its heartbeat lapses while the next job runs
+    producer.enqueue("worker.examples.record", "done", "slow", seconds=2.5)
+    worker = in_process_worker(redis_url, conn)
+    worker.work(burst=True)
+    assert sorted(runs(conn)) == ["orphan", "slow"]  # (a slow start may requeue it before the slow job runs)
+
+
 def test_jobs_held_by_a_stopping_worker_go_back_to_the_front_in_order_untouched(
     redis_url: str, producer: Producer, conn: redis.Redis
 ) -> None:
