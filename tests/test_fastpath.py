@@ -24,7 +24,7 @@ from rq import Queue
 from rq.job import Job
 from rq.utils import utcformat, utcparse
 
-from task_processor.jobs import parse_time
+from task_processor.jobs import parse_time, rq_time
 from task_processor.observe import list_workers
 from tests.conftest import Proc, ReferenceWorker, as_bytes, bytes_fields, decoded, wait_for
 
@@ -237,8 +237,10 @@ def test_a_job_a_blocking_pop_took_looks_as_rq_leaves_it(
 
 
 @given(moment=st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(9999, 12, 31), timezones=st.just(UTC)))
-def test_the_pop_path_reads_rqs_timestamps_as_rq_does(moment: datetime) -> None:
-    """The popped job's times are parsed without strptime: the same aware datetimes as RQ's utcparse gives."""
+def test_the_fast_path_reads_and_writes_rqs_timestamps_as_rq_does(moment: datetime) -> None:
+    """The popped job's times are parsed without strptime (the same aware datetimes as RQ's utcparse gives), and the
+    times the scripts write are formatted without strftime (the same text as RQ's utcformat)."""
     written = utcformat(moment)
     assert parse_time(written) == utcparse(written)
     assert parse_time(written).tzinfo is not None
+    assert rq_time(moment) == written  # and written as RQ writes them, without strftime

@@ -36,11 +36,11 @@ from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.queue import Queue
 from rq.results import Result
-from rq.utils import current_timestamp, now, utcformat
+from rq.utils import current_timestamp, now
 
 from task_processor import keys, scripts
 from task_processor.errors import first_line
-from task_processor.jobs import parse_time
+from task_processor.jobs import parse_time, rq_time
 from task_processor.logs import get_logger
 from worker.batching import BatchedCalls, Call
 from worker.wake import Waker
@@ -199,9 +199,9 @@ class FastPath:
             keys.QUEUES,
             *pop_keys,
         ]
-        args = [job.id, execution.id, (job.ended_at - job.started_at).total_seconds(), utcformat(job.ended_at),
+        args = [job.id, execution.id, (job.ended_at - job.started_at).total_seconds(), rq_time(job.ended_at),
                 result_ttl, current_timestamp() + result_ttl, keys.JOB_PREFIX,
-                utcformat(now()), Queue.DEFAULT_TIMEOUT, keys.QUEUE_PREFIX, keys.deferred(""),
+                rq_time(now()), Queue.DEFAULT_TIMEOUT, keys.QUEUE_PREFIX, keys.deferred(""),
                 1 if job._result is None else 0, k, next_id or "", *self._start_part(start), *fields]  # fmt: skip
         if next_id is not None:
             # A finish that pops goes out at once (with any lingering ones): its jobs are wanted soon.
@@ -216,7 +216,7 @@ class FastPath:
         marked started before it was popped (or enqueued), and the worker reads them from the job it gets."""
         ttl = self.ttl
         execution_id, started, timestamp = uuid4().hex, now(), current_timestamp()
-        args = [self.worker_key, self.worker_name, execution_id, started.timestamp(), utcformat(started), ttl,
+        args = [self.worker_key, self.worker_name, execution_id, started.timestamp(), rq_time(started), ttl,
                 timestamp + ttl, timestamp + ttl + 60, "1" if at_run else ""]  # fmt: skip
         return _Start(execution_id, None if at_run else started, args)
 
