@@ -115,6 +115,11 @@ class Dequeuer:
             if taken is not None:
                 return taken
 
+    def prefetch(self, hits: PopResult, popped: bool) -> None:
+        """Keep what a finish popped (``popped``: whether it popped at all) for the next take."""
+        self.prefetched = hits
+        self.found_empty = popped and hits is None
+
     def next_held(self) -> Popped | None:
         """The job the worker runs next, when a pop already took it."""
         return self.held[0] if self.held else None

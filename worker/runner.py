@@ -286,8 +286,7 @@ class TaskWorker(Shutdown, StopsJobs, ResilientWorker):
             if isinstance(finished, Posted):
                 self._posted.add(finished)
             else:
-                self._dequeue.prefetched = finished.popped
-                self._dequeue.found_empty = bool(pop_keys) and finished.popped is None
+                self._dequeue.prefetch(finished.popped, popped=bool(pop_keys))
             self.execution = None
         self._posted.check()
 
