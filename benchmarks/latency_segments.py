@@ -8,8 +8,8 @@ microseconds from the moment the producer is called:
 
 - the producer's Python up to its write to Redis (task-processor: ``enqueue``'s checks, serialization and
   packing; the raw loop: redis-py's RPUSH);
-- the time Redis spends running the enqueue script and, once the waiting worker is woken, its pop script (slow log;
-  the raw loop's RPUSH and BLMOVE take a few microseconds there);
+- what the enqueue script and, once the waiting worker is woken, its pop script add to the path in Redis, each
+  against a stand-in that does only the list work (``benchmarks.script_cost``);
 - the task starting on the worker;
 - the producer's call returning: on 2 CPUs often after the task started, as Redis answers both at once and the
   woken worker runs first.
@@ -24,21 +24,20 @@ import argparse
 import os
 import statistics
 import time
-from hashlib import sha1
 from typing import Any
 
 import redis
 
+from benchmarks import script_cost
 from benchmarks.bench import worker_env
 from benchmarks.measure import fleet
 from benchmarks.systems import System, all_systems
 from benchmarks.tasks import LATENCY_KEY
 from producer.commands.redis_server import LocalRedisServer
-from task_processor import scripts
 
 OURS, RAW = "task-processor", "raw redis-py (RPUSH/BLMOVE)"
 
-ROWS = ("Python before the write", "enqueue script in Redis", "pop script in Redis", "task started", "call returned")
+ROWS = ("Python before the write", "enqueue script's part", "pop script's part", "task started", "call returned")
 
 
 def _timed(connection: redis.Redis, system: System, samples: int, idle: float) -> dict[str, float]:
@@ -70,13 +69,6 @@ def _timed(connection: redis.Redis, system: System, samples: int, idle: float) -
     return {row: statistics.median(values) for row, values in times.items()}
 
 
-def _script_us(connection: redis.Redis, name: str) -> float:
-    """The median slow-log duration of the calls of ``lua/<name>.lua`` since the log was reset."""
-    sha = sha1(scripts.source(name).encode()).hexdigest()
-    entries = connection.slowlog_get(100_000)
-    return statistics.median(float(e["duration"]) for e in entries if sha in str(e["command"]))
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.latency_segments", description=__doc__)
     parser.add_argument("--samples", type=int, default=300)
@@ -85,21 +77,17 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, dict[str, float]] = {}
     with LocalRedisServer(appendonly=False) as server:
         connection = redis.Redis.from_url(server.url)
-        connection.config_set("slowlog-max-len", 100_000)
         os.environ["BENCH_REDIS_URL"] = server.url
         systems = {system.name: system for system in all_systems(server.url)}
         for name in (OURS, RAW):
             system = systems[name]
             with fleet([next(iter(system.workers.values()))[0]], worker_env(server.url)):
                 _timed(connection, system, 3, args.idle)  # the worker is up, its code paths loaded
-                connection.config_set("slowlog-log-slower-than", 0)
-                connection.slowlog_reset()
                 rows[name] = _timed(connection, system, args.samples, args.idle)
-                connection.config_set("slowlog-log-slower-than", 10_000)
-                if name == OURS:
-                    rows[name]["enqueue script in Redis"] = _script_us(connection, "enqueue_one")
-                    rows[name]["pop script in Redis"] = _script_us(connection, "pop")
             connection.flushall()
+        parts = script_cost.parts(script_cost.measure(server.url, args.samples, args.idle))
+        rows[OURS]["enqueue script's part"] = parts["enqueue script"]
+        rows[OURS]["pop script's part"] = parts["pop script"]
     print(f"medians over {args.samples} tasks, each after {args.idle:g} s idle, in microseconds from the call")
     print(f"{'':28}{'task-processor':>16}{'raw loop':>10}")
     for row in ROWS:
