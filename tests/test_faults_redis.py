@@ -22,8 +22,9 @@ from rq.serializers import JSONSerializer
 from producer import Producer
 from producer.commands.redis_server import LocalRedisServer, free_port
 from producer.commands.run_local import redis_for_run
+from task_processor.connection import connect
 from task_processor.settings import Settings
-from tests.conftest import Proc, exc_string, wait_for
+from tests.conftest import TASK_MODULES, Proc, exc_string, wait_for
 from tests.faults import (
     END_LOST,
     FAST,
@@ -37,6 +38,8 @@ from tests.faults import (
     started,
 )
 from tests.producer_loop import RUNS_KEY
+from worker.batching import Call
+from worker.runner import build_worker
 
 pytestmark = pytest.mark.fault
 
@@ -188,3 +191,40 @@ def test_a_job_that_ends_while_redis_is_down_runs_again_and_the_worker_lives(
     # 10-minute maintenance pass), so a job due later is enqueued and run on time.
     later = Queue(connection=conn, serializer=JSONSerializer).enqueue_in(timedelta(seconds=1), "worker.examples.noop")
     wait_for(lambda: later.get_status(refresh=True) == "finished", timeout=20, what="the delayed job to run")
+
+
+def test_a_finish_sent_again_after_its_reply_was_lost_records_the_job_once(
+    redis_url: str, producer: Producer, conn: redis.Redis
+) -> None:
+    """The connection breaks after Redis ran a job's finish and before its reply came back, as when Redis restarts
+    or fails over at that moment: the worker sends the finish again, as redis-py retries any command. The job is
+    recorded once all the same: one result (rq-dashboard lists each), counted once in the worker's totals."""
+    job = producer.enqueue("worker.examples.add", 1, 2)
+    settings = Settings(redis_url=redis_url, task_modules=(TASK_MODULES,))
+    worker = build_worker(settings, connect(redis_url), ("default",))  # as task-worker connects: retries included
+    calls, finish = worker._fast.calls, worker._fast._finish
+    conn.script_load(finish.script)  # the first call runs it (not a NOSCRIPT reply that loads it)
+    exchange, lost = calls._exchange, []
+
+    def reply_lost() -> None:
+        wait_for(lambda: conn.hget(job.key, "status") == b"finished", timeout=10, what="the finish to run")
+        lost.append(job.id)
+        raise redis.ConnectionError("connection reset after the finish ran")
+
+    def losing_the_first_finish_reply(batch: list[Call]) -> None:
+        if lost or all(call.script is not finish for call in batch):
+            exchange(batch)
+            return
+        calls._read = reply_lost  # type: ignore[method-assign]
+        try:
+            exchange(batch)
+        finally:
+            del calls._read
+
+    calls._exchange = losing_the_first_finish_reply  # type: ignore[method-assign]
+    worker.work(burst=True)
+    assert lost == [job.id]  # the finish ran, and was sent again
+    job = Job.fetch(job.id, connection=conn, serializer=JSONSerializer)
+    assert job.get_status() == "finished"
+    assert [result.return_value for result in job.results()] == [3]
+    assert conn.hmget(worker.key, "successful_job_count", "failed_job_count") == [b"1", None]

@@ -36,30 +36,38 @@ local starts = tonumber(ARGV[15]) -- how many start arguments follow (9 or 0)
 -- ARGV[16 ..]: the start's arguments (lib/start.lua), then the result's fields and values (Result.serialize)
 local result_at = 16 + starts
 
--- Worker.increment_successful_job_count, increment_total_working_time, set_current_job_id(None), set_state
-redis.call('HINCRBY', worker, 'successful_job_count', 1)
-redis.call('HINCRBYFLOAT', worker, 'total_working_time', worked)
+-- Worker.set_current_job_id(None), set_state; Execution.delete: the execution hash, its started entry, its entry in
+-- the job's execution registry
 redis.call('HDEL', worker, 'current_job')
 redis.call('HSET', worker, 'state', 'idle')
--- Execution.delete: the execution hash, its started entry, its entry in the job's execution registry
-redis.call('DEL', execution)
+local gone = redis.call('DEL', execution) == 0
 redis.call('ZREM', wip, job_id .. ':' .. execution_id)
 redis.call('ZREM', executions, execution_id)
--- Job._handle_success: status, ended_at; Result.create; FinishedJobRegistry.add; Job.cleanup
-redis.call('HSET', job, 'status', 'finished', 'ended_at', ended_at)
--- A None result with no earlier results is not written: RQ reads a job without results as one that returned None
--- (Job.return_value, rq-dashboard), and a one-entry stream takes most of a finished job's memory. A job with earlier
--- results (failed attempts) gets its entry, or its latest result would be the last failure.
-if not returned_none or redis.call('EXISTS', results) == 1 then
-  redis.call('XADD', results, 'MAXLEN', '~', 10, '*', unpack(ARGV, result_at))
-  redis.call('EXPIRE', results, ttl)
+-- A finish that finds its execution gone and the job finished was sent again: the connection broke after Redis ran it
+-- and before its reply came back, and redis-py sent it again (or the reaper had handed the job on and another worker
+-- finished it first). The job is recorded already; counting it, its result and its dependents again would record it
+-- twice.
+local queued = {}
+if not (gone and redis.call('HGET', job, 'status') == 'finished') then
+  -- Worker.increment_successful_job_count, increment_total_working_time
+  redis.call('HINCRBY', worker, 'successful_job_count', 1)
+  redis.call('HINCRBYFLOAT', worker, 'total_working_time', worked)
+  -- Job._handle_success: status, ended_at; Result.create; FinishedJobRegistry.add; Job.cleanup
+  redis.call('HSET', job, 'status', 'finished', 'ended_at', ended_at)
+  -- A None result with no earlier results is not written: RQ reads a job without results as one that returned None
+  -- (Job.return_value, rq-dashboard), and a one-entry stream takes most of a finished job's memory. A job with
+  -- earlier results (failed attempts) gets its entry, or its latest result would be the last failure.
+  if not returned_none or redis.call('EXISTS', results) == 1 then
+    redis.call('XADD', results, 'MAXLEN', '~', 10, '*', unpack(ARGV, result_at))
+    redis.call('EXPIRE', results, ttl)
+  end
+  redis.call('ZADD', finished, finished_score, job_id)
+  redis.call('EXPIRE', job, ttl)
+  redis.call('EXPIRE', dependents, ttl)
+  -- Queue.enqueue_dependents
+  queued = enqueue_dependents(job_id, dependents, {prefix = prefix, queue_prefix = queue_prefix,
+    deferred_prefix = deferred_prefix, queues = queues, now = enqueued_at, timeout = timeout})
 end
-redis.call('ZADD', finished, finished_score, job_id)
-redis.call('EXPIRE', job, ttl)
-redis.call('EXPIRE', dependents, ttl)
--- Queue.enqueue_dependents
-local queued = enqueue_dependents(job_id, dependents, {prefix = prefix, queue_prefix = queue_prefix,
-  deferred_prefix = deferred_prefix, queues = queues, now = enqueued_at, timeout = timeout})
 -- The worker's next job, already started by the pop that took it, becomes its current job now (Worker.set_state,
 -- set_current_job_id; Job.prepare_for_execution's started_at, when it really starts).
 if next_id ~= '' then
