@@ -39,6 +39,7 @@ from tests.faults import (
 )
 from tests.producer_loop import RUNS_KEY
 from worker.batching import Call
+from worker.resilient import END_WAITS
 from worker.runner import build_worker
 
 pytestmark = pytest.mark.fault
@@ -191,6 +192,29 @@ def test_a_job_that_ends_while_redis_is_down_runs_again_and_the_worker_lives(
     # 10-minute maintenance pass), so a job due later is enqueued and run on time.
     later = Queue(connection=conn, serializer=JSONSerializer).enqueue_in(timedelta(seconds=1), "worker.examples.noop")
     wait_for(lambda: later.get_status(refresh=True) == "finished", timeout=20, what="the delayed job to run")
+
+
+def test_a_job_that_ends_during_a_short_outage_is_recorded_on_its_first_run(
+    own_redis: LocalRedisServer, spawn: Callable[..., Proc]
+) -> None:
+    """Redis goes away while a job runs and is back within half of TASK_ABANDON_AFTER, as a restart or a Sentinel
+    failover is: the worker keeps trying the job's end until Redis answers, and the job is recorded finished on its
+    first run, where giving up after the connection's own retries (under a second) would have it run again."""
+    env = {"REDIS_URL": own_redis.url, "TASK_ABANDON_AFTER": "20"}
+    producer = Producer(own_redis.url)
+    job = producer.enqueue("worker.examples.sleep", 1)
+    worker = spawn("task-worker", extra_env=env)
+    conn = redis.Redis.from_url(own_redis.url)
+    wait_for(lambda: started(conn, job.id, "default"), timeout=20, what="the job to start")
+    own_redis.kill()
+    wait_for(lambda: said(worker, END_WAITS), timeout=30, what="the job's end to wait for Redis")
+    own_redis.start()
+    assert producer.wait([job], 30) == [1]
+    job.refresh()
+    assert job.meta["attempt"] == 1
+    assert [(line["outcome"], line["attempt"]) for line in said(worker, "job")] == [("finished", 1)]
+    assert said(worker, END_LOST) == []
+    assert (len(said(worker, LOST)), len(said(worker, RECONNECTED))) == (1, 1), worker.output()[-3000:]
 
 
 def test_a_finish_sent_again_after_its_reply_was_lost_records_the_job_once(

@@ -11,7 +11,8 @@ heartbeat is good for ``abandon_after`` seconds only, and the reaper requeues de
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import redis
 from redis.client import Pipeline
@@ -27,6 +28,18 @@ from worker.dequeue import DEQUEUE_POLL
 
 PUBSUB_WAIT = 1.0
 """Seconds the command channel's thread waits for a message before it looks again (and may be closed)."""
+
+END_PATIENCE = 0.5
+"""Share of TASK_ABANDON_AFTER for which a job's end keeps trying to reach Redis (a restart, a failover) before the
+worker leaves the job to the reaper. The job's started entry lapses no sooner than two thirds of it after the failure
+(a heartbeat comes every third), so within this share no other worker can have been handed the job."""
+
+END_RETRY_PAUSE = 0.5
+"""Seconds between two tries of a job's end while Redis is away."""
+
+END_WAITS = "Redis is away as the job ends; its end is tried again until Redis is back"
+
+T = TypeVar("T")
 
 log = get_logger("task_processor.worker")
 
@@ -82,6 +95,29 @@ class ResilientWorker(SimpleWorker):
         if time.monotonic() - self._reaped_at > self.heartbeat_interval:
             self._reaped_at = time.monotonic()
             self.reaper.run()
+
+    def outlasting_outage(self, job: Job, record: Callable[[], T]) -> T:
+        """``record()`` (a job's end), tried again while Redis is away, for up to END_PATIENCE of TASK_ABANDON_AFTER:
+        a Sentinel failover takes seconds, far longer than a connection's own retries, and a job whose end went
+        unrecorded runs again once the reaper sees it. ``record`` must be safe to send twice (finish.lua is)."""
+        patience = self.abandon_after * END_PATIENCE
+        deadline = time.monotonic() + patience
+        waited = False
+        while True:
+            try:
+                recorded = record()
+            except redis.ConnectionError as exc:
+                if time.monotonic() + END_RETRY_PAUSE > deadline:
+                    raise
+                if not waited:
+                    waited = True
+                    self.outage.failed(exc)
+                    log.warning(END_WAITS, job_id=job.id, for_seconds=patience)
+                time.sleep(END_RETRY_PAUSE)
+                continue
+            if waited:
+                self._check_reconnected()  # "reconnected", and RQ's scheduler started again if the outage killed it
+            return recorded
 
     def _check_reconnected(self) -> None:
         """After an outage, start RQ's scheduler again now if it died of it (RQ would wait for a maintenance pass,

@@ -281,7 +281,10 @@ class TaskWorker(Shutdown, StopsJobs, ResilientWorker):
             batch = self._pacer.batch()
             ahead = next_id is not None and len(self._dequeue.held) <= max(1, batch // 4) and not self._posted.popping
             pop_keys = [] if self._stop_requested or (held and not ahead) else self._dequeue.pop_keys
-            finished = self._fast.finish(job, self.execution, result_ttl, pop_keys, batch, next_id)
+            execution = self.execution
+            finished = self.outlasting_outage(
+                job, lambda: self._fast.finish(job, execution, result_ttl, pop_keys, batch, next_id)
+            )
             self._state = WorkerStatus.IDLE  # as the finish wrote it (Python's state turns busy with the next job)
             if isinstance(finished, Posted):
                 self._posted.add(finished)
