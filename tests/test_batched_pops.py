@@ -21,6 +21,7 @@ from rq.registry import StartedJobRegistry
 from producer import Producer, Task
 from task_processor.settings import Settings
 from tests.conftest import TASK_MODULES, Proc, decoded, wait_for
+from worker.batching import Call
 from worker.dequeue import Taken
 from worker.fastpath import PopResult
 from worker.pacing import HORIZON, MAX_BATCH, Pacer
@@ -221,6 +222,35 @@ def test_jobs_popped_ahead_of_a_long_job_are_kept_alive_while_it_runs(
     checker.join()
     assert runs(conn) == [*(str(i) for i in range(3)), "long", *(str(i) for i in range(3, 7))]
     assert lapsed == []
+
+
+def test_a_posted_finish_that_could_not_reach_redis_is_posted_again_and_recorded_once(
+    redis_url: str, producer: Producer, conn: redis.Redis
+) -> None:
+    """With its next job in hand, a worker posts a job's finish and runs on; when that finish cannot reach Redis (a
+    restart, a failover), the worker posts it again, a pause apart, until Redis records it (within half of
+    TASK_ABANDON_AFTER), rather than leave a job that ran to run again. Here the first three sends of posted
+    finishes fail: every job ends finished on its first run."""
+    jobs = producer.enqueue_many([Task("worker.examples.record", ("done", str(i))) for i in range(8)])
+    settings = Settings(redis_url=redis_url, abandon_after=30, task_modules=(TASK_MODULES,))
+    worker = build_worker(settings, conn, ("default",))
+    worker._pacer = FixedBatch(4)
+    calls, finish = worker._fast.calls, worker._fast._finish
+    conn.script_load(finish.script)
+    exchange, failed = calls._exchange, list[int]()
+
+    def away_for_the_first_posted_finishes(batch: list[Call]) -> None:
+        if len(failed) < 3 and any(call.script is finish and call.posted for call in batch):
+            failed.append(len(batch))
+            raise redis.ConnectionError("Redis is away")
+        exchange(batch)
+
+    calls._exchange = away_for_the_first_posted_finishes  # type: ignore[method-assign]
+    worker.work(burst=True)
+    assert len(failed) == 3
+    assert sorted(runs(conn)) == [str(i) for i in range(8)]  # each once
+    assert [conn.hget(job.key, "status") for job in jobs] == [b"finished"] * 8
+    assert attempts(conn, jobs) == [1] * 8
 
 
 def test_a_worker_whose_finish_found_the_queue_empty_waits_without_a_pop_of_its_own(

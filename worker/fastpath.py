@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import enum
 import threading
+import time
 from base64 import b64encode
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,6 +56,17 @@ class Suspended(enum.Enum):
 
 
 SUSPENDED = Suspended.SUSPENDED
+
+FINISH_KEYS = 9
+"""The keys of lua/finish.lua before those of the pop it may make."""
+
+END_PATIENCE = 0.5
+"""Share of TASK_ABANDON_AFTER for which a job's end keeps trying to reach Redis (a restart, a failover) before the
+worker leaves the job to the reaper. The job's started entry lapses no sooner than two thirds of it after the failure
+(a heartbeat comes every third), so within this share no other worker can have been handed the job."""
+
+END_RETRY_PAUSE = 0.5
+"""Seconds between two tries of a job's end while Redis is away."""
 _SUSPENDED_REPLY = SUSPENDED.value.encode()
 
 
@@ -90,6 +102,10 @@ class Posted:
     call: Call
     popped: Callable[[], PopResult] | None = None
     """For a finish that also popped the jobs after the next one: those jobs, once the reply is read."""
+    again: Callable[[], Posted] | None = None
+    """Posts the same finish once more (lua/finish.lua records a finish sent twice once)."""
+    until: float = 0.0
+    """Until when (``time.monotonic``) a finish that could not reach Redis is posted again (END_PATIENCE)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,11 +220,21 @@ class FastPath:
                 rq_time(now()), Queue.DEFAULT_TIMEOUT, keys.QUEUE_PREFIX, keys.deferred(""),
                 1 if job._result is None else 0, k, next_id or "", *self._start_part(start), *fields]  # fmt: skip
         if next_id is not None:
-            # A finish that pops goes out at once (with any lingering ones): its jobs are wanted soon.
-            call = self.calls.post(self._finish, finish_keys, args, linger=not pop_keys)
-            return Posted(job.id, call, (lambda: self._popped(call.reply[1], start)) if pop_keys else None)
+            return self._post(job.id, finish_keys, args, start, time.monotonic() + self.ttl * END_PATIENCE)
         queued, popped = self.calls.call(self._finish, finish_keys, args)
         return Finished(queued, self._popped(popped, start))
+
+    def _post(self, job_id: str, finish_keys: list[Any], args: list[Any], start: _Start | None, until: float) -> Posted:
+        pops = len(finish_keys) > FINISH_KEYS
+        # A finish that pops goes out at once (with any lingering ones): its jobs are wanted soon.
+        call = self.calls.post(self._finish, finish_keys, args, linger=not pops)
+        return Posted(
+            job_id,
+            call,
+            (lambda: self._popped(call.reply[1], start)) if pops else None,
+            again=lambda: self._post(job_id, finish_keys, args, start, until),
+            until=until,
+        )
 
     def _start_args(self, at_run: bool = False) -> _Start:
         """A start's arguments; with ``at_run``, for a call sent ahead of the moment it runs (behind a blocking
@@ -266,9 +292,10 @@ def success_fields(job: Job, worker_name: str, execution: Execution) -> list[Any
 
 
 class PostedFinishes:
-    """A worker's posted finishes until their replies are read. One that failed (a lost connection, an error
-    reply) may not have been recorded: the job then stays started, and the reaper runs it again once its heartbeat
-    lapses (so do the jobs it may have popped); the worker says so in the log. The jobs a posted finish popped go
+    """A worker's posted finishes until their replies are read. One that could not reach Redis is posted again (a
+    finish sent twice records once) while its END_PATIENCE lasts. One that failed past it, or on an error reply, may
+    not have been recorded: the job then stays started, and the reaper runs it again once its heartbeat lapses (so
+    do the jobs it may have popped); the worker says so in the log. The jobs a posted finish popped go
     to ``hold`` as its reply is read. The worker's thread and its heartbeat thread both read replies."""
 
     def __init__(self, calls: BatchedCalls, hold: Callable[[PopResult], None]) -> None:
@@ -286,18 +313,21 @@ class PostedFinishes:
         """Whether a posted finish pops jobs whose reply is not read yet."""
         return any(posted.popped is not None for posted in self._posted)
 
-    def check(self) -> None:
-        """Look at the replies read so far."""
+    def check(self) -> bool:
+        """Look at the replies read so far; whether a finish that could not reach Redis was posted again."""
         if not self._posted:
-            return
+            return False
         with self._lock:
-            self._check()
+            return self._check()
 
-    def _check(self) -> None:
-        pending = []
+    def _check(self) -> bool:
+        pending: list[Posted] = []
+        again = False
         for posted in self._posted:
             if not posted.call.done:
                 pending.append(posted)
+            elif self._post_again(posted, pending):
+                again = True
             elif posted.call.error is not None:
                 log.warning(
                     "the end of a job may not be recorded; if it was not, the reaper will run the job again",
@@ -307,9 +337,25 @@ class PostedFinishes:
             elif posted.popped is not None:
                 self.hold(posted.popped())
         self._posted = pending
+        return again
+
+    @staticmethod
+    def _post_again(posted: Posted, pending: list[Posted]) -> bool:
+        """Post a finish that could not reach Redis again, while its END_PATIENCE lasts (onto ``pending``)."""
+        error = posted.call.error
+        if not isinstance(error, redis.ConnectionError) or posted.again is None or time.monotonic() > posted.until:
+            return False
+        try:
+            pending.append(posted.again())
+        except redis.ConnectionError:
+            pending.append(posted)  # still away: posted again at the next look
+        return True
 
     def settle(self) -> None:
-        """Read every reply still owed, and look at them."""
-        if self._posted:
+        """Read every reply still owed, and look at them; a finish posted again because it could not reach Redis is
+        read too, a pause apart, until Redis records it or its END_PATIENCE is over."""
+        while self._posted:
             self.calls.settle()
-            self.check()
+            if not self.check():
+                return
+            time.sleep(END_RETRY_PAUSE)

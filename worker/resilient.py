@@ -25,17 +25,10 @@ from task_processor.errors import first_line
 from task_processor.logs import get_logger
 from task_processor.reaper import Reaper
 from worker.dequeue import DEQUEUE_POLL
+from worker.fastpath import END_PATIENCE, END_RETRY_PAUSE
 
 PUBSUB_WAIT = 1.0
 """Seconds the command channel's thread waits for a message before it looks again (and may be closed)."""
-
-END_PATIENCE = 0.5
-"""Share of TASK_ABANDON_AFTER for which a job's end keeps trying to reach Redis (a restart, a failover) before the
-worker leaves the job to the reaper. The job's started entry lapses no sooner than two thirds of it after the failure
-(a heartbeat comes every third), so within this share no other worker can have been handed the job."""
-
-END_RETRY_PAUSE = 0.5
-"""Seconds between two tries of a job's end while Redis is away."""
 
 END_WAITS = "Redis is away as the job ends; its end is tried again until Redis is back"
 

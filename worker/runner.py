@@ -175,6 +175,7 @@ class TaskWorker(Shutdown, StopsJobs, ResilientWorker):
                 self.maintain()
                 if not self._dequeue.held and self._posted.popping:
                     self._posted.settle()  # the jobs a posted finish popped come before any later pop's
+                self._posted.check()  # a finish that could not reach Redis is posted again (while it may be)
                 taken = self._dequeue.take(timeout, self._pacer.batch())
                 self._check_reconnected()
             except DequeueTimeout:
