@@ -94,3 +94,24 @@ def test_a_lost_redis_fails_the_call_and_the_next_call_reconnects() -> None:
             calls.call(script, [], [])
         server.start()
         assert calls.call(script, [], []) == 1  # a fresh connection, and the script loaded into the new Redis
+
+
+@pytest.mark.timeout(60)
+def test_a_posted_call_left_unread_when_redis_went_away_fails_and_later_calls_get_their_own_replies() -> None:
+    """A posted call's reply is owed on the connection it went out on. When Redis is gone by then and the next call
+    cannot reach it either, the posted call fails with that connection: its reply never comes on the next one, where
+    reading one for it would take the next call's reply and leave that call waiting for one that never comes."""
+    with LocalRedisServer(appendonly=False) as server:
+        conn = connect(server.url)
+        calls = BatchedCalls(conn)
+        echo = conn.register_script("return ARGV[1]")
+        assert calls.call(echo, [], ["loaded"]) == b"loaded"
+        server.kill()
+        posted = calls.post(echo, [], ["posted"])  # written to the closed connection: nothing to tell yet
+        assert not posted.done
+        with pytest.raises(redis.ConnectionError):
+            calls.call(echo, [], ["while away"])
+        assert posted.done
+        assert isinstance(posted.error, redis.ConnectionError)
+        server.start()
+        assert calls.call(echo, [], ["after"]) == b"after"

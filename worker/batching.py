@@ -156,10 +156,18 @@ class BatchedCalls:
         wire = self._wire_connection
         try:
             # As redis-py's own commands: a lost connection is retried (with backoff) before the error is raised.
-            wire.retry.call_with_retry(lambda: self._exchange(batch), lambda _: wire.disconnect())
+            wire.retry.call_with_retry(lambda: self._exchange(batch), self._lost)
         except Exception as exc:  # the connection failed: no call of the batch knows whether it ran
             for call in batch:
                 call.error, call.done = exc, True
+
+    def _lost(self, exc: Exception) -> None:
+        """Drop a failed connection. The posted calls whose replies it owes fail with it: those replies never come on
+        the next connection, where reading one for them would take another call's reply."""
+        self._wire_connection.disconnect()
+        unread, self._unread = self._unread, []
+        for call in unread:
+            call.error, call.done = exc, True
 
     def _exchange(self, batch: list[Call]) -> None:
         """Write every call of the batch at once, then read the replies still owed to posted calls, then those of
