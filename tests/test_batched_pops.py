@@ -19,11 +19,12 @@ from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 
 from producer import Producer, Task
+from task_processor.connection import connect
 from task_processor.settings import Settings
 from tests.conftest import TASK_MODULES, Proc, decoded, wait_for
 from worker.batching import Call
 from worker.dequeue import Taken
-from worker.fastpath import PopResult
+from worker.fastpath import FINISH_KEYS, PopResult
 from worker.pacing import HORIZON, MAX_BATCH, Pacer
 from worker.runner import TaskWorker, build_worker
 
@@ -251,6 +252,51 @@ def test_a_posted_finish_that_could_not_reach_redis_is_posted_again_and_recorded
     assert sorted(runs(conn)) == [str(i) for i in range(8)]  # each once
     assert [conn.hget(job.key, "status") for job in jobs] == [b"finished"] * 8
     assert attempts(conn, jobs) == [1] * 8
+
+
+def test_a_finish_that_popped_sent_again_after_its_reply_was_lost_hands_over_the_jobs_it_popped(
+    redis_url: str, producer: Producer, conn: redis.Redis
+) -> None:
+    """A finish that pops the worker's next jobs runs in Redis, and the connection breaks before its reply comes
+    back; the worker sends it again (redis-py's retry). The second send hands over the jobs the first one started for
+    this worker, instead of popping others and leaving those started for nobody until the reaper sees them: a burst
+    worker runs every job once and leaves none started."""
+    jobs = producer.enqueue_many([Task("worker.examples.record", ("done", str(i))) for i in range(12)])
+    settings = Settings(redis_url=redis_url, abandon_after=30, task_modules=(TASK_MODULES,))
+    worker = build_worker(settings, connect(redis_url), ("default",))  # as task-worker connects: retries included
+    worker._pacer = FixedBatch(2)
+    calls, finish = worker._fast.calls, worker._fast._finish
+    conn.script_load(finish.script)
+    exchange, lost = calls._exchange, list[str]()
+
+    def pops(call: Call) -> bool:
+        return call.script is finish and len(call.keys) > FINISH_KEYS
+
+    def losing_the_first_popping_finish_reply(batch: list[Call]) -> None:
+        popping = [call for call in batch if pops(call)]
+        if lost or not popping:
+            exchange(batch)
+            return
+        finished = f"rq:job:{popping[0].args[0]}"
+
+        def reply_lost() -> None:
+            wait_for(lambda: conn.hget(finished, "status") == b"finished", timeout=10, what="the finish to run")
+            lost.append(popping[0].args[0])
+            raise redis.ConnectionError("connection reset after the finish ran")
+
+        calls._read = reply_lost  # type: ignore[method-assign]
+        try:
+            exchange(batch)
+        finally:
+            del calls._read
+
+    calls._exchange = losing_the_first_popping_finish_reply  # type: ignore[method-assign]
+    worker.work(burst=True)
+    assert len(lost) == 1
+    assert conn.llen("rq:queue:default") == 0
+    assert sorted(runs(conn), key=int) == [str(i) for i in range(12)]  # each once
+    assert [conn.hget(job.key, "status") for job in jobs] == [b"finished"] * 12
+    assert conn.zcard("rq:wip:default") == 0
 
 
 def test_a_worker_whose_finish_found_the_queue_empty_waits_without_a_pop_of_its_own(

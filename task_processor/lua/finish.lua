@@ -48,7 +48,8 @@ redis.call('ZREM', executions, execution_id)
 -- finished it first). The job is recorded already; counting it, its result and its dependents again would record it
 -- twice.
 local queued = {}
-if not (gone and redis.call('HGET', job, 'status') == 'finished') then
+local recorded = gone and redis.call('HGET', job, 'status') == 'finished'
+if not recorded then
   -- Worker.increment_successful_job_count, increment_total_working_time
   redis.call('HINCRBY', worker, 'successful_job_count', 1)
   redis.call('HINCRBYFLOAT', worker, 'total_working_time', worked)
@@ -77,5 +78,9 @@ if next_id ~= '' then
   end
 end
 -- The pop behind a named next job takes the jobs after it: none of them is the worker's current job yet.
-if #KEYS > 9 then return {queued, pop(10, prefix, starts > 0 and start_args(16) or nil, k, next_id == '')} end
+if #KEYS > 9 then
+  local s = starts > 0 and start_args(16) or nil
+  local before = recorded and s and taken_before(10, prefix, s)
+  return {queued, before or pop(10, prefix, s, k, next_id == '')}
+end
 return {queued, false}

@@ -116,3 +116,33 @@ local function pop(first, prefix, s, k, current)
   end
   return false
 end
+
+-- taken_before(first, prefix, s): what pop(first, prefix, s, ...) returned when this same call ran before, its reply
+-- lost with the connection and the call sent again by redis-py: the jobs it started, found in the started registries
+-- by the execution ids that s gives each place of a batch, in that order (a second pop would take other jobs and
+-- leave those started for nobody until the reaper saw them). False when that call took none.
+local function taken_before(first, prefix, s)
+  local base = string.sub(s.execution_id, 1, -5)
+  for i = first + 1, #KEYS, 3 do
+    local by_place = {}
+    local cursor = '0'
+    repeat
+      local page = redis.call('ZSCAN', KEYS[i + 2], cursor, 'MATCH', '*:' .. base .. '????', 'COUNT', 1000)
+      cursor = page[1]
+      for m = 1, #page[2], 2 do
+        local member = page[2][m]
+        local execution = string.sub(member, -#s.execution_id)
+        local n = execution == s.execution_id and 1 or tonumber(string.sub(execution, -4), 16)
+        if n then by_place[n] = string.sub(member, 1, -#s.execution_id - 2) end
+      end
+    until cursor == '0'
+    local hits = {}
+    while by_place[#hits + 1] do
+      local n = #hits + 1
+      local id = by_place[n]
+      hits[n] = {id, redis.call('HGETALL', prefix .. id), 1, execution_id(s, n)}
+    end
+    if #hits > 0 then return {KEYS[i], hits} end
+  end
+  return false
+end
