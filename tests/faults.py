@@ -15,8 +15,12 @@ import redis
 from rq.job import Job
 from rq.registry import StartedJobRegistry
 
+from task_processor import keys
 from tests.conftest import Proc, exc_string, recorded, wait_for
 from tests.producer_loop import RUNS_KEY
+from worker.batching import Call
+from worker.fastpath import FINISH_KEYS
+from worker.runner import TaskWorker
 
 FAST = {"TASK_ABANDON_AFTER": "3"}
 
@@ -78,3 +82,36 @@ def assert_nothing_lost(conn: redis.Redis, accepted: list[str], statuses: dict[s
     assert missing == [], f"finished without running: {missing}"
     assert len(accepted) == sum(statuses[j] in ("finished", "failed") for j in accepted)
     return {j for j in accepted if runs[j] > 1}
+
+
+def losing_a_finish_reply(worker: TaskWorker, conn: redis.Redis, popping: bool = False) -> list[str]:
+    """Break the connection of ``worker``'s batched calls once, after Redis ran its first finish (with ``popping``,
+    its first finish that also pops) and before the reply was read, as a restart or a failover may: redis-py sends
+    the finish again. Returns the list that the id of that finish's job goes to once it was lost."""
+    calls, finish = worker._fast.calls, worker._fast._finish
+    conn.script_load(finish.script)  # its first send runs it (not a NOSCRIPT reply that loads it)
+    exchange, lost = calls._exchange, list[str]()
+
+    def chosen(call: Call) -> bool:
+        return call.script is finish and (not popping or len(call.keys) > FINISH_KEYS)
+
+    def losing(batch: list[Call]) -> None:
+        finishes = [call for call in batch if chosen(call)]
+        if lost or not finishes:
+            exchange(batch)
+            return
+        job_id = finishes[0].args[0]
+
+        def reply_lost() -> None:
+            wait_for(lambda: conn.hget(keys.job(job_id), "status") == b"finished", timeout=10, what="the finish")
+            lost.append(job_id)
+            raise redis.ConnectionError("connection reset after the finish ran")
+
+        calls._read = reply_lost  # type: ignore[method-assign]
+        try:
+            exchange(batch)
+        finally:
+            del calls._read
+
+    calls._exchange = losing  # type: ignore[method-assign]
+    return lost

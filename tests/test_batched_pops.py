@@ -22,9 +22,10 @@ from producer import Producer, Task
 from task_processor.connection import connect
 from task_processor.settings import Settings
 from tests.conftest import TASK_MODULES, Proc, decoded, wait_for
+from tests.faults import losing_a_finish_reply
 from worker.batching import Call
 from worker.dequeue import Taken
-from worker.fastpath import FINISH_KEYS, PopResult
+from worker.fastpath import PopResult
 from worker.pacing import HORIZON, MAX_BATCH, Pacer
 from worker.runner import TaskWorker, build_worker
 
@@ -265,32 +266,7 @@ def test_a_finish_that_popped_sent_again_after_its_reply_was_lost_hands_over_the
     settings = Settings(redis_url=redis_url, abandon_after=30, task_modules=(TASK_MODULES,))
     worker = build_worker(settings, connect(redis_url), ("default",))  # as task-worker connects: retries included
     worker._pacer = FixedBatch(2)
-    calls, finish = worker._fast.calls, worker._fast._finish
-    conn.script_load(finish.script)
-    exchange, lost = calls._exchange, list[str]()
-
-    def pops(call: Call) -> bool:
-        return call.script is finish and len(call.keys) > FINISH_KEYS
-
-    def losing_the_first_popping_finish_reply(batch: list[Call]) -> None:
-        popping = [call for call in batch if pops(call)]
-        if lost or not popping:
-            exchange(batch)
-            return
-        finished = f"rq:job:{popping[0].args[0]}"
-
-        def reply_lost() -> None:
-            wait_for(lambda: conn.hget(finished, "status") == b"finished", timeout=10, what="the finish to run")
-            lost.append(popping[0].args[0])
-            raise redis.ConnectionError("connection reset after the finish ran")
-
-        calls._read = reply_lost  # type: ignore[method-assign]
-        try:
-            exchange(batch)
-        finally:
-            del calls._read
-
-    calls._exchange = losing_the_first_popping_finish_reply  # type: ignore[method-assign]
+    lost = losing_a_finish_reply(worker, conn, popping=True)
     worker.work(burst=True)
     assert len(lost) == 1
     assert conn.llen("rq:queue:default") == 0

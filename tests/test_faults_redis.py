@@ -32,13 +32,13 @@ from tests.faults import (
     RECONNECTED,
     REQUEUED,
     assert_nothing_lost,
+    losing_a_finish_reply,
     printed,
     said,
     settle,
     started,
 )
 from tests.producer_loop import RUNS_KEY
-from worker.batching import Call
 from worker.resilient import END_WAITS
 from worker.runner import build_worker
 
@@ -161,18 +161,25 @@ def test_the_charts_redis_fsyncs_every_write_before_answering(tmp_path: Path) ->
         server.wait(timeout=10)
 
 
+def redis_killed_as_a_job_runs(
+    own_redis: LocalRedisServer, spawn: Callable[..., Proc], seconds: float, env: dict[str, str]
+) -> tuple[Producer, Job, Proc, redis.Redis]:
+    """A worker (with ``env``) running a job of ``seconds`` on ``own_redis``, which is killed as the job runs."""
+    producer = Producer(own_redis.url)
+    job = producer.enqueue("worker.examples.sleep", seconds)
+    worker = spawn("task-worker", extra_env={"REDIS_URL": own_redis.url, **env})
+    conn = redis.Redis.from_url(own_redis.url)
+    wait_for(lambda: started(conn, job.id, "default"), timeout=20, what="the job to start")
+    own_redis.kill()
+    return producer, job, worker, conn
+
+
 def test_a_job_that_ends_while_redis_is_down_runs_again_and_the_worker_lives(
     own_redis: LocalRedisServer, spawn: Callable[..., Proc]
 ) -> None:
     """The job's function returned, but RQ could not record it: Redis still holds the job as started, with the
     heartbeat expiry of its started entry; once Redis is back, the reaper requeues it and it runs again."""
-    env = {"REDIS_URL": own_redis.url, **FAST}
-    producer = Producer(own_redis.url)
-    job = producer.enqueue("worker.examples.sleep", 2)
-    worker = spawn("task-worker", extra_env=env)
-    conn = redis.Redis.from_url(own_redis.url)
-    wait_for(lambda: started(conn, job.id, "default"), timeout=20, what="the job to start")
-    own_redis.kill()
+    producer, job, worker, conn = redis_killed_as_a_job_runs(own_redis, spawn, 2, FAST)
     with ThreadPoolExecutor(1) as pool:
         waiting = pool.submit(producer.wait, [job], 60)  # rides out the outage instead of raising
         wait_for(lambda: said(worker, END_LOST), timeout=30, what="the worker to lose the end of the job")
@@ -200,13 +207,7 @@ def test_a_job_that_ends_during_a_short_outage_is_recorded_on_its_first_run(
     """Redis goes away while a job runs and is back within half of TASK_ABANDON_AFTER, as a restart or a Sentinel
     failover is: the worker keeps trying the job's end until Redis answers, and the job is recorded finished on its
     first run, where giving up after the connection's own retries (under a second) would have it run again."""
-    env = {"REDIS_URL": own_redis.url, "TASK_ABANDON_AFTER": "20"}
-    producer = Producer(own_redis.url)
-    job = producer.enqueue("worker.examples.sleep", 1)
-    worker = spawn("task-worker", extra_env=env)
-    conn = redis.Redis.from_url(own_redis.url)
-    wait_for(lambda: started(conn, job.id, "default"), timeout=20, what="the job to start")
-    own_redis.kill()
+    producer, job, worker, _ = redis_killed_as_a_job_runs(own_redis, spawn, 1, {"TASK_ABANDON_AFTER": "20"})
     wait_for(lambda: said(worker, END_WAITS), timeout=30, what="the job's end to wait for Redis")
     own_redis.start()
     assert producer.wait([job], 30) == [1]
@@ -226,26 +227,7 @@ def test_a_finish_sent_again_after_its_reply_was_lost_records_the_job_once(
     job = producer.enqueue("worker.examples.add", 1, 2)
     settings = Settings(redis_url=redis_url, task_modules=(TASK_MODULES,))
     worker = build_worker(settings, connect(redis_url), ("default",))  # as task-worker connects: retries included
-    calls, finish = worker._fast.calls, worker._fast._finish
-    conn.script_load(finish.script)  # the first call runs it (not a NOSCRIPT reply that loads it)
-    exchange, lost = calls._exchange, []
-
-    def reply_lost() -> None:
-        wait_for(lambda: conn.hget(job.key, "status") == b"finished", timeout=10, what="the finish to run")
-        lost.append(job.id)
-        raise redis.ConnectionError("connection reset after the finish ran")
-
-    def losing_the_first_finish_reply(batch: list[Call]) -> None:
-        if lost or all(call.script is not finish for call in batch):
-            exchange(batch)
-            return
-        calls._read = reply_lost  # type: ignore[method-assign]
-        try:
-            exchange(batch)
-        finally:
-            del calls._read
-
-    calls._exchange = losing_the_first_finish_reply  # type: ignore[method-assign]
+    lost = losing_a_finish_reply(worker, conn)
     worker.work(burst=True)
     assert lost == [job.id]  # the finish ran, and was sent again
     job = Job.fetch(job.id, connection=conn, serializer=JSONSerializer)
