@@ -20,9 +20,11 @@ from rq.registry import StartedJobRegistry
 
 from producer import Producer, Task
 from task_processor.connection import connect
+from task_processor.packing import read_reply
 from task_processor.settings import Settings
 from tests.conftest import TASK_MODULES, Proc, decoded, wait_for
 from tests.faults import losing_a_finish_reply
+from worker import wake
 from worker.batching import Call
 from worker.dequeue import Taken
 from worker.fastpath import PopResult
@@ -273,6 +275,37 @@ def test_a_finish_that_popped_sent_again_after_its_reply_was_lost_hands_over_the
     assert sorted(runs(conn), key=int) == [str(i) for i in range(12)]  # each once
     assert [conn.hget(job.key, "status") for job in jobs] == [b"finished"] * 12
     assert conn.zcard("rq:wip:default") == 0
+
+
+def test_a_wake_whose_pop_reply_was_lost_hands_over_the_job_that_pop_took(
+    redis_url: str, producer: Producer, conn: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An idle worker's pop runs the moment a job arrives, and the connection breaks before its reply comes back; the
+    worker sends the pop again (without the wait), and that hands over the job the first send started for this
+    worker, instead of popping another and leaving that one started for nobody until the reaper sees it."""
+    settings = Settings(redis_url=redis_url, abandon_after=30, task_modules=(TASK_MODULES,))
+    worker = build_worker(settings, connect(redis_url), ("default",))  # as task-worker connects: retries included
+    conn.script_load(worker._fast._pop.script)  # its first send runs it (not a NOSCRIPT reply that loads it)
+    job = producer.enqueue("worker.examples.noop")
+    read, replies, lost = read_reply, list[object](), list[str]()
+
+    def losing_the_pops_first_reply(wire: redis.Connection) -> object:
+        if len(replies) == 1 and not lost:  # the wait's reply came; the pop's is lost once Redis ran it
+            wait_for(lambda: conn.hget(job.key, "status") == b"started", timeout=10, what="the pop to run")
+            lost.append(job.id)
+            raise redis.ConnectionError("connection reset after the pop ran")
+        replies.append(reply := read(wire))
+        return reply
+
+    monkeypatch.setattr(wake, "read_reply", losing_the_pops_first_reply)
+    worker._dequeue.found_empty = True  # as after a pop that found the queue empty: the next take waits first
+    taken = worker._dequeue.take(timeout=1)
+    assert lost == [job.id]
+    assert taken is not None
+    assert taken.execution is not None  # started by the pop
+    assert taken.job.id == job.id
+    assert decoded(conn.zrange("rq:wip:default", 0, -1)) == [f"{job.id}:{taken.execution.id}"]  # started once
+    assert conn.hget(worker.key, "current_job") == job.id.encode()
 
 
 def test_a_worker_whose_finish_found_the_queue_empty_waits_without_a_pop_of_its_own(

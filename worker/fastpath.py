@@ -168,7 +168,8 @@ class FastPath:
         job's start."""
         start = self._start_args(at_run=True) if self.starts_on_pop else None
         args = [keys.JOB_PREFIX, k, *self._start_part(start)]
-        reply = self.waker.wait_then_call(wait_key, wait, self._pop.sha, pop_keys, args)
+        # Sent again (its reply lost with the connection), the pop hands over what its first send took, if it ran.
+        reply = self.waker.wait_then_call(wait_key, wait, self._pop.sha, pop_keys, args, [*args, 1])
         if isinstance(reply, NoScriptError):  # Redis lost its scripts (a restart): the pop did not run
             return self.pop(pop_keys, k)  # loads the script as it runs
         return self._popped(reply, start)

@@ -28,10 +28,19 @@ class Waker:
         self._wire: redis.Connection | None = None
         self._packer: Packer | None = None
 
-    def wait_then_call(self, wait_key: str, wait: float, sha: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+    def wait_then_call(
+        self,
+        wait_key: str,
+        wait: float,
+        sha: str,
+        keys: Sequence[Any],
+        args: Sequence[Any],
+        again: Sequence[Any] | None = None,
+    ) -> Any:
         """Once ``wait_key`` holds an item or ``wait`` seconds passed, the reply of the script ``sha``, or the
         NoScriptError Redis answered when it has no such script (nothing ran then). Any other error reply
-        raises."""
+        raises. A lost connection is tried again with the script alone, with ``again`` for its arguments when
+        given: the first send may have run it, and the script can tell that from them (lua/pop.lua)."""
         wire = self._wire
         if wire is None:
             wire = self._wire = cast(redis.Connection, self._pool.make_connection())
@@ -40,12 +49,16 @@ class Waker:
         # BLMOVE with the list as its own destination: nothing moves, and it returns once the list holds something.
         wait_command = ("BLMOVE", wait_key, wait_key, "RIGHT", "RIGHT", wait)
         script_command = ("EVALSHA", sha, len(keys), *keys, *args)
-        packed = self._packer.pack([wait_command, script_command])
+        packer, packed = self._packer, [self._packer.pack([wait_command, script_command])]
 
         def exchange() -> tuple[Any, Any]:
             wire.connect()
-            wire.send_packed_command(packed)
-            return read_reply(wire), read_reply(wire)  # error replies too: the connection stays usable
+            if len(packed) == 1:
+                wire.send_packed_command(packed[0])
+                packed.append(packer.pack([("EVALSHA", sha, len(keys), *keys, *(again or args))]))  # for a retry
+                return read_reply(wire), read_reply(wire)  # error replies too: the connection stays usable
+            wire.send_packed_command(packed[1])
+            return None, read_reply(wire)
 
         try:
             waited, reply = wire.retry.call_with_retry(exchange, lambda _: wire.disconnect())

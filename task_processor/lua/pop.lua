@@ -6,4 +6,7 @@
 local prefix = ARGV[1]                -- the job key prefix, rq:job:
 local k = tonumber(ARGV[2])           -- how many jobs to take at most
 local starts = tonumber(ARGV[3]) > 0  -- whether the start's arguments follow (9 of them), so a pop may start jobs
-return pop(1, prefix, starts and start_args(4) or nil, k, true)
+local again = ARGV[4 + tonumber(ARGV[3])] == '1'  -- sent again: its first send's reply was lost, and it may have run
+local s = starts and start_args(4) or nil
+local before = again and s and taken_before(1, prefix, s)
+return before or pop(1, prefix, s, k, true)
