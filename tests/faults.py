@@ -8,6 +8,7 @@ import os
 import signal
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -84,28 +85,27 @@ def assert_nothing_lost(conn: redis.Redis, accepted: list[str], statuses: dict[s
     return {j for j in accepted if runs[j] > 1}
 
 
-def losing_a_finish_reply(worker: TaskWorker, conn: redis.Redis, popping: bool = False) -> list[str]:
-    """Break the connection of ``worker``'s batched calls once, after Redis ran its first finish (with ``popping``,
-    its first finish that also pops) and before the reply was read, as a restart or a failover may: redis-py sends
-    the finish again. Returns the list that the id of that finish's job goes to once it was lost."""
-    calls, finish = worker._fast.calls, worker._fast._finish
-    conn.script_load(finish.script)  # its first send runs it (not a NOSCRIPT reply that loads it)
-    exchange, lost = calls._exchange, list[str]()
-
-    def chosen(call: Call) -> bool:
-        return call.script is finish and (not popping or len(call.keys) > FINISH_KEYS)
+def losing_a_reply(
+    worker: TaskWorker, conn: redis.Redis, chosen: Callable[[Call], bool], ran: Callable[[Call], bool]
+) -> list[Call]:
+    """Break the connection of ``worker``'s batched calls once, after Redis ran the first ``chosen`` call (``ran``
+    tells, from Redis) and before its reply was read, as a restart or a failover may: redis-py sends it again.
+    Returns the list that call goes to once its reply was lost."""
+    calls = worker._fast.calls
+    for script in (worker._fast._pop, worker._fast._finish):
+        conn.script_load(script.script)  # a first send runs it (not a NOSCRIPT reply that loads it)
+    exchange, lost = calls._exchange, list[Call]()
 
     def losing(batch: list[Call]) -> None:
-        finishes = [call for call in batch if chosen(call)]
-        if lost or not finishes:
+        targets = [call for call in batch if chosen(call)]
+        if lost or not targets:
             exchange(batch)
             return
-        job_id = finishes[0].args[0]
 
         def reply_lost() -> None:
-            wait_for(lambda: conn.hget(keys.job(job_id), "status") == b"finished", timeout=10, what="the finish")
-            lost.append(job_id)
-            raise redis.ConnectionError("connection reset after the finish ran")
+            wait_for(lambda: ran(targets[0]), timeout=10, what="the call to run")
+            lost.append(targets[0])
+            raise redis.ConnectionError("connection reset after the call ran")
 
         calls._read = reply_lost  # type: ignore[method-assign]
         try:
@@ -115,3 +115,13 @@ def losing_a_finish_reply(worker: TaskWorker, conn: redis.Redis, popping: bool =
 
     calls._exchange = losing  # type: ignore[method-assign]
     return lost
+
+
+def losing_a_finish_reply(worker: TaskWorker, conn: redis.Redis, popping: bool = False) -> list[Call]:
+    """``losing_a_reply`` for the worker's first finish (with ``popping``, its first finish that also pops)."""
+    finish = worker._fast._finish
+
+    def chosen(call: Call) -> bool:
+        return call.script is finish and (not popping or len(call.keys) > FINISH_KEYS)
+
+    return losing_a_reply(worker, conn, chosen, lambda call: conn.hget(keys.job(call.args[0]), "status") == b"finished")

@@ -23,7 +23,7 @@ from task_processor.connection import connect
 from task_processor.packing import read_reply
 from task_processor.settings import Settings
 from tests.conftest import TASK_MODULES, Proc, decoded, wait_for
-from tests.faults import losing_a_finish_reply
+from tests.faults import losing_a_finish_reply, losing_a_reply
 from worker import wake
 from worker.batching import Call
 from worker.dequeue import Taken
@@ -275,6 +275,26 @@ def test_a_finish_that_popped_sent_again_after_its_reply_was_lost_hands_over_the
     assert sorted(runs(conn), key=int) == [str(i) for i in range(12)]  # each once
     assert [conn.hget(job.key, "status") for job in jobs] == [b"finished"] * 12
     assert conn.zcard("rq:wip:default") == 0
+
+
+def test_a_pop_sent_again_after_its_reply_was_lost_hands_over_the_jobs_it_took(
+    redis_url: str, producer: Producer, conn: redis.Redis
+) -> None:
+    """A pop of its own (a worker's first) takes and starts two jobs, and the connection breaks before its reply
+    comes back; sent again, it hands over those two rather than take the next ones and leave them started for nobody
+    until the reaper sees them."""
+    jobs = producer.enqueue_many([Task("worker.examples.noop") for _ in range(3)])
+    settings = Settings(redis_url=redis_url, abandon_after=30, task_modules=(TASK_MODULES,))
+    worker = build_worker(settings, connect(redis_url), ("default",))  # as task-worker connects: retries included
+    pop = worker._fast._pop
+    lost = losing_a_reply(worker, conn, lambda call: call.script is pop, lambda _: conn.zcard("rq:wip:default") == 2)
+    taken = worker._dequeue.take(timeout=None, batch=2)
+    assert len(lost) == 1
+    assert taken is not None
+    assert [taken.job.id, *(hit.job_id.decode() for hit in worker._dequeue.held)] == [jobs[0].id, jobs[1].id]
+    started = sorted(entry.split(":")[0] for entry in decoded(conn.zrange("rq:wip:default", 0, -1)))
+    assert started == sorted([jobs[0].id, jobs[1].id])  # each started once, and only those
+    assert decoded(conn.lrange("rq:queue:default", 0, -1)) == [jobs[2].id]
 
 
 def test_a_wake_whose_pop_reply_was_lost_hands_over_the_job_that_pop_took(

@@ -38,7 +38,7 @@ LINGER_MOST = 16
 class Call:
     """One script call; its reply (or error) once ``done``."""
 
-    __slots__ = ("args", "done", "error", "keys", "lingers", "posted", "reply", "script", "sent", "wake")
+    __slots__ = ("again", "args", "done", "error", "keys", "lingers", "posted", "reply", "script", "sent", "wake")
 
     def __init__(
         self,
@@ -47,8 +47,10 @@ class Call:
         args: Sequence[Any],
         posted: bool = False,
         lingers: bool = False,
+        again: Sequence[Any] | None = None,
     ) -> None:
         self.script, self.keys, self.args = script, keys, args
+        self.again = again  # its arguments when the batch is sent again after a lost connection (it may have run)
         self.posted = posted  # its reply is read by a later exchange
         self.lingers = lingers  # queued without a thread waiting on it: a later call, or the flusher, sends it
         self.reply: Any = None
@@ -82,9 +84,10 @@ class BatchedCalls:
         self._lingering = threading.Event()  # set when a call lingers: the flusher sends it within LINGER
         self._flusher: threading.Thread | None = None
 
-    def call(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
-        """Run ``script`` and return its reply (or raise its error), as ``script(keys, args)`` would."""
-        return self._run(Call(script, keys, args)).outcome()
+    def call(self, script: Script, keys: Sequence[Any], args: Sequence[Any], again: Sequence[Any] | None = None) -> Any:
+        """Run ``script`` and return its reply (or raise its error), as ``script(keys, args)`` would; sent again
+        after a lost connection, with ``again`` for its arguments when given."""
+        return self._run(Call(script, keys, args, again=again)).outcome()
 
     def post(self, script: Script, keys: Sequence[Any], args: Sequence[Any], linger: bool = False) -> Call:
         """Send ``script`` and return at once: the call is ``done`` once a later exchange (``call``, ``post``,
@@ -175,6 +178,8 @@ class BatchedCalls:
         wire = self._wire_connection
         # settle() sends a call without a script: nothing is written for it
         commands = [("EVALSHA", c.script.sha, len(c.keys), *c.keys, *c.args) for c in batch if c.script is not None]
+        for call in batch:  # from now on the batch goes out again only after a lost connection
+            call.args = call.again if call.again is not None else call.args
         if commands:
             # Connected as a pool connects what it hands out: a Sentinel's connection asks for the master there (a
             # write to an unconnected one would go to its default address, localhost:6379).

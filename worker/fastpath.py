@@ -152,7 +152,9 @@ class FastPath:
         """Up to ``k`` next jobs of the queues in ``pop_keys`` (lua/lib/pop.lua), SUSPENDED, or None when they are
         empty."""
         start = self._start_args() if self.starts_on_pop else None
-        reply = self.calls.call(self._pop, pop_keys, [keys.JOB_PREFIX, k, *self._start_part(start)])
+        args = [keys.JOB_PREFIX, k, *self._start_part(start)]
+        # Sent again (its reply lost with the connection), the pop hands over what its first send took, if it ran.
+        reply = self.calls.call(self._pop, pop_keys, args, [*args, 1])
         return self._popped(reply, start)
 
     def wait_then_pop(self, pop_keys: list[str], k: int, wait_key: str, wait: float) -> PopResult:
