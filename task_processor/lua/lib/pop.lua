@@ -127,7 +127,8 @@ local function taken_before(first, prefix, s)
     local by_place = {}
     local cursor = '0'
     repeat
-      local page = redis.call('ZSCAN', KEYS[i + 2], cursor, 'MATCH', '*:' .. base .. '????', 'COUNT', 1000)
+      local page = redis.pcall('ZSCAN', KEYS[i + 2], cursor, 'MATCH', '*:' .. base .. '????', 'COUNT', 1000)
+      if wrong_type(page) then break end  -- a registry key of foreign data holds none of them
       cursor = page[1]
       for m = 1, #page[2], 2 do
         local member = page[2][m]
