@@ -49,16 +49,16 @@ class Waker:
         # BLMOVE with the list as its own destination: nothing moves, and it returns once the list holds something.
         wait_command = ("BLMOVE", wait_key, wait_key, "RIGHT", "RIGHT", wait)
         script_command = ("EVALSHA", sha, len(keys), *keys, *args)
-        packer, packed = self._packer, [self._packer.pack([wait_command, script_command])]
+        packer, sent = self._packer, [False]
 
         def exchange() -> tuple[Any, Any]:
             wire.connect()
-            if len(packed) == 1:
-                wire.send_packed_command(packed[0])
-                packed.append(packer.pack([("EVALSHA", sha, len(keys), *keys, *(again or args))]))  # for a retry
-                return read_reply(wire), read_reply(wire)  # error replies too: the connection stays usable
-            wire.send_packed_command(packed[1])
-            return None, read_reply(wire)
+            if sent[0]:  # a retry: the script alone, as it may have run already
+                wire.send_packed_command(packer.pack([("EVALSHA", sha, len(keys), *keys, *(again or args))]))
+                return None, read_reply(wire)
+            sent[0] = True
+            wire.send_packed_command(packer.pack([wait_command, script_command]))
+            return read_reply(wire), read_reply(wire)  # error replies too: the connection stays usable
 
         try:
             waited, reply = wire.retry.call_with_retry(exchange, lambda _: wire.disconnect())
