@@ -19,13 +19,8 @@ from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 
 from producer import Producer, Task
-from task_processor.connection import connect
-from task_processor.packing import read_reply
 from task_processor.settings import Settings
 from tests.conftest import TASK_MODULES, Proc, decoded, wait_for
-from tests.faults import losing_a_finish_reply, losing_a_reply
-from worker import wake
-from worker.batching import Call
 from worker.dequeue import Taken
 from worker.fastpath import PopResult
 from worker.pacing import HORIZON, MAX_BATCH, Pacer
@@ -82,9 +77,9 @@ def test_the_batch_follows_the_measured_job_duration() -> None:
     assert pacer.batch() == 1
 
 
-def in_process_worker(redis_url: str, conn: redis.Redis) -> TaskWorker:
-    """A worker on the default queue, in this process, with TASK_ABANDON_AFTER=3."""
-    settings = Settings(redis_url=redis_url, abandon_after=3, task_modules=(TASK_MODULES,))
+def in_process_worker(redis_url: str, conn: redis.Redis, abandon_after: int = 3) -> TaskWorker:
+    """A worker on the default queue, in this process, with TASK_ABANDON_AFTER=3 unless told otherwise."""
+    settings = Settings(redis_url=redis_url, abandon_after=abandon_after, task_modules=(TASK_MODULES,))
     return build_worker(settings, conn, ("default",))
 
 
@@ -226,106 +221,6 @@ def test_jobs_popped_ahead_of_a_long_job_are_kept_alive_while_it_runs(
     checker.join()
     assert runs(conn) == [*(str(i) for i in range(3)), "long", *(str(i) for i in range(3, 7))]
     assert lapsed == []
-
-
-def test_a_posted_finish_that_could_not_reach_redis_is_posted_again_and_recorded_once(
-    redis_url: str, producer: Producer, conn: redis.Redis
-) -> None:
-    """With its next job in hand, a worker posts a job's finish and runs on; when that finish cannot reach Redis (a
-    restart, a failover), the worker posts it again, a pause apart, until Redis records it (within half of
-    TASK_ABANDON_AFTER), rather than leave a job that ran to run again. Here the first three sends of posted
-    finishes fail: every job ends finished on its first run."""
-    jobs = producer.enqueue_many([Task("worker.examples.record", ("done", str(i))) for i in range(8)])
-    settings = Settings(redis_url=redis_url, abandon_after=30, task_modules=(TASK_MODULES,))
-    worker = build_worker(settings, conn, ("default",))
-    worker._pacer = FixedBatch(4)
-    calls, finish = worker._fast.calls, worker._fast._finish
-    conn.script_load(finish.script)
-    exchange, failed = calls._exchange, list[int]()
-
-    def away_for_the_first_posted_finishes(batch: list[Call]) -> None:
-        if len(failed) < 3 and any(call.script is finish and call.posted for call in batch):
-            failed.append(len(batch))
-            raise redis.ConnectionError("Redis is away")
-        exchange(batch)
-
-    calls._exchange = away_for_the_first_posted_finishes  # type: ignore[method-assign]
-    worker.work(burst=True)
-    assert len(failed) == 3
-    assert sorted(runs(conn)) == [str(i) for i in range(8)]  # each once
-    assert [conn.hget(job.key, "status") for job in jobs] == [b"finished"] * 8
-    assert attempts(conn, jobs) == [1] * 8
-
-
-def test_a_finish_that_popped_sent_again_after_its_reply_was_lost_hands_over_the_jobs_it_popped(
-    redis_url: str, producer: Producer, conn: redis.Redis
-) -> None:
-    """A finish that pops the worker's next jobs runs in Redis, and the connection breaks before its reply comes
-    back; the worker sends it again (redis-py's retry). The second send hands over the jobs the first one started for
-    this worker, instead of popping others and leaving those started for nobody until the reaper sees them: a burst
-    worker runs every job once and leaves none started."""
-    jobs = producer.enqueue_many([Task("worker.examples.record", ("done", str(i))) for i in range(12)])
-    settings = Settings(redis_url=redis_url, abandon_after=30, task_modules=(TASK_MODULES,))
-    worker = build_worker(settings, connect(redis_url), ("default",))  # as task-worker connects: retries included
-    worker._pacer = FixedBatch(2)
-    lost = losing_a_finish_reply(worker, conn, popping=True)
-    worker.work(burst=True)
-    assert len(lost) == 1
-    assert conn.llen("rq:queue:default") == 0
-    assert sorted(runs(conn), key=int) == [str(i) for i in range(12)]  # each once
-    assert [conn.hget(job.key, "status") for job in jobs] == [b"finished"] * 12
-    assert conn.zcard("rq:wip:default") == 0
-
-
-def test_a_pop_sent_again_after_its_reply_was_lost_hands_over_the_jobs_it_took(
-    redis_url: str, producer: Producer, conn: redis.Redis
-) -> None:
-    """A pop of its own (a worker's first) takes and starts two jobs, and the connection breaks before its reply
-    comes back; sent again, it hands over those two rather than take the next ones and leave them started for nobody
-    until the reaper sees them."""
-    jobs = producer.enqueue_many([Task("worker.examples.noop") for _ in range(3)])
-    settings = Settings(redis_url=redis_url, abandon_after=30, task_modules=(TASK_MODULES,))
-    worker = build_worker(settings, connect(redis_url), ("default",))  # as task-worker connects: retries included
-    pop = worker._fast._pop
-    lost = losing_a_reply(worker, conn, lambda call: call.script is pop, lambda _: conn.zcard("rq:wip:default") == 2)
-    taken = worker._dequeue.take(timeout=None, batch=2)
-    assert len(lost) == 1
-    assert taken is not None
-    assert [taken.job.id, *(hit.job_id.decode() for hit in worker._dequeue.held)] == [jobs[0].id, jobs[1].id]
-    started = sorted(entry.split(":")[0] for entry in decoded(conn.zrange("rq:wip:default", 0, -1)))
-    assert started == sorted([jobs[0].id, jobs[1].id])  # each started once, and only those
-    assert decoded(conn.lrange("rq:queue:default", 0, -1)) == [jobs[2].id]
-
-
-def test_a_wake_whose_pop_reply_was_lost_hands_over_the_job_that_pop_took(
-    redis_url: str, producer: Producer, conn: redis.Redis, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """An idle worker's pop runs the moment a job arrives, and the connection breaks before its reply comes back; the
-    worker sends the pop again (without the wait), and that hands over the job the first send started for this
-    worker, instead of popping another and leaving that one started for nobody until the reaper sees it."""
-    settings = Settings(redis_url=redis_url, abandon_after=30, task_modules=(TASK_MODULES,))
-    worker = build_worker(settings, connect(redis_url), ("default",))  # as task-worker connects: retries included
-    conn.script_load(worker._fast._pop.script)  # its first send runs it (not a NOSCRIPT reply that loads it)
-    job = producer.enqueue("worker.examples.noop")
-    read, replies, lost = read_reply, list[object](), list[str]()
-
-    def losing_the_pops_first_reply(wire: redis.Connection) -> object:
-        if len(replies) == 1 and not lost:  # the wait's reply came; the pop's is lost once Redis ran it
-            wait_for(lambda: conn.hget(job.key, "status") == b"started", timeout=10, what="the pop to run")
-            lost.append(job.id)
-            raise redis.ConnectionError("connection reset after the pop ran")
-        replies.append(reply := read(wire))
-        return reply
-
-    monkeypatch.setattr(wake, "read_reply", losing_the_pops_first_reply)
-    worker._dequeue.found_empty = True  # as after a pop that found the queue empty: the next take waits first
-    taken = worker._dequeue.take(timeout=1)
-    assert lost == [job.id]
-    assert taken is not None
-    assert taken.execution is not None  # started by the pop
-    assert taken.job.id == job.id
-    assert decoded(conn.zrange("rq:wip:default", 0, -1)) == [f"{job.id}:{taken.execution.id}"]  # started once
-    assert conn.hget(worker.key, "current_job") == job.id.encode()
 
 
 def test_a_worker_whose_finish_found_the_queue_empty_waits_without_a_pop_of_its_own(

@@ -22,9 +22,8 @@ from rq.serializers import JSONSerializer
 from producer import Producer
 from producer.commands.redis_server import LocalRedisServer, free_port
 from producer.commands.run_local import redis_for_run
-from task_processor.connection import connect
 from task_processor.settings import Settings
-from tests.conftest import TASK_MODULES, Proc, exc_string, wait_for
+from tests.conftest import Proc, exc_string, wait_for
 from tests.faults import (
     END_LOST,
     FAST,
@@ -32,7 +31,6 @@ from tests.faults import (
     RECONNECTED,
     REQUEUED,
     assert_nothing_lost,
-    losing_a_finish_reply,
     printed,
     said,
     settle,
@@ -40,7 +38,6 @@ from tests.faults import (
 )
 from tests.producer_loop import RUNS_KEY
 from worker.resilient import END_WAITS
-from worker.runner import build_worker
 
 pytestmark = pytest.mark.fault
 
@@ -216,21 +213,3 @@ def test_a_job_that_ends_during_a_short_outage_is_recorded_on_its_first_run(
     assert [(line["outcome"], line["attempt"]) for line in said(worker, "job")] == [("finished", 1)]
     assert said(worker, END_LOST) == []
     assert (len(said(worker, LOST)), len(said(worker, RECONNECTED))) == (1, 1), worker.output()[-3000:]
-
-
-def test_a_finish_sent_again_after_its_reply_was_lost_records_the_job_once(
-    redis_url: str, producer: Producer, conn: redis.Redis
-) -> None:
-    """The connection breaks after Redis ran a job's finish and before its reply came back, as when Redis restarts
-    or fails over at that moment: the worker sends the finish again, as redis-py retries any command. The job is
-    recorded once all the same: one result (rq-dashboard lists each), counted once in the worker's totals."""
-    job = producer.enqueue("worker.examples.add", 1, 2)
-    settings = Settings(redis_url=redis_url, task_modules=(TASK_MODULES,))
-    worker = build_worker(settings, connect(redis_url), ("default",))  # as task-worker connects: retries included
-    lost = losing_a_finish_reply(worker, conn)
-    worker.work(burst=True)
-    assert [call.args[0] for call in lost] == [job.id]  # the finish ran, and was sent again
-    job = Job.fetch(job.id, connection=conn, serializer=JSONSerializer)
-    assert job.get_status() == "finished"
-    assert [result.return_value for result in job.results()] == [3]
-    assert conn.hmget(worker.key, "successful_job_count", "failed_job_count") == [b"1", None]
